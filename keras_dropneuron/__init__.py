@@ -1,10 +1,30 @@
-"""keras-dropneuron: structured pruning for Keras 3 after DropNeuron (Pan et al., 2016)."""
+"""keras-dropneuron: structured pruning for Keras 3 after DropNeuron (Pan et al. 2016)."""
 
 from importlib import metadata as _metadata
+
+from keras_dropneuron.callbacks import PruneCallback
+from keras_dropneuron.pruning import prune_weights
+from keras_dropneuron.regularize import regularize_model
+from keras_dropneuron.regularizers import (
+    DropNeuronRegularizer,
+    LiRegularizer,
+    LoRegularizer,
+)
+from keras_dropneuron.report import SparsityReport, sparsity_report
 
 try:
     __version__ = _metadata.version("keras-dropneuron")
 except _metadata.PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "DropNeuronRegularizer",
+    "LiRegularizer",
+    "LoRegularizer",
+    "PruneCallback",
+    "SparsityReport",
+    "__version__",
+    "prune_weights",
+    "regularize_model",
+    "sparsity_report",
+]

@@ -63,9 +63,7 @@ WEIGHT_LAYOUTS: dict[type, tuple[WeightLayout, ...]] = {
         dataclasses.replace(_DEPTHWISE, attribute="depthwise_kernel"),
         WeightLayout("pointwise_kernel", "pointwise_regularizer", (-2,), (-1,)),
     ),
-    keras.layers.Embedding: (
-        WeightLayout("embeddings", "embeddings_regularizer", (-2,), (-1,)),
-    ),
+    keras.layers.Embedding: (WeightLayout("embeddings", "embeddings_regularizer", (-2,), (-1,)),),
 }
 
 

@@ -1,0 +1,82 @@
+"""Checks and traversals shared by every stage of the workflow."""
+
+import keras
+from keras.src.models.functional import Functional
+
+from keras_dropneuron import supported_layers
+
+SUPPORTED_MODEL_KINDS = "a Sequential or Functional keras.Model (nested ones included)"
+
+
+def check_model(model, name="model"):
+    """Raises a clear error unless `model` is a Sequential or Functional model."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Invalid type for argument `{name}`: expected {SUPPORTED_MODEL_KINDS}. "
+            f"Received: {name}={model!r} of type {type(model).__name__}"
+        )
+    if not isinstance(model, (keras.Sequential, Functional)):
+        raise ValueError(
+            f"Unsupported model for argument `{name}`: subclassed models such as "
+            f"{type(model).__name__} have no inspectable graph. Expected "
+            f"{SUPPORTED_MODEL_KINDS}."
+        )
+    if not model.built:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: the model is not built yet, so "
+            "it has no weights. Build it first, e.g. with `keras.Input` or "
+            "`model.build(input_shape)`."
+        )
+
+
+def iter_layers(model):
+    """Yields every layer of `model`, descending into nested models."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer)
+        else:
+            yield layer
+
+
+def select_layers(model, layers=None, prefer_regularized=False, name="layers"):
+    """Returns the supported layers of `model` to work on.
+
+    Args:
+        model: A checked model.
+        layers: `None`, or a list of layer names or layer objects of `model`.
+        prefer_regularized: With `layers=None`, pick the layers that carry a
+            DropNeuron regularizer, or every supported layer when none do.
+        name: Argument name for error messages.
+    """
+    # Imported here: regularizers imports this module's sibling table only.
+    from keras_dropneuron.regularizers import has_dropneuron_regularizer
+
+    supported = [layer for layer in iter_layers(model) if supported_layers.is_supported(layer)]
+    if layers is None:
+        if prefer_regularized:
+            regularized = [layer for layer in supported if has_dropneuron_regularizer(layer)]
+            if regularized:
+                return regularized
+        return supported
+    if isinstance(layers, (str, keras.layers.Layer)) or not hasattr(layers, "__iter__"):
+        raise TypeError(
+            f"Invalid type for argument `{name}`: expected a list of layer names or "
+            f"layers. Received: {name}={layers!r}"
+        )
+    by_name = {layer.name: layer for layer in iter_layers(model)}
+    selected = []
+    for item in layers:
+        layer = by_name.get(item) if isinstance(item, str) else item
+        if layer is None or not any(layer is known for known in by_name.values()):
+            raise ValueError(
+                f"Invalid value for argument `{name}`: {item!r} is not a layer of "
+                f"model {model.name!r}. Known layers: {sorted(by_name)}"
+            )
+        if not supported_layers.is_supported(layer):
+            raise ValueError(
+                f"Unsupported layer in argument `{name}`: {layer.name!r} of type "
+                f"{type(layer).__name__}. Supported layer types: "
+                f"{', '.join(supported_layers.supported_layer_names())}"
+            )
+        selected.append(layer)
+    return selected

@@ -1,0 +1,135 @@
+"""Dropping principle 1: set sub-threshold weights, or whole groups, to zero."""
+
+import math
+import numbers
+
+import numpy as np
+
+from keras_dropneuron import model_utils, supported_layers
+
+PRUNE_MODES = ("weight", "incoming", "outgoing", "neuron")
+
+
+def check_threshold(threshold, name="threshold"):
+    """Returns `threshold` as a float after checking it is finite and >= 0."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(
+            f"Invalid type for argument `{name}`: expected a float >= 0. "
+            f"Received: {name}={threshold!r} of type {type(threshold).__name__}"
+        )
+    threshold = float(threshold)
+    if not math.isfinite(threshold) or threshold < 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a finite float >= 0. "
+            f"Received: {name}={threshold!r}"
+        )
+    return threshold
+
+
+def check_mode(mode):
+    if mode not in PRUNE_MODES:
+        raise ValueError(
+            f"Invalid value for argument `mode`: expected one of {PRUNE_MODES}. "
+            f"Received: mode={mode!r}"
+        )
+    return mode
+
+
+def _reduce_axes(weight, unit_axes):
+    rank = weight.ndim
+    units = {a % rank for a in unit_axes}
+    return tuple(a for a in range(rank) if a not in units)
+
+
+def group_alive(weight, unit_axes):
+    """Boolean array over the units of `unit_axes`: True where the group has a non-zero."""
+    return np.any(weight != 0, axis=_reduce_axes(weight, unit_axes))
+
+
+def keep_mask(weight, layout, threshold, mode="weight"):
+    """Boolean mask of the weights that survive pruning at `threshold`.
+
+    Args:
+        weight: The weight as a numpy array.
+        layout: Its `supported_layers.WeightLayout`.
+        threshold: Weights (`mode="weight"`) or group norms (other modes) below
+            it are pruned.
+        mode: `"weight"` prunes single weights with `|w| < threshold`;
+            `"incoming"` whole incoming groups (one per output unit) and
+            `"outgoing"` whole outgoing groups (one per input unit) whose L2 norm
+            is below `threshold`; `"neuron"` does both.
+    """
+    keep = weight != 0
+    if mode == "weight":
+        return keep & (np.abs(weight) >= threshold)
+    groups = []
+    if mode in ("incoming", "neuron"):
+        groups.append(layout.output_axes)
+    if mode in ("outgoing", "neuron"):
+        groups.append(layout.input_axes)
+    squared = np.square(weight.astype(np.float64))
+    for unit_axes in groups:
+        norms = np.sqrt(np.sum(squared, axis=_reduce_axes(weight, unit_axes), keepdims=True))
+        keep = keep & (norms >= threshold)
+    return keep
+
+
+def managed_weights(layers):
+    """Lists `(layer, layout, variable)` for every prunable weight of `layers`."""
+    return [
+        (layer, layout, getattr(layer, layout.attribute))
+        for layer in layers
+        for layout in supported_layers.weight_layouts(layer)
+    ]
+
+
+def prune_weights(model, threshold, mode="weight", layers=None):
+    """Sets sub-threshold weights of `model` to zero, in place.
+
+    This modifies `model`'s weights in place. It is Dropping Principle 1 of
+    DropNeuron applied once, for models trained without `PruneCallback`. Only the
+    kernels listed in `keras_dropneuron.supported_layers` are pruned; biases are
+    left alone.
+
+    Args:
+        model: A Sequential or Functional model, nested models included.
+        threshold: Weights with `|w| < threshold` (or groups whose L2 norm is
+            below it, in the group modes) become zero.
+        mode: One of `"weight"`, `"incoming"`, `"outgoing"`, `"neuron"`
+            (see `keep_mask`). Defaults to `"weight"`.
+        layers: Names or layers to prune. Defaults to `None`: every supported
+            layer.
+
+    Returns:
+        A dict with `"pruned"` (weights newly set to zero), `"zeros"` (zero
+        weights after pruning) and `"total"` (weights considered).
+
+    Raises:
+        TypeError: If `model` is not a Keras model or `threshold` not a number.
+        ValueError: For bad `threshold`, `mode`, subclassed models, unknown
+            layers, or weights that are not finite.
+
+    Example:
+
+    >>> counts = prune_weights(model, threshold=1e-2)
+    >>> print(counts["zeros"] / counts["total"])
+    """
+    threshold = check_threshold(threshold)
+    check_mode(mode)
+    model_utils.check_model(model)
+    weights = managed_weights(model_utils.select_layers(model, layers))
+    values = [np.asarray(variable.numpy()) for _, _, variable in weights]
+    for (layer, layout, _), value in zip(weights, values, strict=True):
+        if not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"Cannot prune layer {layer.name!r}: its weight {layout.attribute!r} "
+                "holds NaN or infinite values. Nothing was modified."
+            )
+    counts = {"pruned": 0, "zeros": 0, "total": 0}
+    for (_, layout, variable), value in zip(weights, values, strict=True):
+        keep = keep_mask(value, layout, threshold, mode)
+        counts["pruned"] += int(np.count_nonzero((value != 0) & ~keep))
+        counts["zeros"] += int(keep.size - np.count_nonzero(keep))
+        counts["total"] += int(keep.size)
+        variable.assign(np.where(keep, value, 0).astype(value.dtype))
+    return counts

@@ -1,0 +1,283 @@
+"""Group-lasso regularizers that drive whole neurons and filters to zero.
+
+`LiRegularizer` penalises the incoming weights of each unit, `LoRegularizer` the
+outgoing weights of each input unit, and `DropNeuronRegularizer` combines both
+with L1 and L2 (the paper's eq. 10) because `kernel_regularizer=` takes one
+object.
+"""
+
+import math
+import numbers
+
+import keras
+from keras import ops
+
+from keras_dropneuron import supported_layers
+
+_PACKAGE = "keras_dropneuron"
+
+
+def check_strength(name, value):
+    """Returns `value` as a float after checking it is a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Invalid type for argument `{name}`: expected a float >= 0. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a finite float >= 0. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def _check_axis(name, axis):
+    """Normalises `axis` to a tuple of ints."""
+    axes = (axis,) if isinstance(axis, numbers.Integral) else axis
+    if (
+        isinstance(axis, bool)
+        or not isinstance(axes, (tuple, list))
+        or not axes
+        or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes)
+    ):
+        raise TypeError(
+            f"Invalid type for argument `{name}`: expected an int or a non-empty "
+            f"tuple of ints. Received: {name}={axis!r}"
+        )
+    return tuple(int(a) for a in axes)
+
+
+def _axis_config(axes):
+    # Flat, JSON-friendly config: a single axis stays an int.
+    return axes[0] if len(axes) == 1 else list(axes)
+
+
+def group_norms(x, axis, scale_by_group_size=False):
+    """Euclidean norm of each group of `x`, one group per index of `axis`.
+
+    `axis` names the axes that identify a group (the unit axes); the norm runs
+    over all remaining axes. The norm of an all-zero group is 0 with a zero
+    (finite) gradient, so training stays NaN-free once groups die.
+
+    Args:
+        x: Weight tensor.
+        axis: Int or tuple of ints, the unit axes.
+        scale_by_group_size: Multiply each norm by `sqrt(group size)`, as in
+            Group Lasso (Yuan and Lin). Defaults to `False`.
+
+    Returns:
+        A float32 (float64 for float64 input) tensor with the shape of the
+        unit axes.
+    """
+    axes = _check_axis("axis", axis)
+    rank = len(x.shape)
+    unit_axes = {a % rank for a in axes if -rank <= a < rank}
+    if len(unit_axes) != len(axes):
+        raise ValueError(
+            "Invalid value for argument `axis`: expected distinct axes of a "
+            f"weight of rank {rank}. Received: axis={axis!r} for a weight of "
+            f"shape {tuple(x.shape)}"
+        )
+    reduce_axes = tuple(a for a in range(rank) if a not in unit_axes)
+    dtype = "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
+    x = ops.cast(x, dtype)
+    squares = ops.sum(ops.square(x), axis=reduce_axes) if reduce_axes else ops.square(x)
+    # sqrt has an infinite derivative at 0; take it only where the group is
+    # non-zero, so a dead group contributes 0 and a zero gradient.
+    positive = ops.greater(squares, 0)
+    safe = ops.where(positive, squares, ops.ones_like(squares))
+    norms = ops.where(positive, ops.sqrt(safe), ops.zeros_like(squares))
+    if scale_by_group_size:
+        group_size = math.prod(x.shape[a] for a in reduce_axes)
+        norms = norms * math.sqrt(group_size)
+    return norms
+
+
+class _GroupLasso(keras.regularizers.Regularizer):
+    """Shared implementation of the single-term group-lasso regularizers."""
+
+    _strength_name = ""
+    _default_axis = -1
+
+    def __init__(self, strength, axis, scale_by_group_size):
+        self.strength = check_strength(self._strength_name, strength)
+        self.axis = _check_axis("axis", axis)
+        self.scale_by_group_size = bool(scale_by_group_size)
+
+    def __call__(self, x):
+        norms = group_norms(x, self.axis, self.scale_by_group_size)
+        return self.strength * ops.sum(norms)
+
+    def get_config(self):
+        return {
+            self._strength_name: self.strength,
+            "axis": _axis_config(self.axis),
+            "scale_by_group_size": self.scale_by_group_size,
+        }
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LiRegularizer(_GroupLasso):
+    """Group lasso on the incoming weights of each unit (DropNeuron's Li).
+
+    `loss = li * sum_j sqrt(sum_i W[i, j] ** 2)`: one group per output unit or
+    filter `j` holding all of its incoming weights. For a Dense kernel `(in, out)`
+    a group is a column; for a ConvND kernel `(*k, in, out)` it is `W[..., j]`.
+    A unit whose group reaches zero receives nothing and emits the constant
+    `act(bias)`.
+
+    Args:
+        li: Strength, a finite float >= 0. Defaults to `0.01`.
+        axis: The axis (or axes) of the weight that index the output units.
+            `-1` fits Dense, ConvND and Embedding; use `-2` for ConvNDTranspose
+            (kernel `(*k, out, in)`) and `(-2, -1)` for depthwise kernels.
+            `regularize_model` picks it for you. Defaults to `-1`.
+        scale_by_group_size: Weight each group by `sqrt(group size)` as in
+            Group Lasso. Defaults to `False`, as in the paper.
+
+    Raises:
+        TypeError: If `li` is not a number or `axis` is not an int or ints.
+        ValueError: If `li` is negative, NaN or infinite.
+
+    Example:
+
+    >>> layer = keras.layers.Dense(64, kernel_regularizer=LiRegularizer(1e-4))
+    """
+
+    _strength_name = "li"
+
+    def __init__(self, li=0.01, axis=-1, scale_by_group_size=False):
+        super().__init__(li, axis, scale_by_group_size)
+
+    @property
+    def li(self):
+        return self.strength
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LoRegularizer(_GroupLasso):
+    """Group lasso on the outgoing weights of each input unit (DropNeuron's Lo).
+
+    `loss = lo * sum_i sqrt(sum_j W[i, j] ** 2)`: one group per input unit or
+    channel `i` holding all of its outgoing weights. For a Dense kernel a group is
+    a row; for a ConvND kernel `(*k, in, out)` it is `W[..., i, :]`. An input unit
+    whose group reaches zero sends nothing and can be removed.
+
+    Args:
+        lo: Strength, a finite float >= 0. Defaults to `0.01`.
+        axis: The axis (or axes) of the weight that index the input units.
+            `-2` fits Dense, ConvND, Embedding and depthwise kernels; use `-1`
+            for ConvNDTranspose (kernel `(*k, out, in)`). Defaults to `-2`.
+        scale_by_group_size: Weight each group by `sqrt(group size)` as in
+            Group Lasso. Defaults to `False`, as in the paper.
+
+    Raises:
+        TypeError: If `lo` is not a number or `axis` is not an int or ints.
+        ValueError: If `lo` is negative, NaN or infinite.
+
+    Example:
+
+    >>> layer = keras.layers.Conv2D(32, 3, kernel_regularizer=LoRegularizer(1e-4))
+    """
+
+    _strength_name = "lo"
+
+    def __init__(self, lo=0.01, axis=-2, scale_by_group_size=False):
+        super().__init__(lo, axis, scale_by_group_size)
+
+    @property
+    def lo(self):
+        return self.strength
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DropNeuronRegularizer(keras.regularizers.Regularizer):
+    """The paper's full penalty (eq. 10) in one regularizer.
+
+    `loss = l1 * sum|W| + l2 * sum W**2 + li * Li(W) + lo * Lo(W)` where `Li`
+    sums the norms of the incoming groups and `Lo` those of the outgoing groups
+    (see `LiRegularizer` and `LoRegularizer`).
+
+    Args:
+        li: Strength of the incoming-group penalty. Defaults to `0.0`.
+        lo: Strength of the outgoing-group penalty. Defaults to `0.0`.
+        l1: Strength of the L1 penalty. Defaults to `0.0`.
+        l2: Strength of the squared L2 penalty. Defaults to `0.0`.
+        li_axis: Axis (or axes) indexing the output units. Defaults to `-1`.
+        lo_axis: Axis (or axes) indexing the input units. Defaults to `-2`.
+        scale_by_group_size: Weight each group by `sqrt(group size)`.
+            Defaults to `False`.
+
+    Raises:
+        TypeError: If a strength is not a number or an axis is not an int or ints.
+        ValueError: If a strength is negative, NaN or infinite.
+
+    Example:
+
+    >>> reg = DropNeuronRegularizer(li=1e-4, lo=1e-4, l1=1e-5)
+    >>> layer = keras.layers.Dense(300, kernel_regularizer=reg)
+    """
+
+    def __init__(
+        self,
+        li=0.0,
+        lo=0.0,
+        l1=0.0,
+        l2=0.0,
+        li_axis=-1,
+        lo_axis=-2,
+        scale_by_group_size=False,
+    ):
+        self.li = check_strength("li", li)
+        self.lo = check_strength("lo", lo)
+        self.l1 = check_strength("l1", l1)
+        self.l2 = check_strength("l2", l2)
+        self.li_axis = _check_axis("li_axis", li_axis)
+        self.lo_axis = _check_axis("lo_axis", lo_axis)
+        self.scale_by_group_size = bool(scale_by_group_size)
+
+    def __call__(self, x):
+        dtype = "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
+        x = ops.cast(x, dtype)
+        loss = ops.zeros((), dtype=dtype)
+        if self.l1:
+            loss += self.l1 * ops.sum(ops.abs(x))
+        if self.l2:
+            loss += self.l2 * ops.sum(ops.square(x))
+        if self.li:
+            loss += self.li * ops.sum(group_norms(x, self.li_axis, self.scale_by_group_size))
+        if self.lo:
+            loss += self.lo * ops.sum(group_norms(x, self.lo_axis, self.scale_by_group_size))
+        return loss
+
+    def get_config(self):
+        return {
+            "li": self.li,
+            "lo": self.lo,
+            "l1": self.l1,
+            "l2": self.l2,
+            "li_axis": _axis_config(self.li_axis),
+            "lo_axis": _axis_config(self.lo_axis),
+            "scale_by_group_size": self.scale_by_group_size,
+        }
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"DropNeuronRegularizer({args})"
+
+
+DROPNEURON_REGULARIZERS = (LiRegularizer, LoRegularizer, DropNeuronRegularizer)
+
+
+def has_dropneuron_regularizer(layer):
+    """Whether any weight of `layer` listed in the layer table carries one of ours."""
+    return any(
+        isinstance(getattr(layer, layout.regularizer_argument, None), DROPNEURON_REGULARIZERS)
+        for layout in supported_layers.weight_layouts(layer)
+    )

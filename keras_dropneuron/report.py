@@ -1,0 +1,186 @@
+"""sparsity_report: how many weights and units of a model are still alive."""
+
+import numpy as np
+
+from keras_dropneuron import model_utils, pruning, supported_layers
+from keras_dropneuron.passthrough import is_channel_passthrough, is_flatten
+
+_COLUMNS = (
+    ("layer", "Layer (type)"),
+    ("inputs_alive", "Inputs alive"),
+    ("units_alive_incoming", "Units alive (in)"),
+    ("units_alive_outgoing", "Units alive (out)"),
+    ("units_alive", "Units alive (both)"),
+    ("nonzero_weights", "Non-zero / total"),
+    ("compression", "Compression"),
+)
+
+
+class SparsityReport:
+    """Per-layer sparsity of a model; prints as a table, converts to dicts.
+
+    For each supported layer:
+    - `inputs_alive` / `inputs`: input units (channels) whose outgoing weights
+      in this layer are not all zero;
+    - `units_alive_incoming`: output units (filters) whose incoming weights are
+      not all zero;
+    - `units_alive_outgoing`: output units whose outgoing weights in the
+      consuming layers are not all zero (all of them when the consumers are not
+      supported layers or the model's outputs);
+    - `units_alive` / `units`: alive on both sides, the paper's neuron count;
+    - `nonzero_weights` / `total_weights` and `compression` (total / non-zero).
+
+    `totals` sums the weights and units over the layers.
+    """
+
+    def __init__(self, rows, model_name):
+        self.rows = rows
+        self.model_name = model_name
+        nonzero = sum(row["nonzero_weights"] for row in rows)
+        total = sum(row["total_weights"] for row in rows)
+        self.totals = {
+            "units": sum(row["units"] for row in rows),
+            "units_alive": sum(row["units_alive"] for row in rows),
+            "nonzero_weights": nonzero,
+            "total_weights": total,
+            "compression": total / nonzero if nonzero else float("inf"),
+        }
+
+    def to_list(self):
+        """Returns one plain dict per layer."""
+        return [dict(row) for row in self.rows]
+
+    def _cells(self, row):
+        return [
+            f"{row['layer']} ({row['type']})",
+            f"{row['inputs_alive']}/{row['inputs']}",
+            f"{row['units_alive_incoming']}/{row['units']}",
+            f"{row['units_alive_outgoing']}/{row['units']}",
+            f"{row['units_alive']}/{row['units']}",
+            f"{row['nonzero_weights']:,}/{row['total_weights']:,}",
+            f"{row['compression']:.2f}x",
+        ]
+
+    def __str__(self):
+        header = [title for _, title in _COLUMNS]
+        body = [self._cells(row) for row in self.rows]
+        totals = self.totals
+        footer = [
+            "Total",
+            "",
+            "",
+            "",
+            f"{totals['units_alive']}/{totals['units']}",
+            f"{totals['nonzero_weights']:,}/{totals['total_weights']:,}",
+            f"{totals['compression']:.2f}x",
+        ]
+        widths = [max(len(r[i]) for r in [header, *body, footer]) for i in range(len(header))]
+
+        def line(cells):
+            return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+        rule = "-" * len(line(header))
+        lines = [f'Sparsity report: "{self.model_name}"', rule, line(header), rule]
+        lines += [line(cells) for cells in body]
+        lines += [rule, line(footer), rule]
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return str(self)
+
+    def print(self):
+        """Prints the table, like `model.summary()`."""
+        print(self)
+
+
+def _alive(weight, unit_axes, threshold):
+    alive = pruning.group_alive(np.where(np.abs(weight) > threshold, weight, 0), unit_axes)
+    return alive.reshape(-1)
+
+
+def _layer_sides(layer, threshold):
+    """Alive masks of the input side and output side of a supported layer."""
+    layouts = supported_layers.weight_layouts(layer)
+    values = [np.asarray(getattr(layer, layout.attribute).numpy()) for layout in layouts]
+    inputs = _alive(values[0], layouts[0].input_axes, threshold)
+    outputs = _alive(values[-1], layouts[-1].output_axes, threshold)
+    return inputs, outputs, values
+
+
+def _downstream_alive(layer, width, members, threshold, depth=0):
+    """Which of `layer`'s `width` output channels some consumer still reads.
+
+    Follows consumers through channel pass-through layers and Flatten; any
+    consumer it cannot interpret (or a model output) reads every channel.
+    """
+    nodes = [node for node in layer._outbound_nodes if id(node.operation) in members]
+    if not nodes or depth > 64:
+        return np.ones(width, dtype=bool)
+    alive = np.zeros(width, dtype=bool)
+    for node in nodes:
+        consumer = node.operation
+        if supported_layers.is_supported(consumer):
+            reads = _layer_sides(consumer, threshold)[0]
+            if reads.size != width:
+                return np.ones(width, dtype=bool)
+        elif is_channel_passthrough(consumer):
+            reads = _downstream_alive(consumer, width, members, threshold, depth + 1)
+        elif is_flatten(consumer) and consumer.output.shape[-1] is not None:
+            flat = consumer.output.shape[-1]
+            if flat % width:
+                return np.ones(width, dtype=bool)
+            reads = _downstream_alive(consumer, flat, members, threshold, depth + 1)
+            reads = reads.reshape(-1, width).any(axis=0)
+        else:
+            return np.ones(width, dtype=bool)
+        alive |= reads
+    return alive
+
+
+def sparsity_report(model, threshold=0.0):
+    """Reports, per layer, the weights and units of `model` that are alive.
+
+    Args:
+        model: A Sequential or Functional model, nested models included.
+        threshold: Weights with `|w| <= threshold` count as zero. Defaults to
+            `0.0` (exact zeros only).
+
+    Returns:
+        A `SparsityReport`: `print(report)` shows a table, `report.to_list()`
+        gives one dict per layer and `report.totals` the model's totals.
+
+    Raises:
+        TypeError: If `model` is not a Keras model or `threshold` not a number.
+        ValueError: For subclassed or unbuilt models and bad thresholds.
+
+    Example:
+
+    >>> print(sparsity_report(model))
+    """
+    threshold = pruning.check_threshold(threshold)
+    model_utils.check_model(model)
+    members = {id(layer) for layer in model_utils.iter_layers(model)}
+    rows = []
+    for layer in model_utils.iter_layers(model):
+        if not supported_layers.is_supported(layer):
+            continue
+        inputs, incoming, values = _layer_sides(layer, threshold)
+        outgoing = _downstream_alive(layer, incoming.size, members, threshold)
+        nonzero = sum(int(np.count_nonzero(np.abs(v) > threshold)) for v in values)
+        total = sum(int(v.size) for v in values)
+        rows.append(
+            {
+                "layer": layer.name,
+                "type": type(layer).__name__,
+                "inputs": int(inputs.size),
+                "inputs_alive": int(inputs.sum()),
+                "units": int(incoming.size),
+                "units_alive_incoming": int(incoming.sum()),
+                "units_alive_outgoing": int(outgoing.sum()),
+                "units_alive": int((incoming & outgoing).sum()),
+                "nonzero_weights": nonzero,
+                "total_weights": total,
+                "compression": total / nonzero if nonzero else float("inf"),
+            }
+        )
+    return SparsityReport(rows, model.name)
