@@ -76,8 +76,8 @@ def group_norms(x, axis, scale_by_group_size=False):
     unit_axes = {a % rank for a in axes if -rank <= a < rank}
     if len(unit_axes) != len(axes):
         raise ValueError(
-            "Invalid value for argument `axis`: expected distinct axes of a "
-            f"weight of rank {rank}. Received: axis={axis!r} for a weight of "
+            "Invalid value for argument `axis`: expected distinct axes within a "
+            f"weight of rank {rank}. Received: axis={_axis_config(axes)!r} for a weight of "
             f"shape {tuple(x.shape)}"
         )
     reduce_axes = tuple(a for a in range(rank) if a not in unit_axes)

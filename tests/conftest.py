@@ -1,0 +1,31 @@
+"""Shared test set-up: two logical CPUs for tf.distribute tests, seeds, data paths."""
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Must happen before TensorFlow initialises its devices, so at import time.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_policy():
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture
+def mnist_path():
+    if not MNIST.exists():
+        pytest.skip(f"local MNIST file not found at {MNIST}")
+    return MNIST
