@@ -1,0 +1,215 @@
+import csv
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_dropneuron import DropNeuronRegularizer, LiRegularizer, PruneCallback
+
+L = keras.layers
+THRESHOLD = 0.05
+
+
+def _data(n=256, features=12):
+    x = np.random.randn(n, features).astype("float32")
+    y = (x[:, :2].sum(axis=1, keepdims=True) > 0).astype("float32")
+    return x, y
+
+
+def _mlp(reg=True, **compile_kwargs):
+    kwargs = {"kernel_regularizer": DropNeuronRegularizer(li=1e-3, lo=1e-3)} if reg else {}
+    model = keras.Sequential(
+        [
+            keras.Input((12,)),
+            L.Dense(16, activation="relu", name="h1", **kwargs),
+            L.Dense(8, activation="relu", name="h2", **kwargs),
+            L.Dense(1, activation="sigmoid", name="out"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy", **compile_kwargs)
+    return model
+
+
+class ZeroWatcher(keras.callbacks.Callback):
+    """Records, after every batch, whether the given positions are still zero."""
+
+    def __init__(self, variable, positions):
+        super().__init__()
+        self.variable, self.positions, self.violations = variable, positions, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.violations += int(np.count_nonzero(self.variable.numpy()[self.positions]))
+
+
+def test_pruned_weights_stay_zero_across_epochs():
+    model = _mlp()
+    x, y = _data()
+    kernel = model.get_layer("h1").kernel
+    before = np.asarray(kernel.numpy())
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[PruneCallback(THRESHOLD)])
+    after_first = np.asarray(kernel.numpy())
+    pruned = after_first == 0
+    assert pruned.any()
+    # Exactly the sub-threshold weights (after the epoch's updates) are zero,
+    # so nothing above the threshold was touched.
+    assert np.all(np.abs(after_first[~pruned]) >= THRESHOLD)
+    assert not np.array_equal(before, after_first)
+
+    watcher = ZeroWatcher(kernel, pruned)
+    model.fit(
+        x, y, epochs=2, batch_size=32, verbose=0, callbacks=[PruneCallback(THRESHOLD), watcher]
+    )
+    # Adam's momentum would move them; the masks are applied after every step.
+    assert watcher.violations == 0
+    assert np.all(kernel.numpy()[pruned] == 0)
+
+
+def test_logs_hold_sparsity_and_alive_units_in_history_and_csv(tmp_path):
+    model = _mlp()
+    x, y = _data()
+    path = tmp_path / "log.csv"
+    history = model.fit(
+        x,
+        y,
+        epochs=2,
+        verbose=0,
+        callbacks=[PruneCallback(THRESHOLD), keras.callbacks.CSVLogger(str(path))],
+    )
+    kernels = [np.asarray(model.get_layer(n).kernel.numpy()) for n in ("h1", "h2")]
+    zeros = sum(int(np.sum(k == 0)) for k in kernels)
+    total = sum(k.size for k in kernels)
+    alive = sum(int(np.any(k != 0, axis=0).sum()) for k in kernels)
+    assert history.history["sparsity"][-1] == pytest.approx(zeros / total)
+    assert history.history["alive_units"][-1] == alive
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[-1]["sparsity"]) == pytest.approx(zeros / total)
+
+
+def test_default_layers_are_the_regularized_ones_else_all():
+    inputs = keras.Input((12,))
+    h = L.Dense(16, name="h1", kernel_regularizer=LiRegularizer(1e-3))(inputs)
+    out = L.Dense(1, name="out")(h)
+    model = keras.Model(inputs, out)
+    model.compile("adam", "mse")
+    x, y = _data()
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[PruneCallback(0.5)])
+    assert np.any(model.get_layer("h1").kernel.numpy() == 0)
+    assert np.all(model.get_layer("out").kernel.numpy() != 0)
+
+    plain = _mlp(reg=False)
+    plain.fit(x, y, epochs=1, verbose=0, callbacks=[PruneCallback(0.5)])
+    assert all(np.any(plain.get_layer(n).kernel.numpy() == 0) for n in ("h1", "h2", "out"))
+
+
+def test_warmup_delays_pruning():
+    model = _mlp()
+    x, y = _data()
+    kernel = model.get_layer("h1").kernel
+    callback = PruneCallback(THRESHOLD, warmup_epochs=2)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[callback])
+    assert np.all(kernel.numpy() != 0)
+    model.fit(x, y, epochs=3, initial_epoch=2, verbose=0, callbacks=[callback])
+    assert np.any(kernel.numpy() == 0)
+
+
+def test_frequency_in_batches_prunes_inside_the_epoch():
+    model = _mlp()
+    x, y = _data(n=64)
+
+    class FirstZeroStep(keras.callbacks.Callback):
+        step = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.step is None and np.any(self.model.get_layer("h1").kernel.numpy() == 0):
+                self.step = batch
+
+    probe = FirstZeroStep()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[PruneCallback(0.5, 3), probe])
+    assert probe.step == 2  # the third batch
+
+
+def test_group_mode_kills_whole_units():
+    model = _mlp()
+    x, y = _data()
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[PruneCallback(1.0, mode="incoming")])
+    kernel = np.asarray(model.get_layer("h1").kernel.numpy())
+    dead = np.all(kernel == 0, axis=0)
+    assert dead.any()
+    # Every column is all-zero or untouched (no single weights pruned).
+    assert np.all(np.all(kernel != 0, axis=0) | dead)
+
+
+def test_jit_compiled_training():
+    model = _mlp(jit_compile=True)
+    x, y = _data()
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[PruneCallback(THRESHOLD)])
+    assert np.any(model.get_layer("h1").kernel.numpy() == 0)
+
+
+def test_mirrored_strategy_keeps_replicas_identical():
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2, "conftest configures two logical CPUs"
+    strategy = tf.distribute.MirroredStrategy(devices)
+    with strategy.scope():
+        model = _mlp()
+    x, y = _data()
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[PruneCallback(THRESHOLD)])
+    kernel = model.get_layer("h1").kernel
+    replicas = [np.asarray(v.numpy()) for v in kernel.value.values]
+    assert len(replicas) == 2
+    np.testing.assert_array_equal(replicas[0], replicas[1])
+    assert np.any(replicas[0] == 0)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy):
+    keras.config.set_dtype_policy(policy)
+    model = _mlp()
+    x, y = _data()
+    history = model.fit(x, y, epochs=2, verbose=0, callbacks=[PruneCallback(THRESHOLD)])
+    kernel = model.get_layer("h1").kernel
+    assert kernel.dtype == "float32"
+    assert np.any(kernel.numpy() == 0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_existing_zeros_count_as_pruned_after_restart():
+    model = _mlp()
+    x, y = _data()
+    kernel = model.get_layer("h1").kernel
+    w = np.asarray(kernel.numpy())
+    w[:4, :] = 0  # e.g. restored from a pruned checkpoint
+    kernel.assign(w)
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[PruneCallback(0.0)])
+    assert np.all(kernel.numpy()[:4, :] == 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"threshold": -1}, ValueError, "`threshold`"),
+        ({"threshold": "x"}, TypeError, "`threshold`"),
+        ({"frequency": 0}, ValueError, "`frequency`.*0"),
+        ({"frequency": "batch"}, ValueError, "`frequency`"),
+        ({"mode": "filters"}, ValueError, "`mode`"),
+        ({"layers": "h1"}, TypeError, "`layers`"),
+        ({"warmup_epochs": -1}, ValueError, "`warmup_epochs`"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        PruneCallback(**kwargs)
+
+
+def test_unknown_layer_is_reported_when_training_starts():
+    model = _mlp()
+    x, y = _data()
+    with pytest.raises(ValueError, match="'nope' is not a layer"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[PruneCallback(layers=["nope"])])
+
+
+def test_config_round_trip():
+    callback = PruneCallback(0.02, frequency=5, mode="neuron", layers=["a"], warmup_epochs=3)
+    assert PruneCallback(**callback.get_config()).get_config() == callback.get_config()

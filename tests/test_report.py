@@ -1,0 +1,95 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_dropneuron import sparsity_report
+
+L = keras.layers
+
+
+def test_mlp_counts_match_hand_computation():
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            L.Dense(5, name="h1"),
+            L.Dropout(0.5),
+            L.Dense(4, name="h2"),
+            L.Dense(2, name="out"),
+        ]
+    )
+    h1, h2, out = (model.get_layer(n) for n in ("h1", "h2", "out"))
+    w1 = np.asarray(h1.kernel.numpy())
+    w1[[0, 3], :] = 0  # inputs 0 and 3 dead
+    w1[:, 1] = 0  # h1 unit 1 receives nothing
+    h1.kernel.assign(w1)
+    w2 = np.asarray(h2.kernel.numpy())
+    w2[4, :] = 0  # h1 unit 4 sends nothing (through Dropout)
+    w2[:, 2] = 0  # h2 unit 2 receives nothing
+    h2.kernel.assign(w2)
+    w3 = np.asarray(out.kernel.numpy())
+    w3[0, :] = 0  # h2 unit 0 sends nothing
+    out.kernel.assign(w3)
+
+    report = sparsity_report(model)
+    rows = {row["layer"]: row for row in report.to_list()}
+    assert rows["h1"]["inputs_alive"] == 4
+    assert rows["h1"]["units_alive_incoming"] == 4
+    assert rows["h1"]["units_alive_outgoing"] == 4
+    assert rows["h1"]["units_alive"] == 3  # units 1 and 4 are dead
+    assert rows["h2"]["units_alive"] == 2  # units 0 and 2 are dead
+    assert rows["out"]["units_alive"] == 2
+    nonzero = [int(np.count_nonzero(w)) for w in (w1, w2, w3)]
+    assert [rows[n]["nonzero_weights"] for n in ("h1", "h2", "out")] == nonzero
+    assert rows["h1"]["compression"] == pytest.approx(30 / nonzero[0])
+    assert report.totals["nonzero_weights"] == sum(nonzero)
+    assert report.totals["compression"] == pytest.approx(58 / sum(nonzero))
+    assert report.totals["units_alive"] == 3 + 2 + 2
+    text = str(report)
+    assert "h1 (Dense)" in text and "3/5" in text and "Total" in text
+
+
+def test_flatten_maps_conv_channel_to_dense_rows():
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 1)),
+            L.Conv2D(3, 3, name="conv"),  # output 2x2x3
+            L.Flatten(),
+            L.Dense(2, name="fc"),
+        ]
+    )
+    fc = model.get_layer("fc")
+    w = np.asarray(fc.kernel.numpy())
+    w[np.arange(4) * 3 + 1, :] = 0  # channel 1 at every position p: rows p * C + c
+    fc.kernel.assign(w)
+    row = sparsity_report(model).to_list()[0]
+    assert row["units_alive_outgoing"] == 2
+    assert row["units_alive"] == 2
+    w[0, :] = 0  # only position 0 of channel 0: channel 0 still read elsewhere
+    fc.kernel.assign(w)
+    assert sparsity_report(model).to_list()[0]["units_alive"] == 2
+
+
+def test_unknown_consumer_counts_every_unit_as_read():
+    inputs = keras.Input((4,))
+    hidden = L.Dense(3, name="h")(inputs)
+    outputs = L.Dense(2, name="o")(L.LayerNormalization()(hidden))
+    model = keras.Model(inputs, outputs)
+    o = model.get_layer("o")
+    o.kernel.assign(np.zeros((3, 2), "float32"))
+    assert sparsity_report(model).to_list()[0]["units_alive_outgoing"] == 3
+
+
+def test_threshold_counts_small_weights_as_zero():
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2)])
+    model.layers[0].kernel.assign(np.array([[1e-4, 1.0], [2e-4, 0.5], [0.0, 2.0]], "float32"))
+    assert sparsity_report(model).to_list()[0]["nonzero_weights"] == 5
+    row = sparsity_report(model, threshold=1e-3).to_list()[0]
+    assert row["nonzero_weights"] == 3
+    assert row["units_alive_incoming"] == 1
+
+
+def test_bad_input():
+    with pytest.raises(TypeError, match="`model`"):
+        sparsity_report([1, 2])
+    with pytest.raises(ValueError, match="`threshold`"):
+        sparsity_report(keras.Sequential([keras.Input((3,)), L.Dense(2)]), threshold=-1)
