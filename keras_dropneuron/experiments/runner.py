@@ -1,0 +1,237 @@
+"""Train, prune, slim and report one experiment; aggregate over seeds."""
+
+import json
+import pathlib
+import time
+
+import keras
+import numpy as np
+from keras_dropneuron.surgery import slim_model
+
+from keras_dropneuron.callbacks import PruneCallback
+from keras_dropneuron.experiments import timing
+from keras_dropneuron.experiments.setups import SETUPS
+from keras_dropneuron.proximal import ProximalGroupShrinkage
+from keras_dropneuron.report import sparsity_report
+
+METHODS = ("threshold", "proximal")
+QUICK_SAMPLES = 512
+
+
+def score(metric, y_true, y_pred):
+    """The experiment's metric: error in %, NMSE or MSE (lower is better)."""
+    y_pred = np.asarray(y_pred, dtype="float64")
+    y_true = np.asarray(y_true)
+    if metric == "error":
+        return 100.0 * float(np.mean(np.argmax(y_pred, axis=-1) != y_true))
+    y_true = y_true.astype("float64").reshape(y_pred.shape)
+    mse = float(np.mean(np.square(y_pred - y_true)))
+    return mse / float(np.mean(np.square(y_true))) if metric == "nmse" else mse
+
+
+def _alive_units(setup, report):
+    rows = {row["layer"]: row for row in report.to_list()}
+    units = []
+    for label, layer, side in setup.units:
+        row = rows[layer]
+        alive, total = (
+            (row["inputs_alive"], row["inputs"])
+            if side == "inputs"
+            else (row["units_alive"], row["units"])
+        )
+        units.append({"label": label, "alive": alive, "total": total})
+    return units
+
+
+def run_once(
+    name, variant, seed, method="threshold", quick=False, epochs=None, mnist=None, verbose=2
+):
+    """Runs one experiment end to end and returns its figures as a dict.
+
+    Trains with the DropNeuron penalties and `PruneCallback` (or proximal group
+    shrinkage with `method="proximal"`), slims the pruned model with
+    `slim_model`, checks that the slim model scores exactly as the pruned one,
+    and measures the slim model's inference speed-up.
+    """
+    setup = SETUPS[name]
+    keras.utils.set_random_seed(seed)
+    (x, y), (x_test, y_test), extra = setup.load(seed, mnist)
+    epochs = epochs or setup.epochs
+    if quick:
+        x, y, x_test, y_test = (a[:QUICK_SAMPLES] for a in (x, y, x_test, y_test))
+        epochs = min(epochs, 2)
+    penalties = dict(setup.penalties)
+    callbacks = [PruneCallback(setup.threshold)]
+    if method == "proximal":
+        callbacks = [
+            ProximalGroupShrinkage(li=penalties["li"], lo=penalties["lo"]),
+            PruneCallback(0.0),  # counts and reports the exact zeros
+        ]
+        penalties.update(li=0.0, lo=0.0)
+    model = setup.build(variant, penalties)
+    model.compile(
+        keras.optimizers.Adam(setup.learning_rate),
+        setup.loss,
+        steps_per_execution=setup.steps_per_execution,
+    )
+    start = time.perf_counter()
+    model.fit(
+        x, y, epochs=epochs, batch_size=setup.batch_size, callbacks=callbacks, verbose=verbose
+    )
+    train_seconds = time.perf_counter() - start
+
+    pruned_pred = model.predict(x_test, batch_size=256, verbose=0)
+    slim, slim_report = slim_model(model, return_report=True)
+    slim_pred = slim.predict(x_test, batch_size=256, verbose=0)
+    deviation = float(np.max(np.abs(slim_pred - pruned_pred)))
+    pruned_score = score(setup.metric, y_test, pruned_pred)
+    slim_score = score(setup.metric, y_test, slim_pred)
+    report = sparsity_report(model)
+    totals = slim_report.totals()
+    speed = timing.inference_speedup(model, slim, x_test[:256], repeats=5 if quick else 15)
+    result = {
+        "experiment": name,
+        "variant": variant,
+        "method": method,
+        "seed": seed,
+        "epochs": epochs,
+        "quick": quick,
+        setup.metric: pruned_score,
+        "slim_" + setup.metric: slim_score,
+        "slim_max_abs_deviation": deviation,
+        "slim_matches": bool(
+            deviation <= 1e-5 * (1 + float(np.max(np.abs(pruned_pred))))
+            or abs(slim_score - pruned_score) <= 1e-9
+        ),
+        "compression": report.totals["compression"],
+        "units": _alive_units(setup, report),
+        "params": totals["params_before"],
+        "slim_params": totals["params_after"],
+        "macs": totals["macs_before"],
+        "slim_macs": totals["macs_after"],
+        "speedup": speed["speedup"],
+        "original_ms": speed["original_ms"],
+        "slim_ms": speed["slim_ms"],
+        "train_seconds": train_seconds,
+    }
+    if "support" in extra:
+        kept = np.flatnonzero(np.any(model.get_layer("hidden").kernel.numpy() != 0, axis=1))
+        result["support_true"] = extra["support"].tolist()
+        result["support_found"] = kept.tolist()
+        result["support_exact"] = bool(np.array_equal(kept, extra["support"]))
+    return result, model
+
+
+def summarize(results):
+    """Groups results by (experiment, variant, method): mean, median and worst."""
+    groups = {}
+    for r in results:
+        groups.setdefault((r["experiment"], r["variant"], r["method"]), []).append(r)
+    rows = []
+    for (name, variant, method), runs in groups.items():
+        metric = SETUPS[name].metric
+        values = np.array([r[metric] for r in runs])
+        units = [
+            f"{np.mean([r['units'][i]['alive'] for r in runs]):.0f}/{runs[0]['units'][i]['total']}"
+            for i in range(len(runs[0]["units"]))
+        ]
+        row = {
+            "experiment": name,
+            "variant": variant,
+            "method": method,
+            "seeds": len(runs),
+            "metric": metric,
+            "mean": float(values.mean()),
+            "median": float(np.median(values)),
+            "worst": float(values.max()),
+            "compression": float(np.mean([r["compression"] for r in runs])),
+            "units": " - ".join(units),
+            "slim_params": float(np.mean([r["slim_params"] for r in runs])),
+            "params": runs[0]["params"],
+            "slim_macs": float(np.mean([r["slim_macs"] for r in runs])),
+            "macs": runs[0]["macs"],
+            "speedup": float(np.median([r["speedup"] for r in runs])),
+            "slim_exact": all(r["slim_matches"] for r in runs),
+        }
+        if "support_exact" in runs[0]:
+            row["support_exact"] = f"{sum(r['support_exact'] for r in runs)}/{len(runs)}"
+        paper = SETUPS[name].paper.get(variant) or SETUPS[name].paper.get("dropneuron", {})
+        row["paper"] = paper
+        rows.append(row)
+    return rows
+
+
+def _fmt(metric, value):
+    return f"{value:.2f}%" if metric == "error" else f"{value:.3g}"
+
+
+def markdown_table(rows):
+    """The side-by-side table: our figures next to the paper's."""
+    lines = [
+        "| experiment | variant | method | seeds | metric (mean / median / worst) | paper "
+        "| compression (paper) | units alive (paper) | slim params | slim MACs | speed-up "
+        "| slim exact |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        paper = r["paper"]
+        metric = r["metric"]
+        extra = f"; support {r['support_exact']}" if "support_exact" in r else ""
+        lines.append(
+            f"| {r['experiment']} | {r['variant']} | {r['method']} | {r['seeds']} "
+            f"| {metric} {_fmt(metric, r['mean'])} / {_fmt(metric, r['median'])} / "
+            f"{_fmt(metric, r['worst'])}{extra} "
+            f"| {_fmt(metric, paper[metric]) if metric in paper else '-'} "
+            f"| {r['compression']:.1f}x ({paper.get('compression', '-')}x) "
+            f"| {r['units']} ({paper.get('units', '-')}) "
+            f"| {r['slim_params']:,.0f} / {r['params']:,} "
+            f"| {r['slim_macs']:,.0f} / {r['macs']:,} "
+            f"| {r['speedup']:.2f}x | {'yes' if r['slim_exact'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def reproduce(
+    names,
+    seeds=(0,),
+    methods=("threshold",),
+    quick=False,
+    epochs=None,
+    mnist=None,
+    out=None,
+    plots=False,
+    verbose=2,
+):
+    """Runs experiments over seeds and methods, writes JSON and Markdown, returns rows."""
+    results = []
+    out = pathlib.Path(out) if out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        setup = SETUPS[name]
+        for variant in setup.variants:
+            for method in methods if variant != "baseline" else ("threshold",):
+                for seed in seeds:
+                    print(f"== {name} / {variant} / {method} / seed {seed}", flush=True)
+                    result, model = run_once(
+                        name, variant, seed, method, quick, epochs, mnist, verbose
+                    )
+                    results.append(result)
+                    if out and plots and seed == seeds[0]:
+                        from keras_dropneuron.experiments import plots as plotting
+
+                        stem = f"{name}_{variant}_{method}".replace("+", "_")
+                        plotting.plot_sparsity_patterns(model, out / f"{stem}_weights.png")
+                    if out:  # write as we go: long runs keep what they finished
+                        (out / "results.json").write_text(json.dumps(results, indent=2))
+    rows = summarize(results)
+    table = markdown_table(rows)
+    print(table)
+    if out:
+        (out / "summary.json").write_text(json.dumps(rows, indent=2))
+        (out / "results.md").write_text(table + "\n")
+        if plots:
+            from keras_dropneuron.experiments import plots as plotting
+
+            plotting.plot_alive_units(results, out / "alive_units.png")
+    return rows, results

@@ -1,0 +1,240 @@
+"""The paper's four experiments: networks, training set-ups and published figures.
+
+Hyper-parameters follow `PAPER.md` (the authors' scripts) where it gives them:
+optimizer, learning rate, epochs, batch size, thresholds. The penalty strengths
+are ours (the paper does not publish them in a usable form).
+"""
+
+import dataclasses
+
+import keras
+
+from keras_dropneuron.experiments import data
+from keras_dropneuron.regularizers import DropNeuronRegularizer
+
+L = keras.layers
+
+
+@dataclasses.dataclass
+class Setup:
+    """One experiment.
+
+    Attributes:
+        name: Command-line name.
+        metric: `"error"` (classification error, %) or `"nmse"` / `"mse"`.
+        build: `build(variant, method) -> keras.Model`, compiled by the runner.
+        load: `load(seed, mnist_path) -> ((x, y), (x_test, y_test), extra)`.
+        loss: Keras loss.
+        epochs, batch_size, learning_rate: Training set-up.
+        threshold: Pruning threshold (Dropping Principle 1).
+        units: `(label, layer name, "inputs" | "units")` to count alive units,
+            in the paper's order.
+        variants: Model variants (e.g. penalties on convolutions too).
+        paper: The authors' figures, for the side-by-side table.
+        steps_per_execution: Batches per compiled call (speeds up batch 1).
+        finetune_epochs: Epochs of training without penalties after pruning,
+            the pruned weights held at zero (0 in the paper).
+    """
+
+    name: str
+    metric: str
+    build: object
+    load: object
+    loss: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    threshold: float
+    units: list
+    variants: tuple = ("dropneuron",)
+    paper: dict = dataclasses.field(default_factory=dict)
+    steps_per_execution: int = 1
+    finetune_epochs: int = 0
+    penalties: dict = dataclasses.field(default_factory=dict)
+
+
+def _reg(strengths, enabled=True):
+    return DropNeuronRegularizer(**strengths) if enabled else None
+
+
+# ---------------------------------------------------------------- regression
+
+
+def _build_regression(variant, penalties):
+    if variant == "baseline":  # dropout + L1, as the paper's comparison
+        l1 = penalties["baseline_l1"]
+        return keras.Sequential(
+            [
+                keras.Input((20,)),
+                L.Dropout(0.1),
+                L.Dense(5, name="hidden", kernel_regularizer=_reg({"l1": l1})),
+                L.Dense(1, name="output", kernel_regularizer=_reg({"l1": l1})),
+            ],
+            name="sparse_regression_baseline",
+        )
+    first = {"li": penalties["li"], "lo": penalties["lo"]}
+    return keras.Sequential(
+        [
+            keras.Input((20,)),
+            L.Dense(5, name="hidden", kernel_regularizer=_reg(first)),
+            # Li on the output layer would drive the only output to zero.
+            L.Dense(1, name="output", kernel_regularizer=_reg({"lo": penalties["lo"]})),
+        ],
+        name="sparse_regression",
+    )
+
+
+def _load_regression(seed, mnist_path=None):
+    train, test, support = data.sparse_regression_data(seed)
+    return train, test, {"support": support}
+
+
+SPARSE_REGRESSION = Setup(
+    name="sparse-regression",
+    metric="nmse",
+    build=_build_regression,
+    load=_load_regression,
+    loss="mse",
+    epochs=100,
+    batch_size=1,
+    learning_rate=1e-3,
+    threshold=1e-2,
+    units=[("inputs", "hidden", "inputs"), ("hidden", "hidden", "units")],
+    variants=("dropneuron", "baseline"),
+    paper={
+        "dropneuron": {"nmse": 3.6e-4, "compression": 35.0, "units": "2/20, 1/5"},
+        "baseline": {"nmse": 0.54, "compression": 1.7, "units": "20/20, 5/5"},
+    },
+    steps_per_execution=25,
+    penalties={"li": 0.1, "lo": 0.1, "baseline_l1": 0.01},
+)
+
+# ----------------------------------------------------------------- MNIST nets
+
+
+def _load_mnist_flat(seed, mnist_path=None):
+    (x, y), (xt, yt) = data.load_mnist(mnist_path)
+    return (x.reshape(-1, 784), y), (xt.reshape(-1, 784), yt), {}
+
+
+def _load_mnist_autoencoder(seed, mnist_path=None):
+    (x, _), (xt, _) = data.load_mnist(mnist_path)
+    x, xt = x.reshape(-1, 784), xt.reshape(-1, 784)
+    return (x, x), (xt, xt), {}
+
+
+def _load_mnist_images(seed, mnist_path=None):
+    (x, y), (xt, yt) = data.load_mnist(mnist_path)
+    return (x[..., None], y), (xt[..., None], yt), {}
+
+
+def _build_autoencoder(variant, penalties):
+    reg = {"li": penalties["li"], "lo": penalties["lo"]}
+    layers = [keras.Input((784,))]
+    for name, units in (("enc1", 128), ("code", 64), ("dec1", 128)):
+        layers.append(L.Dense(units, "sigmoid", name=name, kernel_regularizer=_reg(reg)))
+    # No Li on the reconstruction layer: its incoming groups are the outputs.
+    layers.append(
+        L.Dense(784, "sigmoid", name="recon", kernel_regularizer=_reg({"lo": reg["lo"]}))
+    )
+    return keras.Sequential(layers, name="autoencoder")
+
+
+AUTOENCODER = Setup(
+    name="autoencoder",
+    metric="mse",
+    build=_build_autoencoder,
+    load=_load_mnist_autoencoder,
+    loss="mse",
+    epochs=50,
+    batch_size=256,
+    learning_rate=1e-3,
+    threshold=1e-2,
+    units=[
+        ("inputs", "enc1", "inputs"),
+        ("enc1", "enc1", "units"),
+        ("code", "code", "units"),
+        ("dec1", "dec1", "units"),
+    ],
+    paper={"dropneuron": {"mse": 0.0121, "compression": 5.1, "units": "420-127-61-121"}},
+    penalties={"li": 1e-5, "lo": 1e-5},
+)
+
+
+def _build_lenet_300_100(variant, penalties):
+    reg = {"li": penalties["li"], "lo": penalties["lo"]}
+    return keras.Sequential(
+        [
+            keras.Input((784,)),
+            L.Dense(300, "relu", name="fc1", kernel_regularizer=_reg(reg)),
+            L.Dense(100, "relu", name="fc2", kernel_regularizer=_reg(reg)),
+            L.Dense(10, "softmax", name="fc3", kernel_regularizer=_reg({"lo": reg["lo"]})),
+        ],
+        name="lenet_300_100",
+    )
+
+
+LENET_300_100 = Setup(
+    name="lenet-300-100",
+    metric="error",
+    build=_build_lenet_300_100,
+    load=_load_mnist_flat,
+    loss="sparse_categorical_crossentropy",
+    epochs=100,
+    batch_size=256,
+    learning_rate=1e-3,
+    threshold=1e-2,
+    units=[
+        ("inputs", "fc1", "inputs"),
+        ("fc1", "fc1", "units"),
+        ("fc2", "fc2", "units"),
+    ],
+    paper={"dropneuron": {"error": 1.83, "compression": 10.1, "units": "542-83-61"}},
+    penalties={"li": 1e-4, "lo": 1e-4},
+)
+
+
+def _build_lenet_5(variant, penalties):
+    reg = {"li": penalties["li"], "lo": penalties["lo"]}
+    conv_reg = _reg({"li": penalties["conv_li"]}, variant == "dropneuron+conv")
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Conv2D(
+                32, 5, padding="same", activation="relu", name="conv1", kernel_regularizer=conv_reg
+            ),
+            L.MaxPooling2D(2),
+            L.Conv2D(
+                64, 5, padding="same", activation="relu", name="conv2", kernel_regularizer=conv_reg
+            ),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.Dense(512, "relu", name="fc1", kernel_regularizer=_reg(reg)),
+            L.Dense(10, "softmax", name="fc2", kernel_regularizer=_reg({"lo": reg["lo"]})),
+        ],
+        name="lenet_5",
+    )
+
+
+LENET_5 = Setup(
+    name="lenet-5",
+    metric="error",
+    build=_build_lenet_5,
+    load=_load_mnist_images,
+    loss="sparse_categorical_crossentropy",
+    epochs=8,
+    batch_size=64,
+    learning_rate=1e-3,
+    threshold=1e-2,
+    units=[
+        ("conv1 filters", "conv1", "units"),
+        ("conv2 filters", "conv2", "units"),
+        ("fc1 inputs", "fc1", "inputs"),
+        ("fc1", "fc1", "units"),
+    ],
+    variants=("dropneuron", "dropneuron+conv"),
+    paper={"dropneuron": {"error": 0.86, "compression": 67.0, "units": "907/3136, 110/512"}},
+    penalties={"li": 1e-4, "lo": 1e-4, "conv_li": 1e-4},
+)
+
+SETUPS = {s.name: s for s in (SPARSE_REGRESSION, AUTOENCODER, LENET_300_100, LENET_5)}

@@ -1,0 +1,73 @@
+"""Proximal group shrinkage: exact zeros during training, without a threshold."""
+
+import keras
+from keras import ops
+
+from keras_dropneuron import model_utils, pruning
+from keras_dropneuron.regularizers import check_strength
+
+
+def _shrink(variable, unit_axes, amount):
+    """`w_g <- max(0, 1 - amount / ||w_g||) * w_g` for every group of `unit_axes`."""
+    rank = len(variable.shape)
+    units = {a % rank for a in unit_axes}
+    reduce_axes = tuple(a for a in range(rank) if a not in units)
+    value = ops.convert_to_tensor(variable)
+    norms = ops.sqrt(ops.sum(ops.square(value), axis=reduce_axes, keepdims=True))
+    scale = ops.maximum(1.0 - amount / ops.maximum(norms, 1e-12), 0.0)
+    variable.assign(value * ops.cast(scale, value.dtype))
+
+
+class ProximalGroupShrinkage(keras.callbacks.Callback):
+    """Applies the group-lasso proximal step after every optimizer step.
+
+    For every incoming group (strength `li`) and outgoing group (strength `lo`)
+    of the managed layers: `w_g <- max(0, 1 - step * lambda / ||w_g||) * w_g`,
+    with `step` the optimizer's current learning rate. This is proximal
+    gradient descent on the Li/Lo penalties: groups reach exact zeros during
+    training and no pruning threshold is needed. Use it *instead of* the
+    `LiRegularizer`/`LoRegularizer` penalties, not on top of them.
+
+    Args:
+        li: Incoming-group strength. Defaults to `0.0`.
+        lo: Outgoing-group strength. Defaults to `0.0`.
+        layers: Names of the layers to shrink. Defaults to `None`: every
+            supported layer except the model's last one (whose incoming groups
+            are the outputs).
+
+    Example:
+
+    >>> model.fit(x, y, callbacks=[ProximalGroupShrinkage(li=1e-4, lo=1e-4)])
+    """
+
+    def __init__(self, li=0.0, lo=0.0, layers=None):
+        super().__init__()
+        self.li = check_strength("li", li)
+        self.lo = check_strength("lo", lo)
+        self.layers = None if layers is None else list(layers)
+        self._step_fn = None
+
+    def on_train_begin(self, logs=None):
+        model_utils.check_model(self.model)
+        layers = model_utils.select_layers(self.model, self.layers)
+        if self.layers is None:
+            layers = layers[:-1]
+        weights = pruning.managed_weights(layers)
+        optimizer = self.model.optimizer
+
+        def step():
+            lr = ops.cast(optimizer.learning_rate, "float32")
+            for _, layout, variable in weights:
+                if self.li:
+                    _shrink(variable, layout.output_axes, lr * self.li)
+                if self.lo:
+                    _shrink(variable, layout.input_axes, lr * self.lo)
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            step = tf.function(step)
+        self._step_fn = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step_fn()
