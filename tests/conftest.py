@@ -6,6 +6,7 @@ import pathlib
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -29,3 +30,24 @@ def mnist_path():
     if not MNIST.exists():
         pytest.skip(f"local MNIST file not found at {MNIST}")
     return MNIST
+
+
+def _assert_equivalent(model, slim, inputs=None, seed=0, slim_inputs=None):
+    """Asserts `slim` computes `model`'s function on random inputs."""
+    if inputs is None:
+        rng = np.random.default_rng(seed)
+        inputs = [
+            rng.standard_normal((3,) + tuple(t.shape[1:])).astype("float32") for t in model.inputs
+        ]
+        inputs = inputs if len(inputs) > 1 else inputs[0]
+    expected = np.asarray(model(inputs))
+    got = np.asarray(slim(inputs if slim_inputs is None else slim_inputs))
+    bound = 1e-5 * (1 + np.max(np.abs(expected)))
+    assert got.shape == expected.shape
+    assert np.max(np.abs(got - expected)) <= bound
+    return inputs
+
+
+@pytest.fixture
+def assert_equivalent():
+    return _assert_equivalent

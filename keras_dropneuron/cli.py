@@ -1,0 +1,145 @@
+"""The `keras-dropneuron` command line.
+
+Verbs are argparse subcommands; each one is a `_add_<verb>` function that
+registers its parser and a handler returning the exit status.
+
+Example:
+
+    keras-dropneuron slim pruned.keras -o slim.keras --tflite slim.tflite
+"""
+
+import argparse
+import os
+import sys
+
+PROG = "keras-dropneuron"
+_MODEL_SUFFIXES = (".keras", ".h5")
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _size(path):
+    if os.path.isdir(path):
+        return sum(
+            os.path.getsize(os.path.join(root, name))
+            for root, _, names in os.walk(path)
+            for name in names
+        )
+    return os.path.getsize(path)
+
+
+def _one_line(error):
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _check_paths(args):
+    if not os.path.isfile(args.input):
+        raise CommandError(f"input model not found: {args.input}")
+    for path in (args.output, args.saved_model, args.tflite):
+        if path and os.path.exists(args.input) and os.path.exists(path):
+            if os.path.samefile(path, args.input):
+                raise CommandError(f"refusing to overwrite the input model: {path}")
+    if not args.output.endswith(_MODEL_SUFFIXES):
+        raise CommandError(
+            f"output must end with .keras or .h5, received: {args.output}"
+        )
+    if args.saved_model and os.path.exists(args.saved_model):
+        raise CommandError(f"--saved-model directory already exists: {args.saved_model}")
+    if args.threshold < 0 or args.threshold != args.threshold:
+        raise CommandError(f"--threshold must be >= 0, received: {args.threshold}")
+
+
+def _slim(args):
+    _check_paths(args)
+    import keras
+
+    from keras_dropneuron.surgery import slim_model
+    from keras_dropneuron.surgery.export import export_saved_model, export_tflite
+
+    try:
+        model = keras.saving.load_model(args.input, compile=False)
+    except Exception as error:  # any failure to read is the same to the user
+        raise CommandError(
+            f"cannot load model {args.input}: {_one_line(error)}"
+        ) from error
+    try:
+        slim, report = slim_model(model, threshold=args.threshold, return_report=True)
+    except (TypeError, ValueError) as error:
+        raise CommandError(
+            f"unsupported model {args.input}: {_one_line(error)}"
+        ) from error
+    slim.save(args.output)
+    print(report)
+    sizes = [("model file", args.input, args.output)]
+    if args.saved_model:
+        export_saved_model(slim, args.saved_model)
+        sizes.append(("SavedModel", None, args.saved_model))
+    if args.tflite:
+        export_tflite(slim, args.tflite)
+        sizes.append(("TFLite file", None, args.tflite))
+    for label, before, after in sizes:
+        if before:
+            print(f"{label}: {_size(before):,} -> {_size(after):,} bytes ({after})")
+        else:
+            print(f"{label}: {_size(after):,} bytes ({after})")
+    return 0
+
+
+def _add_slim(subparsers):
+    parser = subparsers.add_parser(
+        "slim",
+        help="rebuild a pruned model without its dead units",
+        description="Removes provably dead units from a saved Keras model and "
+        "prints a per-layer report with file sizes before and after.",
+    )
+    parser.add_argument("input", help="pruned model (.keras or .h5)")
+    parser.add_argument("-o", "--output", required=True, help="slim model path")
+    parser.add_argument("--saved-model", metavar="DIR", help="also export a SavedModel")
+    parser.add_argument("--tflite", metavar="FILE", help="also write a TFLite file")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="weights with |w| <= threshold count as zero (default: 0, exact)",
+    )
+    parser.set_defaults(handler=_slim)
+
+
+def build_parser():
+    """Returns the argument parser with one subparser per verb."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Structured pruning for Keras (DropNeuron)."
+    )
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    _add_slim(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line.
+
+    Args:
+        argv: Arguments without the program name. Defaults to `None`, which
+            reads `sys.argv[1:]`.
+
+    Returns:
+        The exit status: 0 on success, 1 on a reported error, 2 on a usage
+        error.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_usage(sys.stderr)
+        return 2
+    try:
+        return args.handler(args)
+    except CommandError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""`SlimReport`: what `slim_model` removed, layer by layer."""
+
+import dataclasses
+import math
+
+from keras_dropneuron.surgery import rules
+from keras_dropneuron.surgery.graph import build_graph, channels
+
+
+def _spatial(shape):
+    return math.prod(d or 1 for d in shape[1:-1])
+
+
+def _macs(layer, kind, tensor_in, tensor_out):
+    """Multiply-adds of one call (0 for layers without a kernel)."""
+    c_in, c_out = channels(tensor_in), channels(tensor_out)
+    if kind == "dense":
+        return _spatial(tensor_out.shape) * c_in * c_out
+    if kind == "conv":
+        return _spatial(tensor_out.shape) * math.prod(layer.kernel_size) * c_in * c_out
+    if kind == "conv_transpose":
+        return _spatial(tensor_in.shape) * math.prod(layer.kernel_size) * c_in * c_out
+    if kind == "depthwise":
+        return _spatial(tensor_out.shape) * math.prod(layer.kernel_size) * c_out
+    if kind == "separable":
+        middle = c_in * layer.depth_multiplier
+        taps = math.prod(layer.kernel_size)
+        return _spatial(tensor_out.shape) * middle * (taps + c_out)
+    return 0
+
+
+def layer_stats(graph):
+    """Layer name -> (class name, units, params, multiply-adds), in call order."""
+    stats = {}
+    for call in graph.calls:
+        layer = call.layer
+        if not hasattr(layer, "count_params") or not call.inputs:
+            continue
+        tensor_in = graph.tensors[call.inputs[0]]
+        tensor_out = graph.tensors[call.outputs[0]]
+        kind = rules.classify(layer, [tensor_in], [tensor_out])
+        macs = _macs(layer, kind, tensor_in, tensor_out)
+        params = layer.count_params() if layer.built else 0
+        if call.name in stats:  # shared layer: parameters once, work per call
+            name, units, params_, macs_ = stats[call.name]
+            stats[call.name] = (name, units, params_, macs_ + macs)
+        elif params or macs:
+            units = channels(tensor_out)
+            stats[call.name] = (type(layer).__name__, units, params, macs)
+    return stats
+
+
+@dataclasses.dataclass
+class SlimReport:
+    """Per-layer units, parameters and multiply-adds before and after slimming.
+
+    Printing it shows a table like `model.summary()`.
+
+    Attributes:
+        rows: One dict per layer with weights or multiply-adds (see `to_list`).
+        kept_inputs: Model input name -> kept channel indices; only filled
+            when `slim_model(..., drop_inputs=True)`.
+        max_deviation: With `approximate=True`, the largest absolute output
+            difference measured on random inputs; else `None`.
+    """
+
+    rows: list
+    kept_inputs: dict = dataclasses.field(default_factory=dict)
+    max_deviation: float | None = None
+
+    @classmethod
+    def compare(cls, before, after, **kwargs):
+        """Builds the report from the source and the slim model.
+
+        Args:
+            before: The source model.
+            after: The slim model.
+            **kwargs: `kept_inputs` and `max_deviation`.
+
+        Returns:
+            A `SlimReport`.
+        """
+        old = layer_stats(build_graph(before))
+        new = layer_stats(build_graph(after))
+        rows = []
+        for name, (class_name, units, params, macs) in old.items():
+            _, units_after, params_after, macs_after = new.get(name, (None, 0, 0, 0))
+            rows.append(
+                {
+                    "name": name,
+                    "class_name": class_name,
+                    "units_before": units,
+                    "units_after": units_after,
+                    "params_before": params,
+                    "params_after": params_after,
+                    "macs_before": macs,
+                    "macs_after": macs_after,
+                }
+            )
+        return cls(rows, **kwargs)
+
+    def to_list(self):
+        """Returns the rows as a list of plain dicts (a copy)."""
+        return [dict(row) for row in self.rows]
+
+    def totals(self):
+        """Returns summed `units_*`, `params_*` and `macs_*` over all rows."""
+        keys = [k for k in self.rows[0] if k.endswith(("_before", "_after"))] if (
+            self.rows
+        ) else []
+        return {k: sum(row[k] for row in self.rows) for k in keys}
+
+    def __str__(self):
+        header = ("Layer (type)", "Units", "Params", "Mult-adds")
+        lines = []
+        for row in self.rows:
+            lines.append(
+                (
+                    f"{row['name']} ({row['class_name']})",
+                    f"{row['units_before']} -> {row['units_after']}",
+                    f"{row['params_before']:,} -> {row['params_after']:,}",
+                    f"{row['macs_before']:,} -> {row['macs_after']:,}",
+                )
+            )
+        totals = self.totals()
+        if totals:
+            total_line = (
+                "Total",
+                f"{totals['units_before']} -> {totals['units_after']}",
+                f"{totals['params_before']:,} -> {totals['params_after']:,}",
+                f"{totals['macs_before']:,} -> {totals['macs_after']:,}",
+            )
+        else:
+            total_line = ("Total", "0 -> 0", "0 -> 0", "0 -> 0")
+        widths = [
+            max(len(r[i]) for r in [header, total_line, *lines]) for i in range(4)
+        ]
+        rule = "-" * (sum(widths) + 3 * 3)
+
+        def fmt(cells):
+            return "   ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+        out = ["Slim report", rule, fmt(header), rule.replace("-", "=")]
+        out += [fmt(line) for line in lines]
+        out += [rule, fmt(total_line)]
+        if totals and totals["params_before"]:
+            share = 1 - totals["params_after"] / totals["params_before"]
+            out.append(f"Parameters removed: {share:.1%}")
+        if self.max_deviation is not None:
+            out.append(f"Max output deviation (approximate): {self.max_deviation:.3g}")
+        if self.kept_inputs:
+            for name, kept in self.kept_inputs.items():
+                out.append(f"Input {name!r}: kept {len(kept)} channels")
+        return "\n".join(out)
+
+    __repr__ = __str__
