@@ -43,9 +43,7 @@ def _check_paths(args):
             if os.path.samefile(path, args.input):
                 raise CommandError(f"refusing to overwrite the input model: {path}")
     if not args.output.endswith(_MODEL_SUFFIXES):
-        raise CommandError(
-            f"output must end with .keras or .h5, received: {args.output}"
-        )
+        raise CommandError(f"output must end with .keras or .h5, received: {args.output}")
     if args.saved_model and os.path.exists(args.saved_model):
         raise CommandError(f"--saved-model directory already exists: {args.saved_model}")
     if args.threshold < 0 or args.threshold != args.threshold:
@@ -62,15 +60,11 @@ def _slim(args):
     try:
         model = keras.saving.load_model(args.input, compile=False)
     except Exception as error:  # any failure to read is the same to the user
-        raise CommandError(
-            f"cannot load model {args.input}: {_one_line(error)}"
-        ) from error
+        raise CommandError(f"cannot load model {args.input}: {_one_line(error)}") from error
     try:
         slim, report = slim_model(model, threshold=args.threshold, return_report=True)
     except (TypeError, ValueError) as error:
-        raise CommandError(
-            f"unsupported model {args.input}: {_one_line(error)}"
-        ) from error
+        raise CommandError(f"unsupported model {args.input}: {_one_line(error)}") from error
     slim.save(args.output)
     print(report)
     sizes = [("model file", args.input, args.output)]
@@ -108,6 +102,117 @@ def _add_slim(subparsers):
     parser.set_defaults(handler=_slim)
 
 
+def _report(args):
+    if not os.path.isfile(args.input):
+        raise CommandError(f"input model not found: {args.input}")
+    import keras
+
+    from keras_dropneuron import sparsity_report
+
+    try:
+        model = keras.saving.load_model(args.input, compile=False)
+    except Exception as error:  # any failure to read is the same to the user
+        raise CommandError(f"cannot load model {args.input}: {_one_line(error)}") from error
+    try:
+        print(sparsity_report(model, threshold=args.threshold))
+    except (TypeError, ValueError) as error:
+        raise CommandError(f"unsupported model {args.input}: {_one_line(error)}") from error
+    return 0
+
+
+def _add_report(subparsers):
+    parser = subparsers.add_parser(
+        "report",
+        help="print the sparsity report of a saved model",
+        description="Prints, per layer, the units and weights of a saved Keras model "
+        "that are still alive.",
+    )
+    parser.add_argument("input", help="model file (.keras or .h5)")
+    parser.add_argument(
+        "--threshold",
+        type=_non_negative_float,
+        default=0.0,
+        help="weights with |w| <= threshold count as zero (default: 0)",
+    )
+    parser.set_defaults(handler=_report)
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, received: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, received: {text}")
+    return value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, received: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received: {text}")
+    return value
+
+
+def _reproduce(args):
+    from keras_dropneuron.experiments import data, runner
+    from keras_dropneuron.experiments.setups import SETUPS
+
+    names = list(SETUPS) if args.experiment == "all" else [args.experiment]
+    seeds = [args.seed + i for i in range(args.seeds)]
+    methods = ("threshold", "proximal") if args.method == "both" else (args.method,)
+    try:
+        runner.reproduce(
+            names,
+            seeds=seeds,
+            methods=methods,
+            quick=args.quick,
+            epochs=args.epochs,
+            mnist=args.mnist,
+            out=args.out,
+            plots=args.plots,
+            verbose=2 if args.verbose else 0,
+        )
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
+        if "MNIST" in str(error) or data.MNIST_ENV in str(error):
+            raise CommandError(_one_line(error).split(": ", 1)[1]) from error
+        raise
+    return 0
+
+
+def _add_reproduce(subparsers):
+    from keras_dropneuron.experiments.setups import SETUPS
+
+    parser = subparsers.add_parser(
+        "reproduce",
+        help="run the paper's experiments: train, prune, slim, report",
+        description="Trains each experiment with the DropNeuron penalties and "
+        "PruneCallback, slims it with slim_model and prints a table next to the "
+        "paper's figures; writes results.json, summary.json and results.md.",
+    )
+    parser.add_argument("experiment", choices=[*SETUPS, "all"])
+    parser.add_argument("--epochs", type=_positive_int, help="override the paper's epochs")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    parser.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds")
+    parser.add_argument("--quick", action="store_true", help="a few batches, for CI")
+    parser.add_argument(
+        "--method",
+        choices=["threshold", "proximal", "both"],
+        default="threshold",
+        help="threshold pruning (the paper), proximal group shrinkage, or both",
+    )
+    parser.add_argument(
+        "--mnist", metavar="PATH", help="local mnist.npz (else $KERAS_DROPNEURON_MNIST)"
+    )
+    parser.add_argument("--out", metavar="DIR", default="runs", help="output folder")
+    parser.add_argument("--plots", action="store_true", help="save PNG figures (matplotlib)")
+    parser.add_argument("--verbose", action="store_true", help="per-epoch progress lines")
+    parser.set_defaults(handler=_reproduce)
+
+
 def build_parser():
     """Returns the argument parser with one subparser per verb."""
     parser = argparse.ArgumentParser(
@@ -115,6 +220,8 @@ def build_parser():
     )
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
     _add_slim(subparsers)
+    _add_report(subparsers)
+    _add_reproduce(subparsers)
     return parser
 
 

@@ -6,13 +6,13 @@ import time
 
 import keras
 import numpy as np
-from keras_dropneuron.surgery import slim_model
 
 from keras_dropneuron.callbacks import PruneCallback
 from keras_dropneuron.experiments import timing
 from keras_dropneuron.experiments.setups import SETUPS
 from keras_dropneuron.proximal import ProximalGroupShrinkage
 from keras_dropneuron.report import sparsity_report
+from keras_dropneuron.surgery import slim_model
 
 METHODS = ("threshold", "proximal")
 QUICK_SAMPLES = 512
@@ -44,7 +44,15 @@ def _alive_units(setup, report):
 
 
 def run_once(
-    name, variant, seed, method="threshold", quick=False, epochs=None, mnist=None, verbose=2
+    name,
+    variant,
+    seed,
+    method="threshold",
+    quick=False,
+    epochs=None,
+    mnist=None,
+    verbose=2,
+    penalties=None,
 ):
     """Runs one experiment end to end and returns its figures as a dict.
 
@@ -60,11 +68,13 @@ def run_once(
     if quick:
         x, y, x_test, y_test = (a[:QUICK_SAMPLES] for a in (x, y, x_test, y_test))
         epochs = min(epochs, 2)
-    penalties = dict(setup.penalties)
+    penalties = {**setup.penalties, **(penalties or {})}
     callbacks = [PruneCallback(setup.threshold)]
     if method == "proximal":
+        # Adam's steps do not scale with the gradient, so the proximal step
+        # has its own strengths rather than the penalties' ones.
         callbacks = [
-            ProximalGroupShrinkage(li=penalties["li"], lo=penalties["lo"]),
+            ProximalGroupShrinkage(li=penalties["prox_li"], lo=penalties["prox_lo"]),
             PruneCallback(0.0),  # counts and reports the exact zeros
         ]
         penalties.update(li=0.0, lo=0.0)
