@@ -15,7 +15,7 @@ from keras_dropneuron.report import sparsity_report
 from keras_dropneuron.surgery import slim_model
 
 METHODS = ("threshold", "proximal")
-QUICK_SAMPLES = 512
+QUICK_SAMPLES = 256
 
 
 def score(metric, y_true, y_pred):
@@ -67,7 +67,7 @@ def run_once(
     epochs = epochs or setup.epochs
     if quick:
         x, y, x_test, y_test = (a[:QUICK_SAMPLES] for a in (x, y, x_test, y_test))
-        epochs = min(epochs, 2)
+        epochs = 1
     penalties = {**setup.penalties, **(penalties or {})}
     callbacks = [PruneCallback(setup.threshold)]
     if method == "proximal":

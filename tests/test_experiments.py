@@ -1,0 +1,94 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_dropneuron import cli
+from keras_dropneuron.experiments import data, runner
+
+
+def test_load_mnist_from_argument_and_environment(mnist_path, monkeypatch):
+    (x, y), (xt, yt) = data.load_mnist(mnist_path)
+    assert x.shape == (60000, 28, 28) and xt.shape == (10000, 28, 28)
+    assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() == 1.0
+    with np.load(mnist_path) as raw:
+        np.testing.assert_array_equal(y, raw["y_train"])
+        np.testing.assert_allclose(xt[0], raw["x_test"][0] / 255.0, rtol=1e-6)
+    monkeypatch.setenv(data.MNIST_ENV, str(mnist_path))
+    (_, y_env), _ = data.load_mnist()
+    np.testing.assert_array_equal(y_env, y)
+
+
+def test_load_mnist_errors(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="--mnist|KERAS_DROPNEURON_MNIST|argument"):
+        data.load_mnist(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=np.zeros(3))
+    with pytest.raises(ValueError, match="not an MNIST"):
+        data.load_mnist(bad)
+    monkeypatch.delenv(data.MNIST_ENV, raising=False)
+
+    def offline():
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    with pytest.raises(RuntimeError, match="--mnist PATH"):
+        data.load_mnist()
+
+
+def test_sparse_regression_data_is_exactly_linear_and_sparse():
+    (x, y), (xt, yt), support = data.sparse_regression_data(seed=3)
+    assert x.shape == (500, 20) and xt.shape == (500, 20) and support.size == 2
+    # y is an exact linear function of the two support features only.
+    coef, *_ = np.linalg.lstsq(x.astype("float64"), y[:, 0].astype("float64"), rcond=None)
+    off = np.setdiff1d(np.arange(20), support)
+    np.testing.assert_allclose(coef[off], 0.0, atol=1e-4)
+    assert np.all(np.abs(coef[support]) >= 0.5)
+    assert 8.0 < x.std() < 12.0
+
+
+def test_score_formulas():
+    y = np.array([0, 1, 2, 1])
+    p = np.eye(3)[[0, 1, 1, 1]]
+    assert runner.score("error", y, p) == 25.0
+    yr = np.array([[1.0], [2.0]])
+    pr = np.array([[1.0], [1.0]])
+    assert runner.score("mse", yr, pr) == 0.5
+    assert runner.score("nmse", yr, pr) == pytest.approx(1.0 / 5.0)
+
+
+def test_reproduce_all_quick_from_the_command_line(mnist_path, tmp_path, capsys):
+    status = cli.main(
+        ["reproduce", "all", "--quick", "--mnist", str(mnist_path), "--out", str(tmp_path)]
+    )
+    assert status == 0
+    rows = json.loads((tmp_path / "summary.json").read_text())
+    runs = json.loads((tmp_path / "results.json").read_text())
+    assert {r["experiment"] for r in rows} == {
+        "sparse-regression",
+        "autoencoder",
+        "lenet-300-100",
+        "lenet-5",
+    }
+    # Every slim model scores exactly as its pruned model.
+    assert all(r["slim_exact"] for r in rows)
+    for run in runs:
+        metric = runner.SETUPS[run["experiment"]].metric
+        assert run["slim_" + metric] == pytest.approx(run[metric], abs=1e-6)
+        assert run["slim_params"] <= run["params"]
+    assert "| lenet-300-100 |" in (tmp_path / "results.md").read_text()
+    assert "| lenet-5 |" in capsys.readouterr().out
+
+
+def test_reproduce_without_mnist_offline_is_one_line_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv(data.MNIST_ENV, raising=False)
+
+    def offline():
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    status = cli.main(["reproduce", "lenet-300-100", "--quick", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert status == 1
+    assert len(err.splitlines()) == 1 and "--mnist PATH" in err

@@ -1,0 +1,46 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_dropneuron.proximal import ProximalGroupShrinkage
+
+L = keras.layers
+
+
+def _shrink_numpy(w, amount, axis):
+    """Block soft-thresholding of the groups indexed by `axis` (norm over the other)."""
+    norms = np.linalg.norm(w, axis=1 - axis, keepdims=True)
+    return w * np.maximum(0.0, 1.0 - amount / np.maximum(norms, 1e-12))
+
+
+def test_one_step_matches_block_soft_thresholding():
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4, name="h"), L.Dense(1, name="o")])
+    h = model.get_layer("h")
+    w = np.random.randn(6, 4).astype("float32")
+    w[:, 2] *= 0.01  # a weak incoming group that the step must kill
+    h.kernel.assign(w)
+    lr, li, lo = 0.1, 0.5, 0.2
+    model.compile(keras.optimizers.SGD(lr), "mse")
+    callback = ProximalGroupShrinkage(li=li, lo=lo, layers=["h"])
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_train_batch_end(0)
+    expected = _shrink_numpy(_shrink_numpy(w, lr * li, axis=1), lr * lo, axis=0)
+    np.testing.assert_allclose(h.kernel.numpy(), expected, rtol=1e-5, atol=1e-7)
+    assert np.all(h.kernel.numpy()[:, 2] == 0)
+
+
+def test_training_yields_exact_zero_groups_without_threshold():
+    x = np.random.randn(256, 10).astype("float32")
+    y = x[:, :1]
+    model = keras.Sequential([keras.Input((10,)), L.Dense(8, name="h"), L.Dense(1, name="o")])
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    model.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[ProximalGroupShrinkage(lo=2.0)])
+    rows_alive = np.any(model.get_layer("h").kernel.numpy() != 0, axis=1)
+    assert rows_alive[0]  # the informative input survives
+    assert rows_alive.sum() < 10  # and uninformative inputs are exactly zero
+
+
+def test_bad_strength():
+    with pytest.raises(ValueError, match="`li`"):
+        ProximalGroupShrinkage(li=-1.0)

@@ -1,0 +1,41 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_dropneuron import prune_weights
+from keras_dropneuron.threshold import choose_threshold
+
+L = keras.layers
+
+
+def test_chooses_the_largest_lossless_threshold_and_leaves_model_alone():
+    model = keras.Sequential([keras.Input((8,)), L.Dense(6, "relu"), L.Dense(3)])
+    x = np.random.randn(400, 8).astype("float32")
+    y = np.argmax(model.predict(x, verbose=0), axis=1)  # the model is perfect on y
+    before = [w.copy() for w in model.get_weights()]
+    candidates = [1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
+    chosen, scores = choose_threshold(model, x, y, thresholds=candidates)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    def error(threshold):
+        trial = keras.models.clone_model(model)
+        trial.set_weights(before)
+        prune_weights(trial, threshold)
+        return float(np.mean(np.argmax(trial.predict(x, verbose=0), axis=1) != y))
+
+    # Brute force: the largest candidate before the first one that loses accuracy.
+    expected = 0.0
+    for t in candidates:
+        if error(t) > 0:
+            break
+        expected = t
+    assert chosen == expected
+    assert scores[0.0] == 0.0
+    assert 0.0 < chosen < 1.0  # the model really has prunable and vital weights
+
+
+def test_bad_tolerance():
+    model = keras.Sequential([keras.Input((2,)), L.Dense(2)])
+    with pytest.raises(ValueError, match="`tolerance`"):
+        choose_threshold(model, np.zeros((2, 2)), np.zeros(2), tolerance=-1)
