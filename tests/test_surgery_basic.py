@@ -157,7 +157,11 @@ def test_cnn_batchnorm_constant_fold(assert_equivalent):
                 rng.uniform(0.5, 2, 8),
             ]
         )
-    zero_incoming(model.get_layer("c1"), [2], bias=0.5)  # through BN and ReLU
+    bn1 = model.get_layer("bn1")
+    bn1.moving_mean.assign(np.where(np.arange(8) == 2, -1.0, bn1.moving_mean))
+    bn1.beta.assign(np.where(np.arange(8) == 2, 0.5, bn1.beta))
+    # Channel 2 is the constant relu(BN(0.5)) > 0, folded into c2's bias.
+    zero_incoming(model.get_layer("c1"), [2], bias=0.5)
     zero_outgoing(model.get_layer("head"), [3])
     slim = slim_model(model)
     assert_equivalent(model, slim)
