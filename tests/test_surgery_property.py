@@ -38,7 +38,9 @@ def test_random_stacks(spec):
     for i, layer in enumerate(layers):
         if conv:
             x = keras.layers.Conv1D(
-                layer["width"], layer["kernel"], activation=layer["activation"],
+                layer["width"],
+                layer["kernel"],
+                activation=layer["activation"],
                 name=f"l{i}",
             )(x)
         else:
@@ -54,8 +56,12 @@ def test_random_stacks(spec):
         if layer["batchnorm"]:
             width = layer["width"]
             model.get_layer(f"bn{i}").set_weights(
-                [rng.uniform(0.5, 2, width), rng.normal(size=width),
-                 rng.normal(size=width), rng.uniform(0.5, 2, width)]
+                [
+                    rng.uniform(0.5, 2, width),
+                    rng.normal(size=width),
+                    rng.normal(size=width),
+                    rng.uniform(0.5, 2, width),
+                ]
             )
         producer = model.get_layer(f"l{i}")
         reader = model.get_layer(f"l{i + 1}" if i + 1 < len(layers) else "head")

@@ -171,12 +171,16 @@ def outgoing_zero(layer, kind, threshold):
     """Per input channel: are all weights that read it within `threshold`?"""
     if kind in ("dense", "conv"):
         kernel = np.abs(numpy(layer.kernel))
-        return np.all(np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1)
-                      <= threshold, axis=1)
+        return np.all(
+            np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1) <= threshold,
+            axis=1,
+        )
     if kind == "conv_transpose":
         kernel = np.abs(numpy(layer.kernel))
-        return np.all(np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1)
-                      <= threshold, axis=1)
+        return np.all(
+            np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1) <= threshold,
+            axis=1,
+        )
     if kind == "separable":
         depthwise = np.abs(numpy(layer.depthwise_kernel))
         channels, multiplier = depthwise.shape[-2:]
