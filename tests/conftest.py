@@ -51,3 +51,34 @@ def _assert_equivalent(model, slim, inputs=None, seed=0, slim_inputs=None):
 @pytest.fixture
 def assert_equivalent():
     return _assert_equivalent
+
+
+def _zero_outgoing(layer, channels, attribute="kernel"):
+    """Zeroes the weights of `layer` that read input `channels`."""
+    variable = getattr(layer, attribute)
+    kernel = variable.numpy()
+    kernel[..., channels, :] = 0
+    variable.assign(kernel)
+
+
+def _zero_incoming(layer, channels, bias=None):
+    """Makes output `channels` of `layer` the constant `activation(bias)`."""
+    kernel = layer.kernel.numpy()
+    kernel[..., channels] = 0
+    layer.kernel.assign(kernel)
+    if bias is not None:
+        values = layer.bias.numpy()
+        values[channels] = bias
+        layer.bias.assign(values)
+
+
+class _Kill:
+    """Helpers that make units dead by editing weights with numpy."""
+
+    outgoing = staticmethod(_zero_outgoing)
+    incoming = staticmethod(_zero_incoming)
+
+
+@pytest.fixture
+def kill():
+    return _Kill

@@ -131,7 +131,7 @@ def build_graph(model):
     def walk(fn, input_keys, prefix):
         counter[0] += 1
         scope = counter[0]
-        alias = {id(x): key for x, key in zip(fn.inputs, input_keys)}
+        alias = {id(x): key for x, key in zip(fn.inputs, input_keys, strict=True)}
 
         def key_of(x):
             if id(x) in alias:
@@ -150,7 +150,7 @@ def build_graph(model):
                     inner = functional_view(op)
                     inner_prefix = f"{prefix}_{op.name}" if prefix else op.name
                     out_keys = walk(inner, in_keys, inner_prefix)
-                    for x, key in zip(node.outputs, out_keys):
+                    for x, key in zip(node.outputs, out_keys, strict=True):
                         alias[id(x)] = key
                     continue
                 if id(op) not in names_of_layer:
@@ -168,7 +168,7 @@ def build_graph(model):
         return [key_of(x) for x in fn.outputs]
 
     input_keys = [("input", i) for i in range(len(functional.inputs))]
-    for key, x in zip(input_keys, functional.inputs):
+    for key, x in zip(input_keys, functional.inputs, strict=True):
         tensors[key] = x
         used_names[x._keras_history.operation.name] = x
     output_keys = walk(functional, input_keys, "")

@@ -105,10 +105,12 @@ def make_plan(graph, *, threshold, drop_inputs, approximate):
     def join(a, b):
         edges.append((np.asarray(a), np.asarray(b)))
 
-    for index, (call, kind) in enumerate(zip(graph.calls, kinds)):
+    for index, (call, kind) in enumerate(zip(graph.calls, kinds, strict=True)):
         layer = call.layer
-        ins = [constants.get(k, np.full(channels(graph.tensors[k]), np.nan))
-               for k in call.inputs]
+        ins = [
+            constants.get(k, np.full(channels(graph.tensors[k]), np.nan))
+            for k in call.inputs
+        ]
         outs = call.outputs
         shared = graph.calls_of_layer[id(layer)]
         if kind == "barrier":
@@ -121,7 +123,9 @@ def make_plan(graph, *, threshold, drop_inputs, approximate):
             ignored = rules.outgoing_zero(layer, kind, threshold)
             known = ~np.isnan(ins[0])
             exact = rules.fold_is_exact(layer, kind) and len(shared) == 1
-            foldable = known & (exact | (ins[0] == 0) | (approximate and len(shared) == 1))
+            foldable = known & (
+                exact | (ins[0] == 0) | (approximate and len(shared) == 1)
+            )
             unsafe[slots(call.inputs[0])] |= ~(ignored | foldable)
             if approximate and not exact:
                 inexact_consumers.add(index)
@@ -148,7 +152,10 @@ def make_plan(graph, *, threshold, drop_inputs, approximate):
         if kind == "depthwise":
             out_slots = slots(outs[0])
             multiplier = len(out_slots) // len(ins[0])
-            join(out_slots, offsets[call.inputs[0]] + np.arange(len(out_slots)) // multiplier)
+            join(
+                out_slots,
+                offsets[call.inputs[0]] + np.arange(len(out_slots)) // multiplier,
+            )
         constants[outs[0]] = value
         # Calls of a shared layer read and write the same weight rows/columns.
         if kind in rules.WEIGHTED_KINDS + ("bn", "prelu", "embedding"):
@@ -170,14 +177,14 @@ def make_plan(graph, *, threshold, drop_inputs, approximate):
         changed = False
         for key, tensor in graph.tensors.items():
             width = channels(tensor)
-            if width and removed[offsets[key]:offsets[key] + width].all():
+            if width and removed[offsets[key] : offsets[key] + width].all():
                 removed[labels == labels[offsets[key]]] = False
                 changed = True
 
     kept = {key: np.flatnonzero(~removed[slots(key)]) for key in graph.tensors}
     folds = {}
     inexact = False
-    for index, (call, kind) in enumerate(zip(graph.calls, kinds)):
+    for index, (call, kind) in enumerate(zip(graph.calls, kinds, strict=True)):
         if kind not in rules.CONSUMER_KINDS:
             continue
         key = call.inputs[0]

@@ -71,8 +71,11 @@ def _sliced_weights(layer, kind, kin, kout, fold):
         return {"embeddings": n(layer.embeddings)[:, kout]}
     if kind == "bn":
         names = ("gamma", "beta", "moving_mean", "moving_variance")
-        return {a: n(getattr(layer, a))[kout] for a in names
-                if getattr(layer, a, None) is not None}
+        return {
+            a: n(getattr(layer, a))[kout]
+            for a in names
+            if getattr(layer, a, None) is not None
+        }
     if kind == "prelu":
         alpha = n(layer.alpha)
         return {"alpha": alpha[..., kout] if alpha.shape[-1] > 1 else alpha}
@@ -161,10 +164,13 @@ def rebuild(plan, *, keep_regularizers=True, progress=None):
         if fresh:
             new_layers[id(call.layer)] = _new_layer(plan, index, keep_regularizers)
         new, weights = new_layers[id(call.layer)]
-        known = {raw: new_tensors[key] for raw, key in zip(call.raw_inputs, call.inputs)}
+        known = {
+            raw: new_tensors[key]
+            for raw, key in zip(call.raw_inputs, call.inputs, strict=True)
+        }
         args, kwargs = call.node.arguments.fill_in(known)
         outputs = tree.flatten(new(*args, **kwargs))
-        for key, output in zip(call.outputs, outputs):
+        for key, output in zip(call.outputs, outputs, strict=True):
             new_tensors[key] = output
         if fresh and weights is not None:
             _assign(new, weights)

@@ -105,9 +105,11 @@ class SlimReport:
 
     def totals(self):
         """Returns summed `units_*`, `params_*` and `macs_*` over all rows."""
-        keys = [k for k in self.rows[0] if k.endswith(("_before", "_after"))] if (
-            self.rows
-        ) else []
+        keys = (
+            [k for k in self.rows[0] if k.endswith(("_before", "_after"))]
+            if (self.rows)
+            else []
+        )
         return {k: sum(row[k] for row in self.rows) for k in keys}
 
     def __str__(self):
@@ -138,7 +140,9 @@ class SlimReport:
         rule = "-" * (sum(widths) + 3 * 3)
 
         def fmt(cells):
-            return "   ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+            return "   ".join(
+                c.ljust(w) for c, w in zip(cells, widths, strict=True)
+            ).rstrip()
 
         out = ["Slim report", rule, fmt(header), rule.replace("-", "=")]
         out += [fmt(line) for line in lines]

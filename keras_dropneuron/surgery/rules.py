@@ -140,6 +140,7 @@ def classify(layer, in_tensors, out_tensors):
 
 
 def numpy(variable):
+    """The value of a variable as a numpy array (`None` stays `None`)."""
     return None if variable is None else np.asarray(ops.convert_to_numpy(variable))
 
 
@@ -152,15 +153,18 @@ def activate(layer, values):
 
 
 def bias_or_zeros(layer, size):
+    """The bias of `layer`, or zeros of length `size` when it has none."""
     bias = numpy(getattr(layer, "bias", None)) if layer.use_bias else None
     return np.zeros(size, dtype=np.float64) if bias is None else bias
 
 
 def spatial_axes(kernel):
+    """The kernel axes that index positions, not channels."""
     return tuple(range(kernel.ndim - 2))
 
 
 def is_one_by_one(layer):
+    """Whether every kernel dimension of `layer` is 1 (padding is a no-op)."""
     return all(k == 1 for k in layer.kernel_size)
 
 
@@ -171,12 +175,16 @@ def outgoing_zero(layer, kind, threshold):
     """Per input channel: are all weights that read it within `threshold`?"""
     if kind in ("dense", "conv"):
         kernel = np.abs(numpy(layer.kernel))
-        return np.all(np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1)
-                      <= threshold, axis=1)
+        return np.all(
+            np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1) <= threshold,
+            axis=1,
+        )
     if kind == "conv_transpose":
         kernel = np.abs(numpy(layer.kernel))
-        return np.all(np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1)
-                      <= threshold, axis=1)
+        return np.all(
+            np.moveaxis(kernel, -1, 0).reshape(kernel.shape[-1], -1) <= threshold,
+            axis=1,
+        )
     if kind == "separable":
         depthwise = np.abs(numpy(layer.depthwise_kernel))
         channels, multiplier = depthwise.shape[-2:]
@@ -277,6 +285,7 @@ def per_channel_constants(layer, kind, in_constants):
 
 
 def merge_constants(layer, in_constants):
+    """Constants after a merge layer (NaN, i.e. unknown, propagates)."""
     stacked = np.stack(in_constants)
     if isinstance(layer, layers.Add):
         return stacked.sum(0)

@@ -1,6 +1,7 @@
 """`slim_model`: rebuild a model without its dead units."""
 
 import math
+import sys
 
 import keras
 import numpy as np
@@ -10,6 +11,7 @@ from keras_dropneuron.surgery.plan import make_plan
 from keras_dropneuron.surgery.rebuild import rebuild
 from keras_dropneuron.surgery.report import SlimReport
 
+# A progress bar only helps on big models and in an interactive terminal.
 _PROGRESS_MIN_CALLS = 200
 
 
@@ -35,21 +37,26 @@ def _check_threshold(threshold):
 def random_inputs(model, batch_size=4, seed=0):
     """Random inputs matching `model.inputs` (unknown dims become 8).
 
-    Integer inputs draw ids below the `input_dim` of the Embedding that reads
-    them when there is one, else below 2.
+    Integer inputs draw ids below the smallest `input_dim` of the model's
+    Embedding layers (2 when it has none), so every id is valid.
     """
     rng = np.random.default_rng(seed)
-    vocab = {}
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.Embedding):
-            vocab.setdefault("any", layer.input_dim)
+    vocab = min(
+        (
+            layer.input_dim
+            for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.Embedding)
+        ),
+        default=2,
+    )
     data = []
     for tensor in model.inputs:
         shape = (batch_size,) + tuple(d or 8 for d in tensor.shape[1:])
         if "int" in str(tensor.dtype):
-            data.append(rng.integers(0, vocab.get("any", 2), shape).astype(tensor.dtype))
+            values = rng.integers(0, vocab, shape)
         else:
-            data.append(rng.standard_normal(shape).astype(tensor.dtype))
+            values = rng.standard_normal(shape)
+        data.append(values.astype(tensor.dtype))
     return data
 
 
@@ -57,12 +64,15 @@ def _deviation(before, after, kept_inputs):
     data = random_inputs(before)
     sliced = [
         x[..., kept_inputs[t._keras_history.operation.name]] if kept_inputs else x
-        for x, t in zip(data, before.inputs)
+        for x, t in zip(data, before.inputs, strict=True)
     ]
     old = keras.tree.flatten(before(data if len(data) > 1 else data[0]))
     new = keras.tree.flatten(after(sliced if len(sliced) > 1 else sliced[0]))
     return float(
-        max(np.max(np.abs(np.asarray(a) - np.asarray(b))) for a, b in zip(old, new))
+        max(
+            np.max(np.abs(np.asarray(a) - np.asarray(b)))
+            for a, b in zip(old, new, strict=True)
+        )
     )
 
 
@@ -146,7 +156,7 @@ def slim_model(
         approximate=bool(approximate),
     )
     progress = None
-    if len(graph.calls) >= _PROGRESS_MIN_CALLS:
+    if len(graph.calls) >= _PROGRESS_MIN_CALLS and sys.stdout.isatty():
         progress = keras.utils.Progbar(len(graph.calls), verbose=1)
     slim = rebuild(plan, keep_regularizers=keep_regularizers, progress=progress)
     if not return_report:
