@@ -34,9 +34,7 @@ def mlp(width, depth):
 
 
 def resnet(name):
-    model = getattr(keras.applications, name)(
-        weights=None, input_shape=(64, 64, 3), classes=10
-    )
+    model = getattr(keras.applications, name)(weights=None, input_shape=(64, 64, 3), classes=10)
     # A third of the filters inside every bottleneck become constant zero.
     for layer in model.layers:
         if layer.name.endswith(("_1_conv", "_2_conv")):

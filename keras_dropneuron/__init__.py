@@ -3,6 +3,7 @@
 from importlib import metadata as _metadata
 
 from keras_dropneuron.callbacks import PruneCallback
+from keras_dropneuron.proximal import ProximalGroupShrinkage
 from keras_dropneuron.pruning import prune_weights
 from keras_dropneuron.regularize import regularize_model
 from keras_dropneuron.regularizers import (
@@ -11,6 +12,9 @@ from keras_dropneuron.regularizers import (
     LoRegularizer,
 )
 from keras_dropneuron.report import SparsityReport, sparsity_report
+from keras_dropneuron.surgery import SlimReport, slim_model
+from keras_dropneuron.surgery.export import export_saved_model, export_tflite
+from keras_dropneuron.threshold import choose_threshold
 
 try:
     __version__ = _metadata.version("keras-dropneuron")
@@ -21,10 +25,16 @@ __all__ = [
     "DropNeuronRegularizer",
     "LiRegularizer",
     "LoRegularizer",
+    "ProximalGroupShrinkage",
     "PruneCallback",
+    "SlimReport",
     "SparsityReport",
     "__version__",
+    "choose_threshold",
+    "export_saved_model",
+    "export_tflite",
     "prune_weights",
     "regularize_model",
+    "slim_model",
     "sparsity_report",
 ]

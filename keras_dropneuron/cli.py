@@ -45,9 +45,7 @@ def _check_paths(args):
     if not args.output.endswith(_MODEL_SUFFIXES):
         raise CommandError(f"output must end with .keras or .h5, received: {args.output}")
     if args.saved_model and os.path.exists(args.saved_model):
-        raise CommandError(
-            f"--saved-model directory already exists: {args.saved_model}"
-        )
+        raise CommandError(f"--saved-model directory already exists: {args.saved_model}")
     if args.threshold < 0 or args.threshold != args.threshold:
         raise CommandError(f"--threshold must be >= 0, received: {args.threshold}")
 

@@ -8,9 +8,7 @@ import tensorflow as tf
 from keras_dropneuron.surgery import slim_model
 from keras_dropneuron.surgery.export import export_saved_model, export_tflite
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:.*tf.lite.Interpreter is deprecated:UserWarning"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +53,7 @@ def test_tflite(pair, tmp_path):
     model, slim, x = pair
     path = export_tflite(slim, tmp_path / "slim.tflite")
     interpreter = tf.lite.Interpreter(model_path=path)
-    (runner,) = [
-        interpreter.get_signature_runner(k) for k in interpreter.get_signature_list()
-    ]
+    (runner,) = [interpreter.get_signature_runner(k) for k in interpreter.get_signature_list()]
     for row in x:
-        (output,) = runner(
-            **{name: row[None] for name in runner.get_input_details()}
-        ).values()
+        (output,) = runner(**{name: row[None] for name in runner.get_input_details()}).values()
         np.testing.assert_allclose(output[0], model(row[None])[0], atol=1e-4)

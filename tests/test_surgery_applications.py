@@ -21,9 +21,7 @@ def check(model, slim, expected_params, assert_equivalent, before):
 
 
 def test_resnet50(assert_equivalent, kill):
-    model = keras.applications.ResNet50(
-        weights=None, input_shape=(32, 32, 3), classes=10
-    )
+    model = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)
     rng = np.random.default_rng(0)
     # Filters of the first 1x1 conv of a block: constant BN(0) = 0 after ReLU,
     # read by a padded 3x3 conv (zero is exact there).
@@ -49,9 +47,7 @@ def test_resnet50(assert_equivalent, kill):
 
 
 def test_mobilenet_v2(assert_equivalent, kill):
-    model = keras.applications.MobileNetV2(
-        weights=None, input_shape=(32, 32, 3), classes=10
-    )
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10)
     dead = [3, 10, 50]
     kill.incoming(model.get_layer("block_2_expand"), dead)  # no bias: constant 0
     before = [w.copy() for w in model.get_weights()]

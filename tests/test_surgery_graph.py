@@ -50,9 +50,7 @@ def test_concatenate_offsets(assert_equivalent, kill):
 def test_depthwise_multiplier_block(assert_equivalent, kill):
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 1, name="pw")(inputs)
-    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(
-        x
-    )
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
     # Whole block of channel 1 (outputs 2, 3) unread; half of block 2 unread.

@@ -44,9 +44,7 @@ def test_random_stacks(spec):
                 name=f"l{i}",
             )(x)
         else:
-            x = keras.layers.Dense(
-                layer["width"], activation=layer["activation"], name=f"l{i}"
-            )(x)
+            x = keras.layers.Dense(layer["width"], activation=layer["activation"], name=f"l{i}")(x)
         if layer["batchnorm"]:
             x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
     if conv:

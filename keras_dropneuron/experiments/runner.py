@@ -11,6 +11,7 @@ from keras_dropneuron.callbacks import PruneCallback
 from keras_dropneuron.experiments import timing
 from keras_dropneuron.experiments.setups import SETUPS
 from keras_dropneuron.proximal import ProximalGroupShrinkage
+from keras_dropneuron.regularize import regularize_model
 from keras_dropneuron.report import sparsity_report
 from keras_dropneuron.surgery import slim_model
 
@@ -84,10 +85,33 @@ def run_once(
         setup.loss,
         steps_per_execution=setup.steps_per_execution,
     )
+    finetune = 0 if quick else min(setup.finetune_epochs, epochs - 1)
     start = time.perf_counter()
     model.fit(
-        x, y, epochs=epochs, batch_size=setup.batch_size, callbacks=callbacks, verbose=verbose
+        x,
+        y,
+        epochs=epochs - finetune,
+        batch_size=setup.batch_size,
+        callbacks=callbacks,
+        verbose=verbose,
     )
+    if finetune:
+        # Retrain the survivors without penalties (the penalties shrink every
+        # weight a little); PruneCallback(0.0) holds the pruned weights at zero.
+        model = regularize_model(model)
+        model.compile(
+            keras.optimizers.Adam(setup.learning_rate),
+            setup.loss,
+            steps_per_execution=setup.steps_per_execution,
+        )
+        model.fit(
+            x,
+            y,
+            epochs=finetune,
+            batch_size=setup.batch_size,
+            callbacks=[PruneCallback(0.0)],
+            verbose=verbose,
+        )
     train_seconds = time.perf_counter() - start
 
     pruned_pred = model.predict(x_test, batch_size=256, verbose=0)
@@ -105,6 +129,7 @@ def run_once(
         "method": method,
         "seed": seed,
         "epochs": epochs,
+        "finetune_epochs": finetune,
         "quick": quick,
         setup.metric: pruned_score,
         "slim_" + setup.metric: slim_score,

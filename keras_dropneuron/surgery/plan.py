@@ -107,10 +107,7 @@ def make_plan(graph, *, threshold, drop_inputs, approximate):
 
     for index, (call, kind) in enumerate(zip(graph.calls, kinds, strict=True)):
         layer = call.layer
-        ins = [
-            constants.get(k, np.full(channels(graph.tensors[k]), np.nan))
-            for k in call.inputs
-        ]
+        ins = [constants.get(k, np.full(channels(graph.tensors[k]), np.nan)) for k in call.inputs]
         outs = call.outputs
         shared = graph.calls_of_layer[id(layer)]
         if kind == "barrier":
@@ -123,9 +120,7 @@ def make_plan(graph, *, threshold, drop_inputs, approximate):
             ignored = rules.outgoing_zero(layer, kind, threshold)
             known = ~np.isnan(ins[0])
             exact = rules.fold_is_exact(layer, kind) and len(shared) == 1
-            foldable = known & (
-                exact | (ins[0] == 0) | (approximate and len(shared) == 1)
-            )
+            foldable = known & (exact | (ins[0] == 0) | (approximate and len(shared) == 1))
             unsafe[slots(call.inputs[0])] |= ~(ignored | foldable)
             if approximate and not exact:
                 inexact_consumers.add(index)

@@ -72,9 +72,7 @@ def _sliced_weights(layer, kind, kin, kout, fold):
     if kind == "bn":
         names = ("gamma", "beta", "moving_mean", "moving_variance")
         return {
-            a: n(getattr(layer, a))[kout]
-            for a in names
-            if getattr(layer, a, None) is not None
+            a: n(getattr(layer, a))[kout] for a in names if getattr(layer, a, None) is not None
         }
     if kind == "prelu":
         alpha = n(layer.alpha)
@@ -86,9 +84,7 @@ def _new_layer(plan, index, keep_regularizers):
     call = plan.graph.calls[index]
     kind = plan.kinds[index]
     layer = call.layer
-    if not isinstance(layer, keras.layers.Layer) or (
-        kind == "barrier" and not layer.weights
-    ):
+    if not isinstance(layer, keras.layers.Layer) or (kind == "barrier" and not layer.weights):
         return layer, None  # stateless: sharing it with the source model is safe
     config = _config(layer, call.name, keep_regularizers)
     kin = plan.kept[call.inputs[0]] if call.inputs else None
@@ -165,8 +161,7 @@ def rebuild(plan, *, keep_regularizers=True, progress=None):
             new_layers[id(call.layer)] = _new_layer(plan, index, keep_regularizers)
         new, weights = new_layers[id(call.layer)]
         known = {
-            raw: new_tensors[key]
-            for raw, key in zip(call.raw_inputs, call.inputs, strict=True)
+            raw: new_tensors[key] for raw, key in zip(call.raw_inputs, call.inputs, strict=True)
         }
         args, kwargs = call.node.arguments.fill_in(known)
         outputs = tree.flatten(new(*args, **kwargs))

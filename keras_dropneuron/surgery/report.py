@@ -106,9 +106,7 @@ class SlimReport:
     def totals(self):
         """Returns summed `units_*`, `params_*` and `macs_*` over all rows."""
         keys = (
-            [k for k in self.rows[0] if k.endswith(("_before", "_after"))]
-            if (self.rows)
-            else []
+            [k for k in self.rows[0] if k.endswith(("_before", "_after"))] if (self.rows) else []
         )
         return {k: sum(row[k] for row in self.rows) for k in keys}
 
@@ -134,15 +132,11 @@ class SlimReport:
             )
         else:
             total_line = ("Total", "0 -> 0", "0 -> 0", "0 -> 0")
-        widths = [
-            max(len(r[i]) for r in [header, total_line, *lines]) for i in range(4)
-        ]
+        widths = [max(len(r[i]) for r in [header, total_line, *lines]) for i in range(4)]
         rule = "-" * (sum(widths) + 3 * 3)
 
         def fmt(cells):
-            return "   ".join(
-                c.ljust(w) for c, w in zip(cells, widths, strict=True)
-            ).rstrip()
+            return "   ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
         out = ["Slim report", rule, fmt(header), rule.replace("-", "=")]
         out += [fmt(line) for line in lines]

@@ -90,9 +90,7 @@ def _last_axis(layer, rank):
 
 def classify(layer, in_tensors, out_tensors):
     """Returns the kind of one layer call (see the module docstring)."""
-    shapes_known = all(
-        t.shape and t.shape[-1] is not None for t in in_tensors + out_tensors
-    )
+    shapes_known = all(t.shape and t.shape[-1] is not None for t in in_tensors + out_tensors)
     if not isinstance(layer, layers.Layer) or not shapes_known:
         return "barrier"
     if not _channels_last(layer):

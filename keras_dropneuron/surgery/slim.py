@@ -24,9 +24,7 @@ def _check_bool(name, value):
 
 
 def _check_threshold(threshold):
-    ok = isinstance(threshold, int | float | np.number) and not isinstance(
-        threshold, bool
-    )
+    ok = isinstance(threshold, int | float | np.number) and not isinstance(threshold, bool)
     if not ok or not math.isfinite(threshold) or threshold < 0:
         raise ValueError(
             "Invalid value for argument `threshold`: expected a finite float >= 0. "
@@ -69,10 +67,7 @@ def _deviation(before, after, kept_inputs):
     old = keras.tree.flatten(before(data if len(data) > 1 else data[0]))
     new = keras.tree.flatten(after(sliced if len(sliced) > 1 else sliced[0]))
     return float(
-        max(
-            np.max(np.abs(np.asarray(a) - np.asarray(b)))
-            for a, b in zip(old, new, strict=True)
-        )
+        max(np.max(np.abs(np.asarray(a) - np.asarray(b))) for a, b in zip(old, new, strict=True))
     )
 
 
@@ -162,7 +157,5 @@ def slim_model(
     if not return_report:
         return slim
     deviation = _deviation(model, slim, plan.kept_inputs) if approximate else None
-    report = SlimReport.compare(
-        model, slim, kept_inputs=plan.kept_inputs, max_deviation=deviation
-    )
+    report = SlimReport.compare(model, slim, kept_inputs=plan.kept_inputs, max_deviation=deviation)
     return slim, report
