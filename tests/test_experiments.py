@@ -58,27 +58,37 @@ def test_score_formulas():
     assert runner.score("nmse", yr, pr) == pytest.approx(1.0 / 5.0)
 
 
-def test_reproduce_all_quick_from_the_command_line(mnist_path, tmp_path, capsys):
+def test_reproduce_quick_from_the_command_line(mnist_path, tmp_path, capsys):
+    # The other experiments run in quick mode through the notebooks' test.
     status = cli.main(
-        ["reproduce", "all", "--quick", "--mnist", str(mnist_path), "--out", str(tmp_path)]
+        [
+            "reproduce",
+            "lenet-300-100",
+            "--quick",
+            "--mnist",
+            str(mnist_path),
+            "--out",
+            str(tmp_path),
+            "--method",
+            "both",
+        ]
     )
     assert status == 0
     rows = json.loads((tmp_path / "summary.json").read_text())
     runs = json.loads((tmp_path / "results.json").read_text())
-    assert {r["experiment"] for r in rows} == {
-        "sparse-regression",
-        "autoencoder",
-        "lenet-300-100",
-        "lenet-5",
-    }
+    assert [(r["experiment"], r["method"]) for r in rows] == [
+        ("lenet-300-100", "threshold"),
+        ("lenet-300-100", "proximal"),
+    ]
     # Every slim model scores exactly as its pruned model.
     assert all(r["slim_exact"] for r in rows)
     for run in runs:
-        metric = runner.SETUPS[run["experiment"]].metric
-        assert run["slim_" + metric] == pytest.approx(run[metric], abs=1e-6)
+        assert run["slim_error"] == pytest.approx(run["error"], abs=1e-9)
         assert run["slim_params"] <= run["params"]
+        alive = [u["alive"] for u in run["units"]]
+        assert all(0 < a <= u["total"] for a, u in zip(alive, run["units"], strict=True))
     assert "| lenet-300-100 |" in (tmp_path / "results.md").read_text()
-    assert "| lenet-5 |" in capsys.readouterr().out
+    assert "| lenet-300-100 |" in capsys.readouterr().out
 
 
 def test_reproduce_without_mnist_offline_is_one_line_error(monkeypatch, tmp_path, capsys):
