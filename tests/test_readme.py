@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 from conftest import REPO
 
 
@@ -11,7 +12,8 @@ def _quick_start_code():
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_quick_start_runs_and_finds_the_informative_inputs(capsys):
+def test_quick_start_runs_and_finds_the_informative_inputs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the quick start writes a SavedModel
     namespace = {}
     exec(compile(_quick_start_code(), "README.md", "exec"), namespace)
     from keras_dropneuron import sparsity_report
@@ -20,3 +22,8 @@ def test_quick_start_runs_and_finds_the_informative_inputs(capsys):
     # The penalty must have removed most of the 45 uninformative inputs.
     assert first["inputs_alive"] < 25
     assert "Sparsity report" in capsys.readouterr().out
+    # The slim model computes the same function with fewer parameters.
+    model, slim, x = namespace["model"], namespace["slim"], namespace["x"]
+    np.testing.assert_allclose(slim.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert slim.count_params() < model.count_params()
+    assert (tmp_path / "slim_saved_model" / "saved_model.pb").exists()

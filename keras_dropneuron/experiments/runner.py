@@ -97,10 +97,11 @@ def run_once(
     )
     if finetune:
         # Retrain the survivors without penalties (the penalties shrink every
-        # weight a little); PruneCallback(0.0) holds the pruned weights at zero.
+        # weight a little) at a tenth of the learning rate; PruneCallback(0.0)
+        # holds the pruned weights at zero.
         model = regularize_model(model)
         model.compile(
-            keras.optimizers.Adam(setup.learning_rate),
+            keras.optimizers.Adam(setup.learning_rate / 10),
             setup.loss,
             steps_per_execution=setup.steps_per_execution,
         )
