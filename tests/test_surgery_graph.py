@@ -166,3 +166,32 @@ def test_grouped_and_channels_first_convs_keep_channels(conv, kill):
     model = keras.Model(inputs, conv()(x))
     kill.incoming(model.get_layer("c1"), [0, 2])
     assert slim_model(model).count_params() == model.count_params()
+
+
+def test_softmax_consumer_still_loses_dead_inputs(assert_equivalent, kill):
+    # A classifier head reads the dead units: its softmax mixes its *outputs*
+    # only, so the hidden units it ignores must still go.
+    inputs = keras.Input((5,))
+    hidden = keras.layers.Dense(6, activation="relu", name="hidden")(inputs)
+    head = keras.layers.Dense(3, activation="softmax", name="head")(hidden)
+    model = keras.Model(inputs, head)
+    kill.outgoing(model.get_layer("head"), [1, 4])
+    slim = slim_model(model)
+    assert slim.get_layer("hidden").units == 4
+    assert slim.count_params() == model.count_params() - 2 * (5 + 1) - 2 * 3
+    assert_equivalent(model, slim)
+
+
+def test_softmax_producer_keeps_its_outputs(assert_equivalent, kill):
+    inputs = keras.Input((5,))
+    mixed = keras.layers.Dense(6, activation="softmax", name="mixed")(inputs)
+    post = keras.layers.Dense(2, name="post")(mixed)
+    model = keras.Model(inputs, post)
+    kill.outgoing(model.get_layer("post"), [0, 1])
+    # Zero rows in `post` do not make softmax outputs removable: every output
+    # of `mixed` depends on all its pre-activations.
+    kill.incoming(model.get_layer("mixed"), [2], bias=0.0)
+    slim = slim_model(model)
+    assert slim.get_layer("mixed").units == 6
+    assert slim.count_params() == model.count_params()
+    assert_equivalent(model, slim)

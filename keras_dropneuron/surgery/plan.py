@@ -126,7 +126,10 @@ def make_plan(graph, *, threshold, drop_inputs, approximate):
                 inexact_consumers.add(index)
         elif kind == "embedding":
             unsafe[slots(call.inputs[0])] = True
-        if kind in rules.PRODUCER_KINDS or kind == "depthwise":
+        if kind in rules.WEIGHTED_KINDS and rules.mixes_output_channels(layer):
+            value = np.full(channels(graph.tensors[outs[0]]), np.nan)
+            unsafe[slots(outs[0])] = True
+        elif kind in rules.PRODUCER_KINDS or kind == "depthwise":
             value = rules.output_constants(layer, kind, threshold, ins, approximate)
         elif kind in ("bn", "prelu", "pass"):
             value = rules.per_channel_constants(layer, kind, ins)

@@ -101,9 +101,6 @@ def classify(layer, in_tensors, out_tensors):
             return "embedding"
         if getattr(layer, "groups", 1) != 1 or getattr(layer, "lora_enabled", False):
             return "barrier"
-        activation = getattr(layer, "activation", None)
-        if activation is not None and not _elementwise_activation(activation):
-            return "barrier"
         attribute = layouts[0].attribute
         if len(layouts) == 2:
             return "separable"
@@ -135,6 +132,16 @@ def classify(layer, in_tensors, out_tensors):
         static = all(d is not None for d in in_tensors[0].shape[1:])
         return "flatten" if static else "barrier"
     return "barrier"
+
+
+def mixes_output_channels(layer):
+    """Whether a weighted layer's activation (softmax, ...) mixes its output channels.
+
+    Its input channels can still be cut like any other consumer's; its output
+    channels cannot.
+    """
+    activation = getattr(layer, "activation", None)
+    return activation is not None and not _elementwise_activation(activation)
 
 
 def numpy(variable):
