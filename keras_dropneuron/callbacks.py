@@ -17,7 +17,10 @@ class PruneCallback(keras.callbacks.Callback):
     `|w| < threshold` in the managed layers is set to zero, or, in a group mode,
     every incoming or outgoing group whose L2 norm is below `threshold`. Pruned
     weights are masked again after every training batch, so momentum in the
-    optimizer cannot revive them. Weights that are already exactly zero when
+    optimizer cannot revive them (with `steps_per_execution=n`, Keras calls
+    batch hooks every `n` steps, so masks are re-applied every `n` steps and
+    pruned weights may drift for up to `n - 1` steps in between; the next
+    application zeroes them again). Weights that are already exactly zero when
     training starts (for example after a restart from a checkpoint) count as
     pruned, which makes the masks survive `BackupAndRestore` and
     `ModelCheckpoint` without extra state.
