@@ -191,5 +191,5 @@ class PruneCallback(keras.callbacks.Callback):
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf  # One graph call per batch instead of eager ops.
 
-            return tf.function(apply_masks)
+            return tf.function(apply_masks, autograph=False)
         return apply_masks

@@ -66,7 +66,7 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            step = tf.function(step)
+            step = tf.function(step, autograph=False)
         self._step_fn = step
 
     def on_train_batch_end(self, batch, logs=None):
