@@ -20,7 +20,12 @@ class PruneCallback(keras.callbacks.Callback):
     optimizer cannot revive them. Weights that are already exactly zero when
     training starts (for example after a restart from a checkpoint) count as
     pruned, which makes the masks survive `BackupAndRestore` and
-    `ModelCheckpoint` without extra state.
+    `ModelCheckpoint` without extra state. A run that resumes at epoch `e > 0`
+    repeats the pruning event of the end of epoch `e - 1` before training, so a
+    backup saved before that event (by a callback placed before this one) resumes
+    with the same masks as an uninterrupted run. Repeating an event changes
+    nothing in the `"weight"`, `"incoming"` and `"outgoing"` modes; in `"neuron"`
+    mode it may prune a few more units whose norms the event itself reduced.
 
     At the end of each epoch the callback writes into `logs`:
     `sparsity` (fraction of managed weights that are zero) and `alive_units`
@@ -120,7 +125,11 @@ class PruneCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         if not self._masks_synced:
-            self._update_masks(threshold=None)
+            # A run that resumes at `epoch` (BackupAndRestore, initial_epoch) repeats
+            # the pruning event that ended `epoch - 1`: a backup written by a callback
+            # placed before this one holds the weights from before that event.
+            resumed = epoch > 0 and self.frequency == "epoch" and epoch - 1 >= self.warmup_epochs
+            self._update_masks(self.threshold if resumed else None)
             self._masks_synced = True
 
     def on_train_batch_end(self, batch, logs=None):
