@@ -41,12 +41,15 @@ class HangAt(keras.callbacks.Callback):
             time.sleep(600)
 
 
-def main(workdir, hang_at=None):
-    workdir = pathlib.Path(workdir)
-    keras.utils.set_random_seed(3)
+def data():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(512, 12)).astype("float32")
     y = (x[:, :2].sum(axis=1, keepdims=True) > 0).astype("float32")
+    return x, y
+
+
+def build():
+    keras.utils.set_random_seed(3)
     reg = DropNeuronRegularizer(li=3e-3, lo=3e-3)
     model = keras.Sequential(
         [
@@ -57,15 +60,34 @@ def main(workdir, hang_at=None):
         ]
     )
     model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(workdir / "backup")),
-        PruneCallback(THRESHOLD),
-        keras.callbacks.ModelCheckpoint(str(workdir / "epoch_{epoch:02d}.keras")),
-        keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True),
-    ]
+    return model
+
+
+def callbacks(workdir, backup_first=True, files=True):
+    """Backup and pruning, then (with `files`) a checkpoint per epoch and a CSV log."""
+    backup = keras.callbacks.BackupAndRestore(str(workdir / "backup"))
+    prune = PruneCallback(THRESHOLD)
+    listed = [backup, prune] if backup_first else [prune, backup]
+    if files:  # a crash leaves the CSV file open: only in processes that are killed
+        listed.append(keras.callbacks.ModelCheckpoint(str(workdir / "epoch_{epoch:02d}.keras")))
+        listed.append(keras.callbacks.CSVLogger(str(workdir / "log.csv"), append=True))
+    return listed
+
+
+def fit(model, callback_list):
+    x, y = data()
+    model.fit(
+        x, y, epochs=EPOCHS, batch_size=32, shuffle=False, verbose=0, callbacks=callback_list
+    )
+
+
+def main(workdir, hang_at=None):
+    workdir = pathlib.Path(workdir)
+    model = build()
+    callback_list = callbacks(workdir)
     if hang_at is not None:
-        callbacks.append(HangAt(*hang_at, workdir / "hanging"))
-    model.fit(x, y, epochs=EPOCHS, batch_size=32, shuffle=False, verbose=0, callbacks=callbacks)
+        callback_list.append(HangAt(*hang_at, workdir / "hanging"))
+    fit(model, callback_list)
     model.save(workdir / "final.keras")
 
 
