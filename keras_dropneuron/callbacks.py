@@ -23,7 +23,12 @@ class PruneCallback(keras.callbacks.Callback):
     application zeroes them again). Weights that are already exactly zero when
     training starts (for example after a restart from a checkpoint) count as
     pruned, which makes the masks survive `BackupAndRestore` and
-    `ModelCheckpoint` without extra state.
+    `ModelCheckpoint` without extra state. A run that resumes at epoch `e > 0`
+    repeats the pruning event of the end of epoch `e - 1` before training, so a
+    backup saved before that event (by a callback placed before this one) resumes
+    with the same masks as an uninterrupted run. Repeating an event changes
+    nothing in the `"weight"`, `"incoming"` and `"outgoing"` modes; in `"neuron"`
+    mode it may prune a few more units whose norms the event itself reduced.
 
     At the end of each epoch the callback writes into `logs`:
     `sparsity` (fraction of managed weights that are zero) and `alive_units`
@@ -46,8 +51,13 @@ class PruneCallback(keras.callbacks.Callback):
             event. Defaults to `0`.
 
     Raises:
-        TypeError, ValueError: On invalid arguments (checked here) or layers
-            that the model does not have (checked when training starts).
+        TypeError, ValueError: On invalid arguments (checked here); when
+            training starts, for layers that the model does not have, models
+            without supported layers or weights that are not finite; at a
+            pruning event, for weights that turned NaN or a threshold that
+            would remove every unit of a layer (the event is refused and
+            training stops with the weights as they were, see
+            `keras_dropneuron.pruning.check_units_survive`).
 
     Example:
 
@@ -112,6 +122,8 @@ class PruneCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         model_utils.check_model(self.model)
         layers = model_utils.select_layers(self.model, self.layers, prefer_regularized=True)
+        model_utils.check_has_supported_layers(self.model, layers)
+        model_utils.check_finite_weights(layers, "prune")
         self._weights = pruning.managed_weights(layers)
         self._masks = {}
         self._apply_fn = None
@@ -123,7 +135,11 @@ class PruneCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         if not self._masks_synced:
-            self._update_masks(threshold=None)
+            # A run that resumes at `epoch` (BackupAndRestore, initial_epoch) repeats
+            # the pruning event that ended `epoch - 1`: a backup written by a callback
+            # placed before this one holds the weights from before that event.
+            resumed = epoch > 0 and self.frequency == "epoch" and epoch - 1 >= self.warmup_epochs
+            self._update_masks(self.threshold if resumed else None)
             self._masks_synced = True
 
     def on_train_batch_end(self, batch, logs=None):
@@ -159,18 +175,22 @@ class PruneCallback(keras.callbacks.Callback):
 
     def _update_masks(self, threshold):
         """Recomputes the masks (pruning at `threshold` unless None) and applies them."""
-        for layer, layout, variable in self._weights:
-            value = np.asarray(variable.numpy())
+        values = [np.asarray(variable.numpy()) for _, _, variable in self._weights]
+        keeps = []
+        for (layer, layout, _), value in zip(self._weights, values, strict=True):
             if threshold is None:
-                keep = value != 0
-            else:
-                if not np.all(np.isfinite(value)):
-                    raise ValueError(
-                        f"PruneCallback found NaN or infinite weights in layer "
-                        f"{layer.name!r} ({layout.attribute}); training diverged. "
-                        "Lower the learning rate or the regularization strength."
-                    )
-                keep = pruning.keep_mask(value, layout, threshold, self.mode)
+                keeps.append(value != 0)
+                continue
+            if not np.all(np.isfinite(value)):
+                raise ValueError(
+                    f"PruneCallback found NaN or infinite weights in layer "
+                    f"{layer.name!r} ({layout.attribute}); training diverged. "
+                    "Lower the learning rate or the regularization strength."
+                )
+            keeps.append(pruning.keep_mask(value, layout, threshold, self.mode))
+        if threshold is not None:
+            pruning.check_units_survive(self._weights, values, keeps, threshold)
+        for (_, _, variable), value, keep in zip(self._weights, values, keeps, strict=True):
             if keep.all():
                 self._masks.pop(id(variable), None)
             else:

@@ -1,6 +1,7 @@
 """Checks and traversals shared by every stage of the workflow."""
 
 import keras
+import numpy as np
 from keras.src.models.functional import Functional
 
 from keras_dropneuron import supported_layers
@@ -80,3 +81,31 @@ def select_layers(model, layers=None, prefer_regularized=False, name="layers"):
             )
         selected.append(layer)
     return selected
+
+
+def check_has_supported_layers(model, layers, name="model"):
+    """Raises a clear error when `layers` (selected from `model`) is empty."""
+    if not layers:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: model {model.name!r} has no layer "
+            "that DropNeuron can regularize or prune. Supported layer types: "
+            f"{', '.join(supported_layers.supported_layer_names())}"
+        )
+
+
+def check_finite_weights(layers, action):
+    """Raises a clear error when a supported weight of `layers` holds NaN or inf.
+
+    Args:
+        layers: Supported layers.
+        action: What was refused, for the message (e.g. "prune").
+    """
+    for layer in layers:
+        for layout in supported_layers.weight_layouts(layer):
+            value = np.asarray(getattr(layer, layout.attribute).numpy())
+            if not np.all(np.isfinite(value)):
+                raise ValueError(
+                    f"Cannot {action} layer {layer.name!r}: its weight "
+                    f"{layout.attribute!r} holds NaN or infinite values. Nothing was "
+                    "modified."
+                )

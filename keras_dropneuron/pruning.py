@@ -74,6 +74,36 @@ def keep_mask(weight, layout, threshold, mode="weight"):
     return keep
 
 
+def check_units_survive(weights, values, keeps, threshold):
+    """Refuses a pruning step that would kill the last alive units of a layer.
+
+    A layer whose output units all lose their incoming weights computes a
+    constant and cannot be slimmed into a layer of width zero, so such a step
+    is refused as a whole: nothing is modified. Layers whose weights were
+    already all zero are left as they are.
+
+    Args:
+        weights: `(layer, layout, variable)` triples from `managed_weights`.
+        values: Their current values.
+        keeps: The masks that pruning would apply.
+        threshold: The threshold, for the message.
+
+    Raises:
+        ValueError: Naming the first layer that would lose every unit.
+    """
+    for (layer, layout, _), value, keep in zip(weights, values, keeps, strict=True):
+        alive_before = group_alive(value, layout.output_axes)
+        alive_after = group_alive(np.where(keep, value, 0), layout.output_axes)
+        if alive_before.any() and not alive_after.any():
+            raise ValueError(
+                f"Invalid value for argument `threshold`: pruning at threshold={threshold!r} "
+                f"would remove every unit of layer {layer.name!r} (weight "
+                f"{layout.attribute!r}), leaving it a constant. Nothing was modified. "
+                "Lower the threshold or the regularization strength, or exclude the "
+                "layer with `layers=`."
+            )
+
+
 def managed_weights(layers):
     """Lists `(layer, layout, variable)` for every prunable weight of `layers`."""
     return [
@@ -107,7 +137,9 @@ def prune_weights(model, threshold, mode="weight", layers=None):
     Raises:
         TypeError: If `model` is not a Keras model or `threshold` not a number.
         ValueError: For bad `threshold`, `mode`, subclassed models, unknown
-            layers, or weights that are not finite.
+            layers, models without supported layers, weights that are not
+            finite, or a threshold that would leave a layer with no unit alive
+            (see `check_units_survive`). Nothing is modified then.
 
     Example:
 
@@ -117,17 +149,18 @@ def prune_weights(model, threshold, mode="weight", layers=None):
     threshold = check_threshold(threshold)
     check_mode(mode)
     model_utils.check_model(model)
-    weights = managed_weights(model_utils.select_layers(model, layers))
+    selected = model_utils.select_layers(model, layers)
+    model_utils.check_has_supported_layers(model, selected)
+    model_utils.check_finite_weights(selected, "prune")
+    weights = managed_weights(selected)
     values = [np.asarray(variable.numpy()) for _, _, variable in weights]
-    for (layer, layout, _), value in zip(weights, values, strict=True):
-        if not np.all(np.isfinite(value)):
-            raise ValueError(
-                f"Cannot prune layer {layer.name!r}: its weight {layout.attribute!r} "
-                "holds NaN or infinite values. Nothing was modified."
-            )
+    keeps = [
+        keep_mask(value, layout, threshold, mode)
+        for (_, layout, _), value in zip(weights, values, strict=True)
+    ]
+    check_units_survive(weights, values, keeps, threshold)
     counts = {"pruned": 0, "zeros": 0, "total": 0}
-    for (_, layout, variable), value in zip(weights, values, strict=True):
-        keep = keep_mask(value, layout, threshold, mode)
+    for (_, _, variable), value, keep in zip(weights, values, keeps, strict=True):
         counts["pruned"] += int(np.count_nonzero((value != 0) & ~keep))
         counts["zeros"] += int(keep.size - np.count_nonzero(keep))
         counts["total"] += int(keep.size)

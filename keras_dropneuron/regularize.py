@@ -3,7 +3,7 @@
 import keras
 
 from keras_dropneuron import model_utils, supported_layers
-from keras_dropneuron.regularizers import DropNeuronRegularizer, check_strength
+from keras_dropneuron.regularizers import DropNeuronRegularizer, check_bool, check_strength
 
 
 def regularizer_for(layout, li=0.0, lo=0.0, l1=0.0, l2=0.0, scale_by_group_size=False):
@@ -47,18 +47,23 @@ def regularize_model(
 
     Raises:
         TypeError: If `model` is not a Keras model or a strength not a number.
-        ValueError: For subclassed models, bad strengths or unknown layers.
+        ValueError: For subclassed models, bad strengths, unknown layers,
+            models without supported layers or weights that are not finite.
 
     Example:
 
     >>> model = regularize_model(model, li=1e-4, lo=1e-4)
     """
+    scale_by_group_size = check_bool("scale_by_group_size", scale_by_group_size)
     strengths = {
         name: check_strength(name, value)
         for name, value in (("li", li), ("lo", lo), ("l1", l1), ("l2", l2))
     }
     model_utils.check_model(model)
-    chosen = {id(layer) for layer in model_utils.select_layers(model, layers)}
+    selected = model_utils.select_layers(model, layers)
+    model_utils.check_has_supported_layers(model, selected)
+    model_utils.check_finite_weights(selected, "regularize")
+    chosen = {id(layer) for layer in selected}
 
     def clone_layer(layer):
         config = layer.get_config()

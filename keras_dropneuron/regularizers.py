@@ -33,6 +33,16 @@ def check_strength(name, value):
     return value
 
 
+def check_bool(name, value):
+    """Returns `value` after checking it is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"Invalid type for argument `{name}`: expected True or False. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    return value
+
+
 def _check_axis(name, axis):
     """Normalises `axis` to a tuple of ints."""
     axes = (axis,) if isinstance(axis, numbers.Integral) else axis
@@ -104,7 +114,7 @@ class _GroupLasso(keras.regularizers.Regularizer):
     def __init__(self, strength, axis, scale_by_group_size):
         self.strength = check_strength(self._strength_name, strength)
         self.axis = _check_axis("axis", axis)
-        self.scale_by_group_size = bool(scale_by_group_size)
+        self.scale_by_group_size = check_bool("scale_by_group_size", scale_by_group_size)
 
     def __call__(self, x):
         norms = group_norms(x, self.axis, self.scale_by_group_size)
@@ -240,7 +250,7 @@ class DropNeuronRegularizer(keras.regularizers.Regularizer):
         self.l2 = check_strength("l2", l2)
         self.li_axis = _check_axis("li_axis", li_axis)
         self.lo_axis = _check_axis("lo_axis", lo_axis)
-        self.scale_by_group_size = bool(scale_by_group_size)
+        self.scale_by_group_size = check_bool("scale_by_group_size", scale_by_group_size)
 
     def __call__(self, x):
         dtype = "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"

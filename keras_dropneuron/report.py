@@ -43,7 +43,7 @@ class SparsityReport:
             "units_alive": sum(row["units_alive"] for row in rows),
             "nonzero_weights": nonzero,
             "total_weights": total,
-            "compression": total / nonzero if nonzero else float("inf"),
+            "compression": _compression(total, nonzero),
         }
 
     def to_list(self):
@@ -91,6 +91,13 @@ class SparsityReport:
     def print(self):
         """Prints the table, like `model.summary()`."""
         print(self)
+
+
+def _compression(total, nonzero):
+    """`total / nonzero`: inf when every weight is zero, 1 when there are none."""
+    if not total:
+        return 1.0
+    return total / nonzero if nonzero else float("inf")
 
 
 def _alive(weight, unit_axes, threshold):
@@ -149,9 +156,13 @@ def sparsity_report(model, threshold=0.0):
         A `SparsityReport`: `print(report)` shows a table, `report.to_list()`
         gives one dict per layer and `report.totals` the model's totals.
 
+    A model without supported layers gives an empty report (no rows, totals
+    of zero, compression 1).
+
     Raises:
         TypeError: If `model` is not a Keras model or `threshold` not a number.
-        ValueError: For subclassed or unbuilt models and bad thresholds.
+        ValueError: For subclassed or unbuilt models, bad thresholds and
+            weights that are not finite (a NaN would otherwise count as zero).
 
     Example:
 
@@ -159,6 +170,7 @@ def sparsity_report(model, threshold=0.0):
     """
     threshold = pruning.check_threshold(threshold)
     model_utils.check_model(model)
+    model_utils.check_finite_weights(model_utils.select_layers(model), "report on")
     members = {id(layer) for layer in model_utils.iter_layers(model)}
     rows = []
     for layer in model_utils.iter_layers(model):
@@ -180,7 +192,7 @@ def sparsity_report(model, threshold=0.0):
                 "units_alive": int((incoming & outgoing).sum()),
                 "nonzero_weights": nonzero,
                 "total_weights": total,
-                "compression": total / nonzero if nonzero else float("inf"),
+                "compression": _compression(total, nonzero),
             }
         )
     return SparsityReport(rows, model.name)
