@@ -38,7 +38,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_dropneuron import export_saved_model, slim_model  # noqa: E402
-from keras_dropneuron.surgery.export import tflite_bytes  # noqa: E402
 
 VARIANTS = ("masked", "slim", "unstructured")
 RUNTIMES = ("keras", "saved_model", "tflite")
@@ -96,23 +95,30 @@ def unstructured_like(masked, base_weights, target_nonzeros, rng):
 def runner(model, runtime, batch_size, workdir, exported):
     """A callable that runs `model` once on a fixed random batch and blocks on the result.
 
-    `exported` caches the SavedModel and TFLite artifacts across batch sizes.
+    `exported` caches the SavedModel and TFLite artifacts across batch sizes and runtimes.
     """
     x = np.random.default_rng(0).random((batch_size, *model.input_shape[1:]), dtype=np.float32)
-    key = (id(model), runtime)
     if runtime == "keras":
         forward = tf.function(lambda t: model(t, training=False))
         tx = tf.constant(x)
         return lambda: np.asarray(forward(tx))
+    # One SavedModel per model serves both the SavedModel runtime and the TFLite converter
+    # (that is what `export_tflite` does too).
+    if id(model) not in exported:
+        path = export_saved_model(model, os.path.join(workdir, f"{model.name}_{id(model)}"))
+        exported[id(model)] = {"path": path}
+    artifacts = exported[id(model)]
     if runtime == "saved_model":
-        if key not in exported:
-            path = export_saved_model(model, os.path.join(workdir, f"{model.name}_{id(model)}"))
-            exported[key] = tf.saved_model.load(path)  # must stay referenced while it runs
-        loaded, tx = exported[key], tf.constant(x)
-        return lambda: np.asarray(loaded.serve(tx))
-    if key not in exported:
-        exported[key] = tflite_bytes(model)
-    interpreter = tf.lite.Interpreter(model_content=exported[key], num_threads=os.cpu_count())
+        if "loaded" not in artifacts:
+            artifacts["loaded"] = tf.saved_model.load(artifacts["path"])
+        loaded, tx = artifacts["loaded"], tf.constant(x)
+        return lambda: np.asarray(loaded.serve(tx))  # `loaded` must stay referenced
+    if "tflite" not in artifacts:
+        converter = tf.lite.TFLiteConverter.from_saved_model(artifacts["path"])
+        artifacts["tflite"] = converter.convert()
+    interpreter = tf.lite.Interpreter(
+        model_content=artifacts["tflite"], num_threads=os.cpu_count()
+    )
     index = interpreter.get_input_details()[0]["index"]
     interpreter.resize_tensor_input(index, x.shape)
     interpreter.allocate_tensors()
