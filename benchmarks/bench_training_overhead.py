@@ -85,7 +85,8 @@ def main(argv=None):
                 "dn_l2/keras_l2": ms["dn_l2"] / ms["keras_l2"],
             }
         )
-        print(f"{name}: done", flush=True)
+        figures = ", ".join(f"{k}={v:.4g}" for k, v in rows[-1].items() if k != "model")
+        print(f"{name}: {figures}", flush=True)
     _common.print_table(rows, list(rows[0]))
     _common.finish(args, rows, strength=STRENGTH)
 
