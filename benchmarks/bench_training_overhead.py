@@ -66,10 +66,13 @@ def step_function(model, x, y):
 
 
 def main(argv=None):
-    args = _common.parser(__doc__, repeats=15).parse_args(argv)
+    p = _common.parser(__doc__, repeats=15)
+    p.add_argument("--models", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    args = p.parse_args(argv)
     keras.utils.set_random_seed(0)
     rows = []
-    for name, (kwargs, batch_size) in (TINY if args.tiny else CONFIGS).items():
+    configs = TINY if args.tiny else {name: CONFIGS[name] for name in args.models}
+    for name, (kwargs, batch_size) in configs.items():
         model = _models.BUILDERS[name](**kwargs)
         x, y = _models.random_batch(model, batch_size)
         steps = {k: step_function(m, x, y) for k, m in variants(model).items()}
