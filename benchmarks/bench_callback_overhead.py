@@ -1,0 +1,150 @@
+"""PruneCallback's share of an epoch, masks active, on MNIST.
+
+Usage:
+
+    python benchmarks/bench_callback_overhead.py                  # LeNet-300-100 and LeNet-5
+    python benchmarks/bench_callback_overhead.py --samples 60000  # full epochs for both
+    python benchmarks/bench_callback_overhead.py --tiny           # 128 random samples, for CI
+
+An epoch is all 60000 MNIST training images for LeNet-300-100 (235 steps of 256) and the
+first 6400 for LeNet-5 (100 steps of 64; a full LeNet-5 epoch takes minutes on 2 cores).
+
+Two copies of each model (Li+Lo regularized by `regularize_model`, half of every kernel's
+weights zeroed so that the callback has masks to keep applied after every step) train one
+epoch at a time, alternately with and without `PruneCallback(threshold=1e-2)`. Each epoch
+with the callback includes everything it does during training: reading the masks at the
+start, re-applying them after every batch, pruning and computing `sparsity` and
+`alive_units` at the end of the epoch.
+
+Two figures:
+
+- `share_end_to_end`: (median epoch with - median epoch without) / median epoch with. It
+  includes Keras's cost of calling a batch hook at all, but on a busy machine its noise can
+  exceed the effect (it can even be negative).
+- `share_in_hooks`: time spent inside the callback's hooks / epoch time with the callback;
+  low noise, but misses Keras's per-batch dispatch.
+"""
+
+import os
+import pathlib
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import _common  # noqa: E402
+import _models  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_dropneuron import PruneCallback, regularize_model  # noqa: E402
+from keras_dropneuron.experiments.data import load_mnist  # noqa: E402
+
+MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
+BATCH_SIZES = {"lenet-300-100": 256, "lenet-5": 64}  # as in the experiments
+SAMPLES = {"lenet-300-100": 60000, "lenet-5": 6400}
+
+
+class TimedPruneCallback(PruneCallback):
+    """PruneCallback that adds up the wall time spent in its own hooks."""
+
+    seconds = 0.0
+
+    def _timed(self, hook, *args, **kwargs):
+        start = time.perf_counter()
+        hook(*args, **kwargs)
+        self.seconds += time.perf_counter() - start
+
+    def on_train_begin(self, logs=None):
+        self._timed(super().on_train_begin, logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._timed(super().on_epoch_begin, epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._timed(super().on_train_batch_end, batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._timed(super().on_epoch_end, epoch, logs)
+
+
+def data(name, mnist, samples, tiny):
+    if tiny:
+        rng = np.random.default_rng(0)
+        x = rng.random((samples, 28, 28), dtype=np.float32)
+        y = rng.integers(0, 10, size=samples)
+    else:
+        (x, y), _ = load_mnist(mnist)
+        x, y = x[:samples], y[:samples]
+    return (x.reshape(len(x), -1) if name == "lenet-300-100" else x[..., None]), y
+
+
+def half_zeroed(model, rng):
+    """Li+Lo regularized copy of `model` with half of each kernel's weights set to zero."""
+    model = regularize_model(model, li=1e-4, lo=1e-4)
+    for layer in model.layers:
+        if hasattr(layer, "kernel"):
+            kernel = layer.kernel.numpy()
+            layer.kernel.assign(np.where(rng.random(kernel.shape) < 0.5, 0, kernel))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def measure(name, x, y, repeats):
+    rng = np.random.default_rng(0)
+    build = _models.lenet_300_100 if name == "lenet-300-100" else _models.lenet_5
+    base = build()
+    models = {"with": half_zeroed(base, rng), "without": half_zeroed(base, rng)}
+    callback = TimedPruneCallback(threshold=1e-2)
+    seconds = {"with": [], "without": []}
+    in_hooks = []
+    batch_size = BATCH_SIZES[name]
+    # Repeat 0 is the warm-up (tracing); then alternate, each side first in turn.
+    for r in range(repeats + 1):
+        for side in ("with", "without") if r % 2 else ("without", "with"):
+            callback.seconds = 0.0
+            start = time.perf_counter()
+            models[side].fit(
+                x,
+                y,
+                batch_size=batch_size,
+                epochs=1,
+                verbose=0,
+                callbacks=[callback] if side == "with" else [],
+            )
+            if r:
+                seconds[side].append(time.perf_counter() - start)
+                if side == "with":
+                    in_hooks.append(callback.seconds)
+    with_s, without_s = (float(np.median(seconds[s])) for s in ("with", "without"))
+    return {
+        "model": name,
+        "samples": len(x),
+        "steps": -(-len(x) // batch_size),
+        "epoch_with_s": with_s,
+        "epoch_without_s": without_s,
+        "hooks_s": float(np.median(in_hooks)),
+        "share_end_to_end": (with_s - without_s) / with_s,
+        "share_in_hooks": float(np.median(in_hooks)) / with_s,
+        "sparsity": float(callback.figures()["sparsity"]),
+    }
+
+
+def main(argv=None):
+    p = _common.parser(__doc__, repeats=5)
+    p.add_argument("--mnist", default=str(MNIST), help="local mnist.npz")
+    p.add_argument("--samples", type=int, help="training samples per epoch (default: see above)")
+    p.add_argument("--models", nargs="+", default=list(BATCH_SIZES), choices=list(BATCH_SIZES))
+    args = p.parse_args(argv)
+    keras.utils.set_random_seed(0)
+    rows = []
+    for name in args.models:
+        samples = 128 if args.tiny else args.samples or SAMPLES[name]
+        x, y = data(name, args.mnist, samples, args.tiny)
+        rows.append(measure(name, x, y, args.repeats))
+        print(f"{name}: done", flush=True)
+    _common.print_table(rows, list(rows[0]))
+    _common.finish(args, rows)
+
+
+if __name__ == "__main__":
+    main()

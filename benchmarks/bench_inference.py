@@ -1,0 +1,198 @@
+"""Inference speed of slimmed models against the masked originals, on CPU.
+
+Usage:
+
+    python benchmarks/bench_inference.py                      # LeNet-300-100, LeNet-5, ResNet50
+    python benchmarks/bench_inference.py --models resnet50
+    python benchmarks/bench_inference.py --tiny               # LeNet-300-100 at batch 1 and 16
+
+Per model three variants with the same architecture or less:
+
+- `masked`: the original with dead units (their incoming weights and biases zeroed, as
+  DropNeuron training and `PruneCallback` leave them);
+- `slim`: `slim_model(masked)`, the dead units physically removed;
+- `unstructured`: the original with a random unstructured mask keeping exactly as many
+  non-zero kernel weights as `slim` has, which is what masking-only tools (TF Model
+  Optimization's magnitude pruning) ship.
+
+Dead units: LeNet-300-100 90% of both hidden layers; LeNet-5 half of each conv layer's
+filters and 80% of fc1; ResNet50 (32x32 inputs) half the filters of every bottleneck's
+inner convolutions (`*_1_conv`, `*_2_conv`), whose BatchNormalization then outputs 0.
+
+Every variant runs in three runtimes: Keras (`tf.function` of `model(x)`), the SavedModel
+(`tf.saved_model.load(...).serve`) and the TFLite interpreter (all CPU threads), at batch 1
+(latency) and batch 256 (throughput), the three variants timed alternately. `speedup` is
+masked time / slim time, `efficiency` = speedup / multiply-add ratio (target >= 0.8 at
+batch 256), `unstructured_speedup` = masked time / unstructured time.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import _common  # noqa: E402
+import _models  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_dropneuron import export_saved_model, slim_model  # noqa: E402
+
+VARIANTS = ("masked", "slim", "unstructured")
+RUNTIMES = ("keras", "saved_model", "tflite")
+
+
+def _bn_after(model, layer):
+    """The BatchNormalization that directly follows `layer`, if any."""
+    readers = [node.operation for node in layer._outbound_nodes]
+    bns = [r for r in readers if isinstance(r, keras.layers.BatchNormalization)]
+    return bns[0] if len(bns) == 1 else None
+
+
+def masked_model(name, tiny, rng):
+    """The model of `name` with dead units, and the fraction of units killed per layer."""
+    if name == "resnet50":
+        model = _models.resnet50(32)
+        fractions = {
+            layer.name: 0.5
+            for layer in model.layers
+            if layer.name.endswith(("_1_conv", "_2_conv"))
+        }
+    elif name == "lenet-5":
+        model = _models.lenet_5(softmax_layer=True)
+        fractions = {"conv1": 0.5, "conv2": 0.5, "fc1": 0.8}
+    else:
+        hidden = (32, 16) if tiny else (300, 100)
+        model = _models.lenet_300_100(hidden, softmax_layer=True)
+        fractions = {"fc1": 0.9, "fc2": 0.9}
+    base_weights = model.get_weights()
+    for layer_name, fraction in fractions.items():
+        layer = model.get_layer(layer_name)
+        _models.kill_units(layer, fraction, rng, bn=_bn_after(model, layer))
+    return model, base_weights
+
+
+def kernels(model):
+    return [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+
+
+def nonzeros(model):
+    return int(sum(np.count_nonzero(k.numpy()) for k in kernels(model)))
+
+
+def unstructured_like(masked, base_weights, target_nonzeros, rng):
+    """The unpruned model, with a random mask leaving `target_nonzeros` kernel weights."""
+    model = keras.models.clone_model(masked)
+    model.set_weights(base_weights)
+    keep = target_nonzeros / sum(int(np.prod(k.shape)) for k in kernels(model))
+    for kernel in kernels(model):
+        value = kernel.numpy()
+        kernel.assign(np.where(rng.random(value.shape) < keep, value, 0))
+    return model
+
+
+def runner(model, runtime, batch_size, workdir, exported):
+    """A callable that runs `model` once on a fixed random batch and blocks on the result.
+
+    `exported` caches the SavedModel and TFLite artifacts across batch sizes and runtimes.
+    """
+    x = np.random.default_rng(0).random((batch_size, *model.input_shape[1:]), dtype=np.float32)
+    if runtime == "keras":
+        forward = tf.function(lambda t: model(t, training=False))
+        tx = tf.constant(x)
+        return lambda: np.asarray(forward(tx))
+    # One SavedModel per model serves both the SavedModel runtime and the TFLite converter
+    # (that is what `export_tflite` does too).
+    if id(model) not in exported:
+        path = export_saved_model(model, os.path.join(workdir, f"{model.name}_{id(model)}"))
+        exported[id(model)] = {"path": path}
+    artifacts = exported[id(model)]
+    if runtime == "saved_model":
+        if "loaded" not in artifacts:
+            artifacts["loaded"] = tf.saved_model.load(artifacts["path"])
+        loaded, tx = artifacts["loaded"], tf.constant(x)
+        return lambda: np.asarray(loaded.serve(tx))  # `loaded` must stay referenced
+    if "tflite" not in artifacts:
+        converter = tf.lite.TFLiteConverter.from_saved_model(artifacts["path"])
+        artifacts["tflite"] = converter.convert()
+    interpreter = tf.lite.Interpreter(
+        model_content=artifacts["tflite"], num_threads=os.cpu_count()
+    )
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, x.shape)
+    interpreter.allocate_tensors()
+    output = interpreter.get_output_details()[0]["index"]
+
+    def run():
+        interpreter.set_tensor(index, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(output)
+
+    return run
+
+
+def measure(name, args, workdir):
+    rng = np.random.default_rng(0)
+    masked, base_weights = masked_model(name, args.tiny, rng)
+    slim, report = slim_model(masked, return_report=True)
+    totals = report.totals()
+    models = {
+        "masked": masked,
+        "slim": slim,
+        "unstructured": unstructured_like(masked, base_weights, nonzeros(slim), rng),
+    }
+    info = {
+        "model": name,
+        "mac_ratio": totals["macs_before"] / totals["macs_after"],
+        "params_masked": masked.count_params(),
+        "params_slim": slim.count_params(),
+        **{f"nonzero_{k}": nonzeros(m) for k, m in models.items()},
+    }
+    print(", ".join(f"{k}={v:.4g}" for k, v in info.items() if k != "model"), flush=True)
+    rows, exported = [], {}
+    for runtime in args.runtimes:
+        for batch_size in args.batches:
+            fns = {k: runner(m, runtime, batch_size, workdir, exported) for k, m in models.items()}
+            ms = {k: 1000 * t for k, t in _common.alternate(fns, args.repeats).items()}
+            speedup = ms["masked"] / ms["slim"]
+            rows.append(
+                {
+                    "model": name,
+                    "runtime": runtime,
+                    "batch": batch_size,
+                    **{f"{k}_ms": v for k, v in ms.items()},
+                    "slim_per_s": 1000 * batch_size / ms["slim"],
+                    "mac_ratio": info["mac_ratio"],
+                    "speedup": speedup,
+                    "efficiency": speedup / info["mac_ratio"],
+                    "unstructured_speedup": ms["masked"] / ms["unstructured"],
+                }
+            )
+            print(f"{name} {runtime} batch {batch_size}: speedup {speedup:.2f}", flush=True)
+    return info, rows
+
+
+def main(argv=None):
+    p = _common.parser(__doc__, repeats=9)
+    names = ["lenet-300-100", "lenet-5", "resnet50"]
+    p.add_argument("--models", nargs="+", default=names, choices=names)
+    p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 256])
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.models, args.batches = ["lenet-300-100"], [1, 16]
+    keras.utils.set_random_seed(0)
+    infos, rows = [], []
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in args.models:
+            info, model_rows = measure(name, args, workdir)
+            infos.append(info)
+            rows += model_rows
+    _common.print_table(infos, list(infos[0]))
+    _common.print_table(rows, list(rows[0]))
+    _common.finish(args, rows, models=infos)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Runs every benchmark script once in its --tiny configuration so that none of them rots.
+
+Only the shape of the results is checked (keys present, figures finite and positive where
+they must be); speed is never judged here, the machine is shared and noisy.
+"""
+
+import importlib
+import json
+import math
+import sys
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))  # the scripts import their `_common` helpers
+
+
+def _run(script, tmp_path, capsys, *extra):
+    out = tmp_path / f"{script}.json"
+    importlib.import_module(script).main(["--tiny", "--repeats", "1", "--out", str(out), *extra])
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["environment"]["tensorflow"]
+    assert result["rows"]
+    return printed, result
+
+
+def _positive(row, *keys):
+    for key in keys:
+        assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
+
+
+def test_training_overhead(tmp_path, capsys):
+    printed, result = _run("bench_training_overhead", tmp_path, capsys)
+    assert "li_lo/none" in printed and "li_lo/keras_l2" in printed
+    for row in result["rows"]:
+        _positive(row, "none_ms", "keras_l2_ms", "dn_l2_ms", "li_lo_ms", "li_lo/none")
+        _positive(row, "li_lo/keras_l2", "keras_l2/none", "dn_l2/keras_l2")
+
+
+def test_callback_overhead(tmp_path, capsys):
+    printed, result = _run("bench_callback_overhead", tmp_path, capsys)
+    assert "share_in_hooks" in printed
+    assert [row["model"] for row in result["rows"]] == ["lenet-300-100", "lenet-5"]
+    for row in result["rows"]:
+        _positive(row, "epoch_with_s", "epoch_without_s", "hooks_s")
+        assert 0 < row["share_in_hooks"] < 1
+        assert math.isfinite(row["share_end_to_end"])  # a difference of noisy medians: any sign
+        assert 0 < row["sparsity"] < 1  # masks were active
+
+
+def test_inference(tmp_path, capsys):
+    printed, result = _run("bench_inference", tmp_path, capsys)
+    assert "efficiency" in printed and "unstructured_speedup" in printed
+    assert {row["runtime"] for row in result["rows"]} == {"keras", "saved_model", "tflite"}
+    (info,) = result["models"]
+    assert info["mac_ratio"] > 2 and info["params_slim"] < info["params_masked"]
+    # The unstructured mask matches the slim model's non-zero count to within sampling noise.
+    assert info["nonzero_unstructured"] == pytest.approx(info["nonzero_slim"], rel=0.2)
+    for row in result["rows"]:
+        _positive(row, "masked_ms", "slim_ms", "unstructured_ms", "speedup", "efficiency")
+        _positive(row, "unstructured_speedup", "slim_per_s")
+
+
+def test_surgery(tmp_path, capsys):
+    printed, result = _run("bench_surgery", tmp_path, capsys)
+    assert "ms/layer" in printed
+    for row in result["rows"]:
+        _positive(row, "seconds", "peak_mib")
+        assert row["params_slim"] < row["params"]
+    assert math.isfinite(result["fits"]["mlp"]["ms_per_layer"])
