@@ -105,7 +105,7 @@ SPARSE_REGRESSION = Setup(
         "dropneuron": {"nmse": 3.6e-4, "compression": 35.0, "units": "2/20, 1/5"},
         "baseline": {"nmse": 0.54, "compression": 1.7, "units": "20/20, 5/5"},
     },
-    steps_per_execution=25,
+    steps_per_execution=100,
     penalties={"li": 0.1, "lo": 0.1, "baseline_l1": 0.01, "prox_li": 1.0, "prox_lo": 1.0},
 )
 
@@ -157,7 +157,8 @@ AUTOENCODER = Setup(
         ("dec1", "dec1", "units"),
     ],
     paper={"dropneuron": {"mse": 0.0121, "compression": 5.1, "units": "420-127-61-121"}},
-    penalties={"li": 1e-5, "lo": 1e-5, "prox_li": 0.1, "prox_lo": 0.1},
+    finetune_epochs=5,
+    penalties={"li": 1.5e-6, "lo": 1.5e-6, "prox_li": 0.05, "prox_lo": 0.05},
 )
 
 
@@ -190,7 +191,8 @@ LENET_300_100 = Setup(
         ("fc2", "fc2", "units"),
     ],
     paper={"dropneuron": {"error": 1.83, "compression": 10.1, "units": "542-83-61"}},
-    penalties={"li": 1e-4, "lo": 1e-4, "prox_li": 0.1, "prox_lo": 0.1},
+    finetune_epochs=10,
+    penalties={"li": 4e-4, "lo": 4e-4, "prox_li": 0.5, "prox_lo": 0.5},
 )
 
 
@@ -234,7 +236,8 @@ LENET_5 = Setup(
     ],
     variants=("dropneuron", "dropneuron+conv"),
     paper={"dropneuron": {"error": 0.86, "compression": 67.0, "units": "907/3136, 110/512"}},
-    penalties={"li": 1e-4, "lo": 1e-4, "conv_li": 1e-4, "prox_li": 0.1, "prox_lo": 0.1},
+    finetune_epochs=1,
+    penalties={"li": 5e-4, "lo": 5e-4, "conv_li": 5e-4, "prox_li": 0.5, "prox_lo": 0.5},
 )
 
 SETUPS = {s.name: s for s in (SPARSE_REGRESSION, AUTOENCODER, LENET_300_100, LENET_5)}
