@@ -1,5 +1,6 @@
 """PruneCallback: DropNeuron's Dropping Principle 1 inside `model.fit`."""
 
+import contextlib
 import numbers
 
 import keras
@@ -17,10 +18,10 @@ class PruneCallback(keras.callbacks.Callback):
     `|w| < threshold` in the managed layers is set to zero, or, in a group mode,
     every incoming or outgoing group whose L2 norm is below `threshold`. Pruned
     weights are masked again after every training batch, so momentum in the
-    optimizer cannot revive them (with `steps_per_execution=n`, Keras calls
-    batch hooks every `n` steps, so masks are re-applied every `n` steps and
-    pruned weights may drift for up to `n - 1` steps in between; the next
-    application zeroes them again). Weights that are already exactly zero when
+    optimizer cannot revive them: with TensorFlow the masks are applied inside
+    the compiled train step, right after each optimizer update, through the
+    weights' `constraint` (any constraint of your own still runs first, and is
+    given back when training ends). Weights that are already exactly zero when
     training starts (for example after a restart from a checkpoint) count as
     pruned, which makes the masks survive `BackupAndRestore` and
     `ModelCheckpoint` without extra state. A run that resumes at epoch `e > 0`
@@ -104,11 +105,12 @@ class PruneCallback(keras.callbacks.Callback):
             )
         self.warmup_epochs = int(warmup_epochs)
         self._weights = []
-        self._masks = {}
+        self._masks = []
+        self._saved_constraints = []
+        self._in_train_step = False
         self._epoch = 0
         self._batches_seen = 0
         self._masks_synced = False
-        self._apply_fn = None
 
     def get_config(self):
         return {
@@ -125,9 +127,8 @@ class PruneCallback(keras.callbacks.Callback):
         model_utils.check_has_supported_layers(self.model, layers)
         model_utils.check_finite_weights(layers, "prune")
         self._weights = pruning.managed_weights(layers)
-        self._masks = {}
-        self._apply_fn = None
         self._batches_seen = 0
+        self._install_masks()
         # Masks are read from the weights at the first epoch, after callbacks
         # such as BackupAndRestore have restored them in their on_train_begin.
         self._masks_synced = False
@@ -148,8 +149,11 @@ class PruneCallback(keras.callbacks.Callback):
             if self._pruning_started():
                 self._update_masks(self.threshold)
                 return
-        if self._apply_fn is not None:
-            self._apply_fn()
+        if not self._in_train_step:
+            self._apply_masks()
+
+    def on_train_end(self, logs=None):
+        self._remove_masks()
 
     def on_epoch_end(self, epoch, logs=None):
         if self.frequency == "epoch" and self._pruning_started():
@@ -190,26 +194,62 @@ class PruneCallback(keras.callbacks.Callback):
             keeps.append(pruning.keep_mask(value, layout, threshold, self.mode))
         if threshold is not None:
             pruning.check_units_survive(self._weights, values, keeps, threshold)
-        for (_, _, variable), value, keep in zip(self._weights, values, keeps, strict=True):
-            if keep.all():
-                self._masks.pop(id(variable), None)
-            else:
-                self._masks[id(variable)] = (variable, keep)
+        for (_, _, variable), mask, value, keep in zip(
+            self._weights, self._masks, values, keeps, strict=True
+        ):
+            mask.assign(keep.astype(mask.dtype))
+            if not keep.all():
                 variable.assign(np.where(keep, value, 0).astype(value.dtype))
-        self._apply_fn = self._make_apply_fn() if self._masks else None
 
-    def _make_apply_fn(self):
-        pairs = [
-            (variable, ops.convert_to_tensor(keep.astype(variable.dtype)))
-            for variable, keep in self._masks.values()
-        ]
+    def _install_masks(self):
+        """Creates one mask per managed weight and hooks it into the train step.
 
-        def apply_masks():
-            for variable, mask in pairs:
-                variable.assign(ops.multiply(variable, mask))
+        With TensorFlow the mask rides on the weight's `constraint`, which
+        Keras applies right after every optimizer update inside the compiled
+        train step: no extra call per batch. Other backends trace variables
+        into a stateless step, so there the masks are applied after each batch.
+        """
+        self._remove_masks()  # a callback reused across fits starts afresh
+        self._in_train_step = keras.backend.backend() == "tensorflow"
+        strategy = getattr(self.model, "distribute_strategy", None)
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+        with scope:
+            self._masks = [
+                keras.Variable(
+                    np.ones(variable.shape),
+                    dtype=variable.dtype,
+                    trainable=False,
+                    name=f"{variable.name}_prune_mask",
+                )
+                for _, _, variable in self._weights
+            ]
+        if self._in_train_step:
+            for (_, _, variable), mask in zip(self._weights, self._masks, strict=True):
+                self._saved_constraints.append((variable, variable.constraint))
+                variable.constraint = _MaskConstraint(mask, variable.constraint)
+            self.model.make_train_function(force=True)  # retrace with the masks
 
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf  # One graph call per batch instead of eager ops.
+    def _remove_masks(self):
+        """Gives the weights their own constraints back (the model outlives `fit`)."""
+        if self._saved_constraints:
+            for variable, constraint in self._saved_constraints:
+                variable.constraint = constraint
+            self._saved_constraints = []
+            self.model.make_train_function(force=True)
 
-            return tf.function(apply_masks, autograph=False)
-        return apply_masks
+    def _apply_masks(self):
+        for (_, _, variable), mask in zip(self._weights, self._masks, strict=True):
+            variable.assign(ops.multiply(variable, mask))
+
+
+class _MaskConstraint:
+    """Zeroes pruned weights after each optimizer step, then any user constraint."""
+
+    def __init__(self, mask, inner=None):
+        self.mask = mask
+        self.inner = inner
+
+    def __call__(self, weight):
+        if self.inner is not None:
+            weight = self.inner(weight)
+        return ops.multiply(weight, ops.cast(self.mask, weight.dtype))

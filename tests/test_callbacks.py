@@ -215,3 +215,29 @@ def test_unknown_layer_is_reported_when_training_starts():
 def test_config_round_trip():
     callback = PruneCallback(0.02, frequency=5, mode="neuron", layers=["a"], warmup_epochs=3)
     assert PruneCallback(**callback.get_config()).get_config() == callback.get_config()
+
+
+def test_user_constraint_still_applies_and_is_given_back():
+    model = keras.Sequential(
+        [
+            keras.Input((12,)),
+            L.Dense(
+                16,
+                name="h1",
+                kernel_constraint=keras.constraints.NonNeg(),
+                kernel_regularizer=LiRegularizer(1e-3),
+            ),
+            L.Dense(1, name="out"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    x, y = _data()
+    kernel = model.get_layer("h1").kernel
+    original = kernel.constraint
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[PruneCallback(THRESHOLD)])
+    pruned = kernel.numpy() == 0
+    assert pruned.any() and np.all(kernel.numpy() >= 0)
+    assert kernel.constraint is original  # our mask is not left behind
+    # Without the callback the masks are gone: pruned weights may grow again.
+    model.fit(x, y, epochs=1, verbose=0)
+    assert np.any(kernel.numpy()[pruned] != 0)
