@@ -1,29 +1,16 @@
 """Dropping principle 1: set sub-threshold weights, or whole groups, to zero."""
 
-import math
-import numbers
-
 import numpy as np
 
 from keras_dropneuron import model_utils, supported_layers
+from keras_dropneuron.regularizers import check_strength
 
 PRUNE_MODES = ("weight", "incoming", "outgoing", "neuron")
 
 
 def check_threshold(threshold, name="threshold"):
     """Returns `threshold` as a float after checking it is finite and >= 0."""
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(
-            f"Invalid type for argument `{name}`: expected a float >= 0. "
-            f"Received: {name}={threshold!r} of type {type(threshold).__name__}"
-        )
-    threshold = float(threshold)
-    if not math.isfinite(threshold) or threshold < 0:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a finite float >= 0. "
-            f"Received: {name}={threshold!r}"
-        )
-    return threshold
+    return check_strength(name, threshold)
 
 
 def check_mode(mode):
