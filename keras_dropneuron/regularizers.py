@@ -64,7 +64,12 @@ def _axis_config(axes):
     return axes[0] if len(axes) == 1 else list(axes)
 
 
-def group_norms(x, axis, scale_by_group_size=False):
+def _compute_dtype(x):
+    # Penalties are computed in float32 even for half-precision weights.
+    return "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
+
+
+def group_norms(x, axis, scale_by_group_size=False, squares=None):
     """Euclidean norm of each group of `x`, one group per index of `axis`.
 
     `axis` names the axes that identify a group (the unit axes); the norm runs
@@ -76,6 +81,8 @@ def group_norms(x, axis, scale_by_group_size=False):
         axis: Int or tuple of ints, the unit axes.
         scale_by_group_size: Multiply each norm by `sqrt(group size)`, as in
             Group Lasso (Yuan and Lin). Defaults to `False`.
+        squares: `ops.square(x)` in float32 (or float64), when the caller has
+            it already. Defaults to `None`.
 
     Returns:
         A float32 (float64 for float64 input) tensor with the shape of the
@@ -91,14 +98,14 @@ def group_norms(x, axis, scale_by_group_size=False):
             f"shape {tuple(x.shape)}"
         )
     reduce_axes = tuple(a for a in range(rank) if a not in unit_axes)
-    dtype = "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
-    x = ops.cast(x, dtype)
-    squares = ops.sum(ops.square(x), axis=reduce_axes) if reduce_axes else ops.square(x)
+    if squares is None:
+        squares = ops.square(ops.cast(x, _compute_dtype(x)))
+    if reduce_axes:
+        squares = ops.sum(squares, axis=reduce_axes)
     # sqrt has an infinite derivative at 0; take it only where the group is
     # non-zero, so a dead group contributes 0 and a zero gradient.
     positive = ops.greater(squares, 0)
-    safe = ops.where(positive, squares, ops.ones_like(squares))
-    norms = ops.where(positive, ops.sqrt(safe), ops.zeros_like(squares))
+    norms = ops.where(positive, ops.sqrt(ops.where(positive, squares, 1.0)), 0.0)
     if scale_by_group_size:
         group_size = math.prod(x.shape[a] for a in reduce_axes)
         norms = norms * math.sqrt(group_size)
@@ -253,17 +260,18 @@ class DropNeuronRegularizer(keras.regularizers.Regularizer):
         self.scale_by_group_size = check_bool("scale_by_group_size", scale_by_group_size)
 
     def __call__(self, x):
-        dtype = "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
+        dtype = _compute_dtype(x)
         x = ops.cast(x, dtype)
+        squares = ops.square(x)  # shared by the L2, Li and Lo terms
         loss = ops.zeros((), dtype=dtype)
         if self.l1:
             loss += self.l1 * ops.sum(ops.abs(x))
         if self.l2:
-            loss += self.l2 * ops.sum(ops.square(x))
-        if self.li:
-            loss += self.li * ops.sum(group_norms(x, self.li_axis, self.scale_by_group_size))
-        if self.lo:
-            loss += self.lo * ops.sum(group_norms(x, self.lo_axis, self.scale_by_group_size))
+            loss += self.l2 * ops.sum(squares)
+        for strength, axis in ((self.li, self.li_axis), (self.lo, self.lo_axis)):
+            if strength:
+                norms = group_norms(x, axis, self.scale_by_group_size, squares=squares)
+                loss += strength * ops.sum(norms)
         return loss
 
     def get_config(self):
