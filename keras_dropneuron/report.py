@@ -3,7 +3,7 @@
 import numpy as np
 
 from keras_dropneuron import model_utils, pruning, supported_layers
-from keras_dropneuron.passthrough import is_channel_passthrough, is_flatten
+from keras_dropneuron.surgery import rules
 
 _COLUMNS = (
     ("layer", "Layer (type)"),
@@ -117,8 +117,9 @@ def _layer_sides(layer, threshold):
 def _downstream_alive(layer, width, members, threshold, depth=0):
     """Which of `layer`'s `width` output channels some consumer still reads.
 
-    Follows consumers through channel pass-through layers and Flatten; any
-    consumer it cannot interpret (or a model output) reads every channel.
+    Follows consumers through per-channel layers, merges and Flatten, as the
+    surgeon classifies them (`keras_dropneuron.surgery.rules`); any consumer it
+    cannot interpret (or a model output) reads every channel.
     """
     nodes = [node for node in layer._outbound_nodes if id(node.operation) in members]
     if not nodes or depth > 64:
@@ -126,16 +127,15 @@ def _downstream_alive(layer, width, members, threshold, depth=0):
     alive = np.zeros(width, dtype=bool)
     for node in nodes:
         consumer = node.operation
-        if supported_layers.is_supported(consumer):
+        kind = rules.classify(consumer, list(node.input_tensors), list(node.output_tensors))
+        if kind in rules.WEIGHTED_KINDS:
             reads = _layer_sides(consumer, threshold)[0]
             if reads.size != width:
                 return np.ones(width, dtype=bool)
-        elif is_channel_passthrough(consumer):
+        elif kind in ("pass", "bn", "prelu", "merge"):
             reads = _downstream_alive(consumer, width, members, threshold, depth + 1)
-        elif is_flatten(consumer) and consumer.output.shape[-1] is not None:
-            flat = consumer.output.shape[-1]
-            if flat % width:
-                return np.ones(width, dtype=bool)
+        elif kind == "flatten":
+            flat = node.output_tensors[0].shape[-1]
             reads = _downstream_alive(consumer, flat, members, threshold, depth + 1)
             reads = reads.reshape(-1, width).any(axis=0)
         else:
