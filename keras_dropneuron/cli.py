@@ -35,6 +35,15 @@ def _one_line(error):
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _load_model(path):
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # any failure to read is the same to the user
+        raise CommandError(f"cannot load model {path}: {_one_line(error)}") from error
+
+
 def _check_paths(args):
     if not os.path.isfile(args.input):
         raise CommandError(f"input model not found: {args.input}")
@@ -52,15 +61,11 @@ def _check_paths(args):
 
 def _slim(args):
     _check_paths(args)
-    import keras
 
     from keras_dropneuron.surgery import slim_model
     from keras_dropneuron.surgery.export import export_saved_model, export_tflite
 
-    try:
-        model = keras.saving.load_model(args.input, compile=False)
-    except Exception as error:  # any failure to read is the same to the user
-        raise CommandError(f"cannot load model {args.input}: {_one_line(error)}") from error
+    model = _load_model(args.input)
     try:
         slim, report = slim_model(model, threshold=args.threshold, return_report=True)
     except (TypeError, ValueError) as error:
@@ -105,14 +110,10 @@ def _add_slim(subparsers):
 def _report(args):
     if not os.path.isfile(args.input):
         raise CommandError(f"input model not found: {args.input}")
-    import keras
 
     from keras_dropneuron import sparsity_report
 
-    try:
-        model = keras.saving.load_model(args.input, compile=False)
-    except Exception as error:  # any failure to read is the same to the user
-        raise CommandError(f"cannot load model {args.input}: {_one_line(error)}") from error
+    model = _load_model(args.input)
     try:
         print(sparsity_report(model, threshold=args.threshold))
     except (TypeError, ValueError) as error:

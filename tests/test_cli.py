@@ -116,3 +116,18 @@ def test_module_entry_point(pruned, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "Slim report" in result.stdout and os.path.exists(out)
+
+
+def test_report_verb(pruned, tmp_path, capsys):
+    from keras_dropneuron import sparsity_report
+
+    model, path = pruned
+    before = digest(path)
+    assert main(["report", path]) == 0
+    out = capsys.readouterr().out
+    assert str(sparsity_report(model)) in out
+    assert "hidden (Dense)" in out and "12/32" in out  # 20 of 32 hidden units unread
+    assert digest(path) == before
+    assert main(["report", str(tmp_path / "missing.keras")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not found" in err
