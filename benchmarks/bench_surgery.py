@@ -66,8 +66,14 @@ def measure(label, family, model, repeats):
     slim_model(model)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    # The surgery must stay exact at every size: compare outputs on random inputs.
+    x = np.random.default_rng(0).standard_normal((2, *model.input_shape[1:])).astype("float32")
+    expected = np.asarray(model(x))
+    max_abs_diff = float(np.max(np.abs(np.asarray(slim(x)) - expected)))
     row = {
         "model": label,
+        "max_abs_diff": max_abs_diff,
+        "exact": max_abs_diff <= 1e-5 * (1 + float(np.max(np.abs(expected)))),
         "family": family,
         "layers": len(model.layers),
         "params": model.count_params(),
@@ -80,7 +86,7 @@ def measure(label, family, model, repeats):
         f"{label:<22} layers={row['layers']:>4} "
         f"params={row['params']:>11,} -> {row['params_slim']:>11,} "
         f"time={row['seconds']:7.2f}s peak={row['peak_mib']:8.1f} MiB "
-        f"maxrss={row['maxrss_mib']:8.0f} MiB",
+        f"maxrss={row['maxrss_mib']:8.0f} MiB exact={row['exact']}",
         flush=True,
     )
     return row
