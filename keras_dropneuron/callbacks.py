@@ -104,6 +104,9 @@ class PruneCallback(keras.callbacks.Callback):
                 f"Received: warmup_epochs={warmup_epochs!r}"
             )
         self.warmup_epochs = int(warmup_epochs)
+        # With TensorFlow and per-epoch pruning the batch hook only counts batches,
+        # so Keras may dispatch it asynchronously instead of syncing every step.
+        self.async_safe = frequency == "epoch" and keras.backend.backend() == "tensorflow"
         self._weights = []
         self._masks = []
         self._saved_constraints = []
