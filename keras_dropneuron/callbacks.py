@@ -75,11 +75,7 @@ class PruneCallback(keras.callbacks.Callback):
     ):
         super().__init__()
         self.threshold = pruning.check_threshold(threshold)
-        if frequency != "epoch" and (
-            isinstance(frequency, bool)
-            or not isinstance(frequency, numbers.Integral)
-            or frequency < 1
-        ):
+        if frequency != "epoch" and not _is_int_at_least(frequency, 1):
             raise ValueError(
                 "Invalid value for argument `frequency`: expected 'epoch' or an int "
                 f">= 1 (a number of batches). Received: frequency={frequency!r}"
@@ -94,11 +90,7 @@ class PruneCallback(keras.callbacks.Callback):
                 f"names. Received: layers={layers!r}"
             )
         self.layers = None if layers is None else list(layers)
-        if (
-            isinstance(warmup_epochs, bool)
-            or not isinstance(warmup_epochs, numbers.Integral)
-            or warmup_epochs < 0
-        ):
+        if not _is_int_at_least(warmup_epochs, 0):
             raise ValueError(
                 "Invalid value for argument `warmup_epochs`: expected an int >= 0. "
                 f"Received: warmup_epochs={warmup_epochs!r}"
@@ -243,6 +235,10 @@ class PruneCallback(keras.callbacks.Callback):
     def _apply_masks(self):
         for (_, _, variable), mask in zip(self._weights, self._masks, strict=True):
             variable.assign(ops.multiply(variable, mask))
+
+
+def _is_int_at_least(value, minimum):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
 class _MaskConstraint:

@@ -44,6 +44,14 @@ def _alive_units(setup, report):
     return units
 
 
+def _compile(model, setup, learning_rate):
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        setup.loss,
+        steps_per_execution=setup.steps_per_execution,
+    )
+
+
 def run_once(
     name,
     variant,
@@ -80,11 +88,7 @@ def run_once(
         ]
         penalties.update(li=0.0, lo=0.0)
     model = setup.build(variant, penalties)
-    model.compile(
-        keras.optimizers.Adam(setup.learning_rate),
-        setup.loss,
-        steps_per_execution=setup.steps_per_execution,
-    )
+    _compile(model, setup, setup.learning_rate)
     finetune = 0 if quick else min(setup.finetune_epochs, epochs - 1)
     start = time.perf_counter()
     model.fit(
@@ -100,11 +104,7 @@ def run_once(
         # weight a little) at a tenth of the learning rate; PruneCallback(0.0)
         # holds the pruned weights at zero.
         model = regularize_model(model)
-        model.compile(
-            keras.optimizers.Adam(setup.learning_rate / 10),
-            setup.loss,
-            steps_per_execution=setup.steps_per_execution,
-        )
+        _compile(model, setup, setup.learning_rate / 10)
         model.fit(
             x,
             y,
