@@ -200,6 +200,43 @@ def test_gradient_is_finite_and_zero_at_dead_groups():
     np.testing.assert_array_equal(tape.gradient(loss, zero).numpy(), 0.0)
 
 
+def grad_numpy(w, terms, scale=False):
+    """d/dw of sum_k strength_k * sum_g ||w_g||: strength * w / ||w_g||, 0 in dead groups."""
+    grad = np.zeros_like(w)
+    for strength, reduce_axes in terms:
+        norms = np.sqrt(np.sum(w**2, axis=reduce_axes, keepdims=True))
+        size = math.prod(w.shape[a] for a in reduce_axes) if scale else 1
+        ratio = np.divide(w, norms, out=np.zeros_like(w), where=norms > 0)
+        grad += strength * math.sqrt(size) * ratio
+    return grad
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("scale", [False, True])
+def test_gradient_matches_formula_for_every_entry(dtype, scale):
+    w = np.random.randn(3, 3, 4, 6).astype(dtype)
+    w[..., 2] = 0.0  # a dead filter
+    w[:, :, 1, :] = 0.0  # a dead input channel
+    variable = tf.Variable(w)
+    reg = DropNeuronRegularizer(li=0.3, lo=0.2, l2=0.1, scale_by_group_size=scale)
+    with tf.GradientTape() as tape:
+        loss = 2.5 * reg(variable)  # the upstream gradient is not 1
+    grad = tape.gradient(loss, variable).numpy()
+    expected = 2.5 * (grad_numpy(w, [(0.3, (0, 1, 2)), (0.2, (0, 1, 3))], scale) + 2 * 0.1 * w)
+    np.testing.assert_allclose(grad, expected, rtol=1e-5 if dtype == "float32" else 1e-12)
+
+
+def test_gradient_over_several_unit_axes_matches_formula():
+    w = np.random.randn(3, 3, 4, 2).astype("float64")  # depthwise: (k, k, channels, mult)
+    w[:, :, 0, 1] = 0.0
+    variable = tf.Variable(w)
+    with tf.GradientTape() as tape:
+        loss = LiRegularizer(0.7, axis=(-2, -1))(variable)
+    np.testing.assert_allclose(
+        tape.gradient(loss, variable).numpy(), grad_numpy(w, [(0.7, (0, 1))]), rtol=1e-12
+    )
+
+
 def test_training_with_dead_groups_produces_no_nan():
     reg = LiRegularizer(0.1)
     model = keras.Sequential([keras.Input((4,)), L.Dense(3, kernel_regularizer=reg), L.Dense(1)])
