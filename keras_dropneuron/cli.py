@@ -158,6 +158,16 @@ def _positive_int(text):
     return value
 
 
+def _tolerance(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, received: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, received: {text}")
+    return value
+
+
 def _reproduce(args):
     from keras_dropneuron.experiments import data, runner
     from keras_dropneuron.experiments.setups import SETUPS
@@ -176,6 +186,7 @@ def _reproduce(args):
             out=args.out,
             plots=args.plots,
             verbose=2 if args.verbose else 0,
+            auto_threshold=args.auto_threshold,
         )
     except (FileNotFoundError, RuntimeError, ValueError) as error:
         if "MNIST" in str(error) or data.MNIST_ENV in str(error):
@@ -204,6 +215,14 @@ def _add_reproduce(subparsers):
         choices=["threshold", "proximal", "both"],
         default="threshold",
         help="threshold pruning (the paper), proximal group shrinkage, or both",
+    )
+    parser.add_argument(
+        "--auto-threshold",
+        metavar="TOLERANCE",
+        type=_tolerance,
+        help="after training, also prune the units below the largest threshold that "
+        "loses at most TOLERANCE (error in %%, or MSE) on 10%% of the training data "
+        "held out for validation",
     )
     parser.add_argument(
         "--mnist", metavar="PATH", help="local mnist.npz (else $KERAS_DROPNEURON_MNIST)"

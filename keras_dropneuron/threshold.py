@@ -38,7 +38,9 @@ def choose_threshold(
 
     Returns:
         `(threshold, scores)`: the chosen threshold (0.0 if none qualifies) and
-        a dict mapping every tried threshold to its score.
+        a dict mapping every tried threshold to its score. The search stops at
+        the first threshold that loses more than `tolerance` or would remove
+        every unit of a layer (see `prune_weights`).
     """
     tolerance = pruning.check_threshold(tolerance, name="tolerance")
     model_utils.check_model(model)
@@ -51,7 +53,10 @@ def choose_threshold(
     chosen = 0.0
     for threshold in candidates:
         trial.set_weights(model.get_weights())
-        pruning.prune_weights(trial, threshold, mode=mode)
+        try:
+            pruning.prune_weights(trial, threshold, mode=mode)
+        except ValueError:
+            break  # it would remove every unit of a layer, as would larger ones
         scores[threshold] = score(y, trial.predict(x, batch_size=batch_size, verbose=0))
         if scores[threshold] <= baseline + tolerance:
             chosen = threshold

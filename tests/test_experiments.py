@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_dropneuron import cli
+from keras_dropneuron import cli, prune_weights
 from keras_dropneuron.experiments import data, runner
+from keras_dropneuron.experiments.setups import SETUPS
 
 
 def test_load_mnist_from_argument_and_environment(mnist_path, monkeypatch):
@@ -102,3 +103,58 @@ def test_reproduce_without_mnist_offline_is_one_line_error(monkeypatch, tmp_path
     err = capsys.readouterr().err.strip()
     assert status == 1
     assert len(err.splitlines()) == 1 and "--mnist PATH" in err
+
+
+def test_reproduce_with_auto_threshold_records_the_chosen_threshold(mnist_path, tmp_path):
+    args = ["reproduce", "lenet-300-100", "--quick", "--mnist", str(mnist_path)]
+    assert cli.main([*args, "--out", str(tmp_path), "--auto-threshold", "0"]) == 0
+    (run,) = json.loads((tmp_path / "results.json").read_text())
+    assert run["method"] == "threshold+auto"
+    assert run["auto_threshold_tolerance"] == 0.0
+    assert run["chosen_threshold"] >= 0.0
+    assert run["slim_matches"]
+
+
+def test_auto_threshold_validates_on_held_out_data_and_prunes_units(mnist_path, monkeypatch):
+    calls = []
+
+    def fake_choose_threshold(model, x, y, tolerance, mode, score):
+        calls.append((x, y, tolerance, mode, keras.models.clone_model(model)))
+        calls[-1][-1].set_weights(model.get_weights())
+        # Just above the smallest group norm of the model: prunes that group.
+        kernels = [layer.kernel.numpy() for layer in model.layers]
+        smallest = min(np.linalg.norm(k, axis=a).min() for k in kernels for a in (0, 1))
+        return 1.0001 * float(smallest), {}
+
+    monkeypatch.setattr(runner, "choose_threshold", fake_choose_threshold)
+    result, model = runner.run_once(
+        "lenet-300-100",
+        "dropneuron",
+        0,
+        quick=True,
+        mnist=mnist_path,
+        verbose=0,
+        auto_threshold=0.5,
+    )
+    ((x_val, y_val, tolerance, mode, trained),) = calls
+    (x, y), _, _ = SETUPS["lenet-300-100"].load(0, mnist_path)
+    start = int(runner.QUICK_SAMPLES * (1 - runner.VALIDATION_FRACTION))
+    np.testing.assert_array_equal(x_val, x[start : runner.QUICK_SAMPLES])
+    np.testing.assert_array_equal(y_val, y[start : runner.QUICK_SAMPLES])
+    assert (tolerance, mode) == (0.5, "neuron")
+    chosen = result["chosen_threshold"]
+    assert chosen > 0
+    # The returned model is the trained one pruned at the chosen threshold
+    # (quick mode does not fine-tune).
+    prune_weights(trained, chosen, mode="neuron")
+    for expected, actual in zip(trained.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(actual, expected)
+    assert result["slim_params"] < result["params"]
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "nan", "abc"])
+def test_reproduce_rejects_bad_auto_threshold(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["reproduce", "lenet-300-100", "--auto-threshold", value])
+    assert exit_info.value.code == 2
+    assert "--auto-threshold" in capsys.readouterr().err

@@ -35,6 +35,20 @@ def test_chooses_the_largest_lossless_threshold_and_leaves_model_alone():
     assert 0.0 < chosen < 1.0  # the model really has prunable and vital weights
 
 
+def test_stops_before_a_threshold_that_would_empty_a_layer():
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3), L.Dense(1)])
+    model.set_weights(
+        [np.full((4, 3), 0.1, "float32"), np.zeros(3, "float32")]
+        + [np.full((3, 1), 10.0, "float32"), np.zeros(1, "float32")]
+    )
+    x = np.random.randn(50, 4).astype("float32")
+    # Any tolerance accepts every score; the first layer's weights (0.1) all go
+    # at threshold 0.5, which prune_weights refuses.
+    chosen, scores = choose_threshold(model, x, x[:, :1], tolerance=1e9, thresholds=[0.05, 0.5, 5])
+    assert chosen == 0.05
+    assert list(scores) == [0.0, 0.05]
+
+
 def test_bad_tolerance():
     model = keras.Sequential([keras.Input((2,)), L.Dense(2)])
     with pytest.raises(ValueError, match="`tolerance`"):

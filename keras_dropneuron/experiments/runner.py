@@ -11,12 +11,15 @@ from keras_dropneuron.callbacks import PruneCallback
 from keras_dropneuron.experiments import timing
 from keras_dropneuron.experiments.setups import SETUPS
 from keras_dropneuron.proximal import ProximalGroupShrinkage
+from keras_dropneuron.pruning import prune_weights
 from keras_dropneuron.regularize import regularize_model
 from keras_dropneuron.report import sparsity_report
 from keras_dropneuron.surgery import slim_model
+from keras_dropneuron.threshold import choose_threshold
 
 METHODS = ("threshold", "proximal")
 QUICK_SAMPLES = 256
+VALIDATION_FRACTION = 0.1  # held out of the training data by `auto_threshold`
 
 
 def score(metric, y_true, y_pred):
@@ -62,6 +65,7 @@ def run_once(
     mnist=None,
     verbose=2,
     penalties=None,
+    auto_threshold=None,
 ):
     """Runs one experiment end to end and returns its figures as a dict.
 
@@ -69,6 +73,11 @@ def run_once(
     shrinkage with `method="proximal"`), slims the pruned model with
     `slim_model`, checks that the slim model scores exactly as the pruned one,
     and measures the slim model's inference speed-up.
+
+    With `auto_threshold=tolerance` (a float), the last `VALIDATION_FRACTION` of
+    the training data is held out, and after training the units whose norms lie
+    below the largest threshold that loses at most `tolerance` on it
+    (`choose_threshold` in `"neuron"` mode) are pruned before fine-tuning.
     """
     setup = SETUPS[name]
     keras.utils.set_random_seed(seed)
@@ -78,6 +87,9 @@ def run_once(
         x, y, x_test, y_test = (a[:QUICK_SAMPLES] for a in (x, y, x_test, y_test))
         epochs = 1
     penalties = {**setup.penalties, **(penalties or {})}
+    if auto_threshold is not None:
+        cut = int(len(x) * (1 - VALIDATION_FRACTION))
+        x, y, x_val, y_val = x[:cut], y[:cut], x[cut:], y[cut:]
     callbacks = [PruneCallback(setup.threshold)]
     if method == "proximal":
         # Adam's steps do not scale with the gradient, so the proximal step
@@ -90,6 +102,7 @@ def run_once(
     model = setup.build(variant, penalties)
     _compile(model, setup, setup.learning_rate)
     finetune = 0 if quick else min(setup.finetune_epochs, epochs - 1)
+    chosen = None
     start = time.perf_counter()
     model.fit(
         x,
@@ -99,12 +112,23 @@ def run_once(
         callbacks=callbacks,
         verbose=verbose,
     )
+    if auto_threshold is not None:
+        chosen, _ = choose_threshold(
+            model,
+            x_val,
+            y_val,
+            tolerance=auto_threshold,
+            mode="neuron",
+            score=lambda t, p: score(setup.metric, t, p),
+        )
+        if chosen:
+            prune_weights(model, chosen, mode="neuron")
     if finetune:
         # Retrain the survivors without penalties (the penalties shrink every
-        # weight a little) at a tenth of the learning rate; PruneCallback(0.0)
+        # weight a little), usually at a lower learning rate; PruneCallback(0.0)
         # holds the pruned weights at zero.
         model = regularize_model(model)
-        _compile(model, setup, setup.learning_rate / 10)
+        _compile(model, setup, setup.learning_rate * setup.finetune_lr_factor)
         model.fit(
             x,
             y,
@@ -133,7 +157,7 @@ def run_once(
     result = {
         "experiment": name,
         "variant": variant,
-        "method": method,
+        "method": method if auto_threshold is None else f"{method}+auto",
         "seed": seed,
         "epochs": epochs,
         "finetune_epochs": finetune,
@@ -157,6 +181,9 @@ def run_once(
         "slim_ms": speed["slim_ms"],
         "train_seconds": train_seconds,
     }
+    if auto_threshold is not None:
+        result["auto_threshold_tolerance"] = auto_threshold
+        result["chosen_threshold"] = chosen
     if "support" in extra:
         kept = np.flatnonzero(np.any(model.get_layer("hidden").kernel.numpy() != 0, axis=1))
         result["support_true"] = extra["support"].tolist()
@@ -244,8 +271,12 @@ def reproduce(
     out=None,
     plots=False,
     verbose=2,
+    auto_threshold=None,
 ):
-    """Runs experiments over seeds and methods, writes JSON and Markdown, returns rows."""
+    """Runs experiments over seeds and methods, writes JSON and Markdown, returns rows.
+
+    `auto_threshold`: see `run_once`.
+    """
     results = []
     out = pathlib.Path(out) if out else None
     if out:
@@ -257,7 +288,15 @@ def reproduce(
                 for seed in seeds:
                     print(f"== {name} / {variant} / {method} / seed {seed}", flush=True)
                     result, model = run_once(
-                        name, variant, seed, method, quick, epochs, mnist, verbose
+                        name,
+                        variant,
+                        seed,
+                        method,
+                        quick,
+                        epochs,
+                        mnist,
+                        verbose,
+                        auto_threshold=auto_threshold,
                     )
                     results.append(result)
                     if out and plots and seed == seeds[0]:

@@ -34,6 +34,10 @@ class Setup:
         steps_per_execution: Batches per compiled call (speeds up batch 1).
         finetune_epochs: Epochs of training without penalties after pruning,
             the pruned weights held at zero (0 in the paper).
+        finetune_lr_factor: Fine-tuning learning rate, as a fraction of
+            `learning_rate`.
+        penalties: Penalty strengths (`li`, `lo`, per-experiment extras, and
+            `prox_li` / `prox_lo` for the proximal method).
     """
 
     name: str
@@ -50,6 +54,7 @@ class Setup:
     paper: dict = dataclasses.field(default_factory=dict)
     steps_per_execution: int = 1
     finetune_epochs: int = 0
+    finetune_lr_factor: float = 0.1
     penalties: dict = dataclasses.field(default_factory=dict)
 
 
@@ -130,9 +135,13 @@ def _load_mnist_images(seed, mnist_path=None):
 
 def _build_autoencoder(variant, penalties):
     reg = {"li": penalties["li"], "lo": penalties["lo"]}
+    # The pixels have their own Lo strength: input pruning and hidden-unit
+    # pruning pull against the reconstruction error differently.
+    first = {"li": penalties["li"], "lo": penalties.get("input_lo", penalties["lo"])}
     layers = [keras.Input((784,))]
     for name, units in (("enc1", 128), ("code", 64), ("dec1", 128)):
-        layers.append(L.Dense(units, "sigmoid", name=name, kernel_regularizer=_reg(reg)))
+        strengths = first if name == "enc1" else reg
+        layers.append(L.Dense(units, "sigmoid", name=name, kernel_regularizer=_reg(strengths)))
     # No Li on the reconstruction layer: its incoming groups are the outputs.
     layers.append(
         L.Dense(784, "sigmoid", name="recon", kernel_regularizer=_reg({"lo": reg["lo"]}))
