@@ -158,6 +158,16 @@ def _positive_int(text):
     return value
 
 
+def _penalty(text):
+    key, sep, value = text.partition("=")
+    try:
+        if not sep or not key:
+            raise ValueError
+        return key.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, received: {text!r}") from None
+
+
 def _tolerance(text):
     try:
         value = float(text)
@@ -174,6 +184,12 @@ def _reproduce(args):
 
     names = list(SETUPS) if args.experiment == "all" else [args.experiment]
     seeds = [args.seed + i for i in range(args.seeds)]
+    penalties = dict(args.penalty or [])
+    try:
+        for name in names:
+            runner.check_penalties(name, penalties)
+    except (TypeError, ValueError) as error:
+        raise CommandError(f"--penalty: {_one_line(error)}") from error
     methods = ("threshold", "proximal") if args.method == "both" else (args.method,)
     try:
         runner.reproduce(
@@ -187,6 +203,7 @@ def _reproduce(args):
             plots=args.plots,
             verbose=2 if args.verbose else 0,
             auto_threshold=args.auto_threshold,
+            penalties=penalties,
         )
     except (FileNotFoundError, RuntimeError, ValueError) as error:
         if "MNIST" in str(error) or data.MNIST_ENV in str(error):
@@ -215,6 +232,14 @@ def _add_reproduce(subparsers):
         choices=["threshold", "proximal", "both"],
         default="threshold",
         help="threshold pruning (the paper), proximal group shrinkage, or both",
+    )
+    parser.add_argument(
+        "--penalty",
+        metavar="KEY=VALUE",
+        type=_penalty,
+        action="append",
+        help="override a penalty strength of the set-up, e.g. --penalty li=2e-4 "
+        "(keys: li, lo, prox_li, prox_lo and per-experiment ones); repeatable",
     )
     parser.add_argument(
         "--auto-threshold",

@@ -158,3 +158,49 @@ def test_reproduce_rejects_bad_auto_threshold(value, capsys):
         cli.main(["reproduce", "lenet-300-100", "--auto-threshold", value])
     assert exit_info.value.code == 2
     assert "--auto-threshold" in capsys.readouterr().err
+
+
+def test_penalty_overrides_reach_the_model_and_the_results(mnist_path, tmp_path):
+    result, model = runner.run_once(
+        "lenet-300-100",
+        "dropneuron",
+        0,
+        quick=True,
+        mnist=mnist_path,
+        verbose=0,
+        penalties={"li": 2e-4},
+    )
+    reg = model.get_layer("fc1").kernel_regularizer
+    assert (reg.li, reg.lo) == (2e-4, SETUPS["lenet-300-100"].penalties["lo"])
+    assert result["penalties"] == {"li": 2e-4}
+    (row,) = runner.summarize([result])
+    assert row["method"] == "threshold (li=0.0002)"
+    # Runs with other overrides are other rows.
+    other = {**result, "penalties": {}}
+    assert [r["method"] for r in runner.summarize([result, other])] == [
+        "threshold (li=0.0002)",
+        "threshold",
+    ]
+
+
+@pytest.mark.parametrize(
+    "penalties, match",
+    [({"li_typo": 1.0}, "one of"), ({"li": -1.0}, "finite float >= 0"), ({"lo": "x"}, "float")],
+)
+def test_bad_penalty_overrides_raise_naming_the_key(penalties, match):
+    with pytest.raises((TypeError, ValueError), match=match) as info:
+        runner.check_penalties("lenet-300-100", penalties)
+    assert "penalties" in str(info.value)
+
+
+def test_reproduce_penalty_option(mnist_path, tmp_path, capsys):
+    args = ["reproduce", "lenet-300-100", "--quick", "--mnist", str(mnist_path)]
+    assert cli.main([*args, "--out", str(tmp_path), "--penalty", "lo=1e-4"]) == 0
+    (run,) = json.loads((tmp_path / "results.json").read_text())
+    assert run["penalties"] == {"lo": 1e-4}
+    assert cli.main([*args, "--out", str(tmp_path), "--penalty", "nope=1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--penalty" in err and "'nope'" in err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*args, "--penalty", "li"])
+    assert exit_info.value.code == 2

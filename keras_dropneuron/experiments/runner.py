@@ -13,6 +13,7 @@ from keras_dropneuron.experiments.setups import SETUPS
 from keras_dropneuron.proximal import ProximalGroupShrinkage
 from keras_dropneuron.pruning import prune_weights
 from keras_dropneuron.regularize import regularize_model
+from keras_dropneuron.regularizers import check_strength
 from keras_dropneuron.report import sparsity_report
 from keras_dropneuron.surgery import slim_model
 from keras_dropneuron.threshold import choose_threshold
@@ -31,6 +32,20 @@ def score(metric, y_true, y_pred):
     y_true = y_true.astype("float64").reshape(y_pred.shape)
     mse = float(np.mean(np.square(y_pred - y_true)))
     return mse / float(np.mean(np.square(y_true))) if metric == "nmse" else mse
+
+
+def check_penalties(name, penalties):
+    """Returns `penalties` as a dict of floats after checking its keys and values."""
+    penalties = dict(penalties or {})
+    known = SETUPS[name].penalties
+    for key, value in penalties.items():
+        if key not in known:
+            raise ValueError(
+                f"Invalid key in argument `penalties` for experiment {name!r}: expected "
+                f"one of {sorted(known)}. Received: {key!r}"
+            )
+        penalties[key] = check_strength(f"penalties[{key!r}]", value)
+    return penalties
 
 
 def _alive_units(setup, report):
@@ -86,7 +101,8 @@ def run_once(
     if quick:
         x, y, x_test, y_test = (a[:QUICK_SAMPLES] for a in (x, y, x_test, y_test))
         epochs = 1
-    penalties = {**setup.penalties, **(penalties or {})}
+    overrides = check_penalties(name, penalties)
+    penalties = {**setup.penalties, **overrides}
     if auto_threshold is not None:
         cut = int(len(x) * (1 - VALIDATION_FRACTION))
         x, y, x_val, y_val = x[:cut], y[:cut], x[cut:], y[cut:]
@@ -158,6 +174,7 @@ def run_once(
         "experiment": name,
         "variant": variant,
         "method": method if auto_threshold is None else f"{method}+auto",
+        "penalties": overrides,
         "seed": seed,
         "epochs": epochs,
         "finetune_epochs": finetune,
@@ -193,10 +210,16 @@ def run_once(
 
 
 def summarize(results):
-    """Groups results by (experiment, variant, method): mean, median and worst."""
+    """Groups results by experiment, variant, method and penalty overrides.
+
+    Returns one row per group: the metric's mean, median and worst, and the
+    means of the other figures.
+    """
     groups = {}
     for r in results:
-        groups.setdefault((r["experiment"], r["variant"], r["method"]), []).append(r)
+        overrides = ", ".join(f"{k}={v:g}" for k, v in sorted(r.get("penalties", {}).items()))
+        method = f"{r['method']} ({overrides})" if overrides else r["method"]
+        groups.setdefault((r["experiment"], r["variant"], method), []).append(r)
     rows = []
     for (name, variant, method), runs in groups.items():
         metric = SETUPS[name].metric
@@ -272,11 +295,14 @@ def reproduce(
     plots=False,
     verbose=2,
     auto_threshold=None,
+    penalties=None,
 ):
     """Runs experiments over seeds and methods, writes JSON and Markdown, returns rows.
 
-    `auto_threshold`: see `run_once`.
+    `auto_threshold`, `penalties`: see `run_once`.
     """
+    for name in names:
+        check_penalties(name, penalties)
     results = []
     out = pathlib.Path(out) if out else None
     if out:
@@ -296,6 +322,7 @@ def reproduce(
                         epochs,
                         mnist,
                         verbose,
+                        penalties=penalties,
                         auto_threshold=auto_threshold,
                     )
                     results.append(result)
