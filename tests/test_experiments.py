@@ -204,3 +204,12 @@ def test_reproduce_penalty_option(mnist_path, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([*args, "--penalty", "li"])
     assert exit_info.value.code == 2
+
+
+def test_proximal_runs_carry_no_penalty(mnist_path):
+    # The autoencoder has an extra strength (`input_lo`) besides li and lo.
+    _, model = runner.run_once(
+        "autoencoder", "dropneuron", 0, "proximal", quick=True, mnist=mnist_path, verbose=0
+    )
+    assert SETUPS["autoencoder"].penalties["input_lo"] > 0
+    assert [float(loss) for loss in model.losses] == [0.0] * len(model.losses)

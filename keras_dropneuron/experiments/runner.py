@@ -114,7 +114,8 @@ def run_once(
             ProximalGroupShrinkage(li=penalties["prox_li"], lo=penalties["prox_lo"]),
             PruneCallback(0.0),  # counts and reports the exact zeros
         ]
-        penalties.update(li=0.0, lo=0.0)
+        # No penalty on top of the proximal step (it *is* the penalty's step).
+        penalties = {k: v if k.startswith("prox_") else 0.0 for k, v in penalties.items()}
     model = setup.build(variant, penalties)
     _compile(model, setup, setup.learning_rate)
     finetune = 0 if quick else min(setup.finetune_epochs, epochs - 1)
