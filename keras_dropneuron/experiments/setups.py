@@ -137,14 +137,19 @@ def _build_autoencoder(variant, penalties):
     reg = {"li": penalties["li"], "lo": penalties["lo"]}
     # The pixels have their own Lo strength: input pruning and hidden-unit
     # pruning pull against the reconstruction error differently.
-    first = {"li": penalties["li"], "lo": penalties.get("input_lo", penalties["lo"])}
+    first = {"li": penalties["li"], "lo": penalties["input_lo"]}
     layers = [keras.Input((784,))]
     for name, units in (("enc1", 128), ("code", 64), ("dec1", 128)):
         strengths = first if name == "enc1" else reg
         layers.append(L.Dense(units, "sigmoid", name=name, kernel_regularizer=_reg(strengths)))
     # No Li on the reconstruction layer: its incoming groups are the outputs.
     layers.append(
-        L.Dense(784, "sigmoid", name="recon", kernel_regularizer=_reg({"lo": reg["lo"]}))
+        L.Dense(
+            784,
+            "sigmoid",
+            name="recon",
+            kernel_regularizer=_reg({"lo": penalties["output_lo"]}),
+        )
     )
     return keras.Sequential(layers, name="autoencoder")
 
@@ -173,7 +178,8 @@ AUTOENCODER = Setup(
     penalties={
         "li": 2e-6,
         "lo": 2e-6,
-        "input_lo": 1e-6,
+        "input_lo": 1e-6,  # Lo on the pixels (enc1's rows)
+        "output_lo": 2e-6,  # Lo on the reconstruction layer (dec1's units)
         "prox_li": 0.05,
         "prox_lo": 0.05,
     },
