@@ -168,16 +168,6 @@ def _penalty(text):
         raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, received: {text!r}") from None
 
 
-def _tolerance(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, received: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, received: {text}")
-    return value
-
-
 def _reproduce(args):
     from keras_dropneuron.experiments import data, runner
     from keras_dropneuron.experiments.setups import SETUPS
@@ -244,7 +234,7 @@ def _add_reproduce(subparsers):
     parser.add_argument(
         "--auto-threshold",
         metavar="TOLERANCE",
-        type=_tolerance,
+        type=_non_negative_float,
         help="after training, also prune the units below the largest threshold that "
         "loses at most TOLERANCE (error in %%, or MSE) on 10%% of the training data "
         "held out for validation",

@@ -105,6 +105,12 @@ def test_reproduce_without_mnist_offline_is_one_line_error(monkeypatch, tmp_path
     assert len(err.splitlines()) == 1 and "--mnist PATH" in err
 
 
+def quick_lenet_300_100(mnist_path, **kwargs):
+    return runner.run_once(
+        "lenet-300-100", "dropneuron", 0, quick=True, mnist=mnist_path, verbose=0, **kwargs
+    )
+
+
 def test_reproduce_with_auto_threshold_records_the_chosen_threshold(mnist_path, tmp_path):
     args = ["reproduce", "lenet-300-100", "--quick", "--mnist", str(mnist_path)]
     assert cli.main([*args, "--out", str(tmp_path), "--auto-threshold", "0"]) == 0
@@ -127,15 +133,7 @@ def test_auto_threshold_validates_on_held_out_data_and_prunes_units(mnist_path, 
         return 1.0001 * float(smallest), {}
 
     monkeypatch.setattr(runner, "choose_threshold", fake_choose_threshold)
-    result, model = runner.run_once(
-        "lenet-300-100",
-        "dropneuron",
-        0,
-        quick=True,
-        mnist=mnist_path,
-        verbose=0,
-        auto_threshold=0.5,
-    )
+    result, model = quick_lenet_300_100(mnist_path, auto_threshold=0.5)
     ((x_val, y_val, tolerance, mode, trained),) = calls
     (x, y), _, _ = SETUPS["lenet-300-100"].load(0, mnist_path)
     start = int(runner.QUICK_SAMPLES * (1 - runner.VALIDATION_FRACTION))
@@ -161,15 +159,7 @@ def test_reproduce_rejects_bad_auto_threshold(value, capsys):
 
 
 def test_penalty_overrides_reach_the_model_and_the_results(mnist_path, tmp_path):
-    result, model = runner.run_once(
-        "lenet-300-100",
-        "dropneuron",
-        0,
-        quick=True,
-        mnist=mnist_path,
-        verbose=0,
-        penalties={"li": 2e-4},
-    )
+    result, model = quick_lenet_300_100(mnist_path, penalties={"li": 2e-4})
     reg = model.get_layer("fc1").kernel_regularizer
     assert (reg.li, reg.lo) == (2e-4, SETUPS["lenet-300-100"].penalties["lo"])
     assert result["penalties"] == {"li": 2e-4}
