@@ -69,8 +69,8 @@ def _compute_dtype(x):
     return "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
 
 
-def _unit_and_reduce_axes(x, axis):
-    """Validates `axis` for `x`; returns `(unit_axes, reduce_axes)`, both sorted."""
+def _reduce_axes(x, axis):
+    """Validates the unit axes `axis` for `x`; returns the other axes, which a norm sums."""
     axes = _check_axis("axis", axis)
     rank = len(x.shape)
     unit_axes = {a % rank for a in axes if -rank <= a < rank}
@@ -80,38 +80,15 @@ def _unit_and_reduce_axes(x, axis):
             f"weight of rank {rank}. Received: axis={_axis_config(axes)!r} for a weight of "
             f"shape {tuple(x.shape)}"
         )
-    return tuple(sorted(unit_axes)), tuple(a for a in range(rank) if a not in unit_axes)
+    return tuple(a for a in range(rank) if a not in unit_axes)
 
 
 def _size_factor(x, reduce_axes, scale_by_group_size):
     return math.sqrt(math.prod(x.shape[a] for a in reduce_axes)) if scale_by_group_size else 1.0
 
 
-def group_norms(x, axis, scale_by_group_size=False):
-    """Euclidean norm of each group of `x`, one group per index of `axis`.
-
-    `axis` names the axes that identify a group (the unit axes); the norm runs
-    over all remaining axes.
-
-    Args:
-        x: Weight tensor.
-        axis: Int or tuple of ints, the unit axes.
-        scale_by_group_size: Multiply each norm by `sqrt(group size)`, as in
-            Group Lasso (Yuan and Lin). Defaults to `False`.
-
-    Returns:
-        A float32 (float64 for float64 input) tensor with the shape of the
-        unit axes.
-    """
-    _, reduce_axes = _unit_and_reduce_axes(x, axis)
-    squares = ops.square(ops.cast(x, _compute_dtype(x)))
-    if reduce_axes:
-        squares = ops.sum(squares, axis=reduce_axes)
-    return ops.sqrt(squares) * _size_factor(x, reduce_axes, scale_by_group_size)
-
-
 def group_lasso(x, terms, scale_by_group_size=False):
-    """`sum_k strength_k * sum(group_norms(x, axis_k))`, with a hand-written gradient.
+    """`sum_k strength_k * sum_g ||w_g||` (groups per term) with a hand-written gradient.
 
     The gradient of `strength * ||w_g||` is `strength * w_g / ||w_g||`, and 0 for
     a dead group (where the norm has no derivative), so training stays NaN-free
@@ -131,7 +108,7 @@ def group_lasso(x, terms, scale_by_group_size=False):
     """
     plan = []
     for strength, axis in terms:
-        _, reduce_axes = _unit_and_reduce_axes(x, axis)
+        reduce_axes = _reduce_axes(x, axis)
         plan.append((strength * _size_factor(x, reduce_axes, scale_by_group_size), reduce_axes))
     x = ops.cast(ops.convert_to_tensor(x), _compute_dtype(x))
 
