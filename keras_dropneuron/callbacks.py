@@ -1,13 +1,12 @@
 """PruneCallback: DropNeuron's Dropping Principle 1 inside `model.fit`."""
 
 import contextlib
-import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_dropneuron import model_utils, pruning
+from keras_dropneuron import checks, model_utils, pruning
 
 
 @keras.saving.register_keras_serializable(package="keras_dropneuron")
@@ -74,28 +73,12 @@ class PruneCallback(keras.callbacks.Callback):
         warmup_epochs=0,
     ):
         super().__init__()
-        self.threshold = pruning.check_threshold(threshold)
-        if frequency != "epoch" and not _is_int_at_least(frequency, 1):
-            raise ValueError(
-                "Invalid value for argument `frequency`: expected 'epoch' or an int "
-                f">= 1 (a number of batches). Received: frequency={frequency!r}"
-            )
-        self.frequency = frequency
-        self.mode = pruning.check_mode(mode)
-        if layers is not None and (
-            isinstance(layers, str) or not all(isinstance(name, str) for name in layers)
-        ):
-            raise TypeError(
-                "Invalid type for argument `layers`: expected None or a list of layer "
-                f"names. Received: layers={layers!r}"
-            )
-        self.layers = None if layers is None else list(layers)
-        if not _is_int_at_least(warmup_epochs, 0):
-            raise ValueError(
-                "Invalid value for argument `warmup_epochs`: expected an int >= 0. "
-                f"Received: warmup_epochs={warmup_epochs!r}"
-            )
-        self.warmup_epochs = int(warmup_epochs)
+        self.threshold = checks.check_non_negative_float("threshold", threshold)
+        # An int frequency is a number of batches.
+        self.frequency = checks.check_int("frequency", frequency, 1, alternatives=("epoch",))
+        self.mode = checks.check_choice("mode", mode, pruning.PRUNE_MODES)
+        self.layers = checks.check_layers("layers", layers, names_only=True)
+        self.warmup_epochs = checks.check_int("warmup_epochs", warmup_epochs, 0)
         # With TensorFlow and per-epoch pruning the batch hook only counts batches,
         # so Keras may dispatch it asynchronously instead of syncing every step.
         self.async_safe = frequency == "epoch" and keras.backend.backend() == "tensorflow"
@@ -117,7 +100,7 @@ class PruneCallback(keras.callbacks.Callback):
         }
 
     def on_train_begin(self, logs=None):
-        model_utils.check_model(self.model)
+        checks.check_model("model", self.model)
         layers = model_utils.select_layers(self.model, self.layers, prefer_regularized=True)
         model_utils.check_has_supported_layers(self.model, layers)
         model_utils.check_finite_weights(layers, "prune")
@@ -235,10 +218,6 @@ class PruneCallback(keras.callbacks.Callback):
     def _apply_masks(self):
         for (_, _, variable), mask in zip(self._weights, self._masks, strict=True):
             variable.assign(ops.multiply(variable, mask))
-
-
-def _is_int_at_least(value, minimum):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
 class _MaskConstraint:

@@ -78,13 +78,15 @@ def check_int(name, value, minimum, alternatives=()):
             Defaults to `()`.
 
     Raises:
-        TypeError: If `value` is not an int (a `bool` or `2.0` is not) nor one of
-            `alternatives`.
-        ValueError: If `value` is below `minimum`.
+        TypeError: If `value` is not an int (a `bool` or `2.0` is not) nor, with
+            `alternatives`, a str.
+        ValueError: If `value` is below `minimum`, or a str not in `alternatives`.
     """
-    if isinstance(value, str) and value in alternatives:
-        return value
     expected = " or ".join([repr(a) for a in alternatives] + [f"an int >= {minimum}"])
+    if alternatives and isinstance(value, str):
+        if value not in alternatives:
+            raise invalid_value(name, expected, value)
+        return value
     if not _is_int(value):
         raise invalid_type(name, expected, value)
     if value < minimum:
@@ -108,10 +110,11 @@ def check_choice(name, value, choices):
 
 
 def check_sequence_of(name, value, types, expected):
-    """Returns `value` as a list after checking it is a sequence of `types`.
+    """Returns `value` as a list after checking it is a collection of `types`.
 
-    A `str` is refused even when its characters would pass, so `layers="h1"`
-    does not become `["h", "1"]`.
+    A list, tuple, set, range or 1-D numpy array passes. A `str` is refused even
+    when its characters would pass, so `layers="h1"` does not become
+    `["h", "1"]`, and so is a single number.
 
     Args:
         name: The argument's name.
@@ -120,15 +123,15 @@ def check_sequence_of(name, value, types, expected):
         expected: What was expected, for the message, e.g. `"a list of floats"`.
 
     Raises:
-        TypeError: If `value` is a `str`, not iterable, or holds an item of
-            another type.
+        TypeError: If `value` is not such a collection, or holds an item that
+            is not one of `types`.
     """
     if isinstance(value, np.ndarray):
         value = value.tolist() if value.ndim == 1 else value
     if not isinstance(value, list | tuple | range | set | frozenset):
         raise invalid_type(name, expected, value)
     items = list(value)
-    if not all(isinstance(item, types) and not isinstance(item, bool) for item in items):
+    if not all(isinstance(item, types) for item in items):
         raise invalid_type(name, expected, value)
     return items
 

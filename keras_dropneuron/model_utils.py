@@ -2,32 +2,8 @@
 
 import keras
 import numpy as np
-from keras.src.models.functional import Functional
 
-from keras_dropneuron import supported_layers
-
-SUPPORTED_MODEL_KINDS = "a Sequential or Functional keras.Model (nested ones included)"
-
-
-def check_model(model, name="model"):
-    """Raises a clear error unless `model` is a Sequential or Functional model."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"Invalid type for argument `{name}`: expected {SUPPORTED_MODEL_KINDS}. "
-            f"Received: {name}={model!r} of type {type(model).__name__}"
-        )
-    if not isinstance(model, (keras.Sequential, Functional)):
-        raise ValueError(
-            f"Unsupported model for argument `{name}`: subclassed models such as "
-            f"{type(model).__name__} have no inspectable graph. Expected "
-            f"{SUPPORTED_MODEL_KINDS}."
-        )
-    if not model.built:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: the model is not built yet, so "
-            "it has no weights. Build it first, e.g. with `keras.Input` or "
-            "`model.build(input_shape)`."
-        )
+from keras_dropneuron import checks, supported_layers
 
 
 def iter_layers(model):
@@ -59,11 +35,7 @@ def select_layers(model, layers=None, prefer_regularized=False, name="layers"):
             if regularized:
                 return regularized
         return supported
-    if isinstance(layers, (str, keras.layers.Layer)) or not hasattr(layers, "__iter__"):
-        raise TypeError(
-            f"Invalid type for argument `{name}`: expected a list of layer names or "
-            f"layers. Received: {name}={layers!r}"
-        )
+    layers = checks.check_layers(name, layers)
     by_name = {layer.name: layer for layer in iter_layers(model)}
     selected = []
     for item in layers:

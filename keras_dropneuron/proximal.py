@@ -3,8 +3,7 @@
 import keras
 from keras import ops
 
-from keras_dropneuron import model_utils, pruning
-from keras_dropneuron.regularizers import check_strength
+from keras_dropneuron import checks, model_utils, pruning
 
 
 def _shrink(variable, unit_axes, amount):
@@ -31,9 +30,16 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
     Args:
         li: Incoming-group strength. Defaults to `0.0`.
         lo: Outgoing-group strength. Defaults to `0.0`.
-        layers: Names of the layers to shrink. Defaults to `None`: every
-            supported layer except the model's last one (whose incoming groups
-            are the outputs).
+        layers: A list of names of the layers to shrink. Defaults to `None`:
+            every supported layer except the model's last one (whose incoming
+            groups are the outputs).
+
+    Raises:
+        TypeError: If `li` or `lo` is not a number, or `layers` is not a list
+            of layer names (a single name such as `"h1"` is refused: pass
+            `["h1"]`).
+        ValueError: If `li` or `lo` is negative, NaN or infinite; when
+            training starts, for layers that the model does not have.
 
     Example:
 
@@ -42,13 +48,13 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
 
     def __init__(self, li=0.0, lo=0.0, layers=None):
         super().__init__()
-        self.li = check_strength("li", li)
-        self.lo = check_strength("lo", lo)
-        self.layers = None if layers is None else list(layers)
+        self.li = checks.check_non_negative_float("li", li)
+        self.lo = checks.check_non_negative_float("lo", lo)
+        self.layers = checks.check_layers("layers", layers, names_only=True)
         self._step_fn = None
 
     def on_train_begin(self, logs=None):
-        model_utils.check_model(self.model)
+        checks.check_model("model", self.model)
         layers = model_utils.select_layers(self.model, self.layers)
         if self.layers is None:
             layers = layers[:-1]

@@ -2,24 +2,13 @@
 
 import numpy as np
 
-from keras_dropneuron import model_utils, supported_layers
-from keras_dropneuron.regularizers import check_strength
+from keras_dropneuron import checks, model_utils, supported_layers
 
 PRUNE_MODES = ("weight", "incoming", "outgoing", "neuron")
 
 
-def check_threshold(threshold, name="threshold"):
-    """Returns `threshold` as a float after checking it is finite and >= 0."""
-    return check_strength(name, threshold)
-
-
-def check_mode(mode):
-    if mode not in PRUNE_MODES:
-        raise ValueError(
-            f"Invalid value for argument `mode`: expected one of {PRUNE_MODES}. "
-            f"Received: mode={mode!r}"
-        )
-    return mode
+class UnitsWouldVanishError(ValueError):
+    """A pruning step was refused: it would remove every unit of a layer."""
 
 
 def _reduce_axes(weight, unit_axes):
@@ -76,13 +65,14 @@ def check_units_survive(weights, values, keeps, threshold):
         threshold: The threshold, for the message.
 
     Raises:
-        ValueError: Naming the first layer that would lose every unit.
+        UnitsWouldVanishError: A `ValueError` naming the first layer that would
+            lose every unit.
     """
     for (layer, layout, _), value, keep in zip(weights, values, keeps, strict=True):
         alive_before = group_alive(value, layout.output_axes)
         alive_after = group_alive(np.where(keep, value, 0), layout.output_axes)
         if alive_before.any() and not alive_after.any():
-            raise ValueError(
+            raise UnitsWouldVanishError(
                 f"Invalid value for argument `threshold`: pruning at threshold={threshold!r} "
                 f"would remove every unit of layer {layer.name!r} (weight "
                 f"{layout.attribute!r}), leaving it a constant. Nothing was modified. "
@@ -133,9 +123,10 @@ def prune_weights(model, threshold, mode="weight", layers=None):
     >>> counts = prune_weights(model, threshold=1e-2)
     >>> print(counts["zeros"] / counts["total"])
     """
-    threshold = check_threshold(threshold)
-    check_mode(mode)
-    model_utils.check_model(model)
+    threshold = checks.check_non_negative_float("threshold", threshold)
+    checks.check_choice("mode", mode, PRUNE_MODES)
+    checks.check_layers("layers", layers)
+    checks.check_model("model", model)
     selected = model_utils.select_layers(model, layers)
     model_utils.check_has_supported_layers(model, selected)
     model_utils.check_finite_weights(selected, "prune")

@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_dropneuron import model_utils, supported_layers
-from keras_dropneuron.regularizers import DropNeuronRegularizer, check_bool, check_strength
+from keras_dropneuron import checks, model_utils, supported_layers
+from keras_dropneuron.regularizers import DropNeuronRegularizer
 
 
 def regularizer_for(layout, li=0.0, lo=0.0, l1=0.0, l2=0.0, scale_by_group_size=False):
@@ -54,12 +54,13 @@ def regularize_model(
 
     >>> model = regularize_model(model, li=1e-4, lo=1e-4)
     """
-    scale_by_group_size = check_bool("scale_by_group_size", scale_by_group_size)
+    scale_by_group_size = checks.check_bool("scale_by_group_size", scale_by_group_size)
     strengths = {
-        name: check_strength(name, value)
+        name: checks.check_non_negative_float(name, value)
         for name, value in (("li", li), ("lo", lo), ("l1", l1), ("l2", l2))
     }
-    model_utils.check_model(model)
+    checks.check_layers("layers", layers)
+    checks.check_model("model", model)
     selected = model_utils.select_layers(model, layers)
     model_utils.check_has_supported_layers(model, selected)
     model_utils.check_finite_weights(selected, "regularize")

@@ -7,56 +7,13 @@ object.
 """
 
 import math
-import numbers
 
 import keras
 from keras import ops
 
-from keras_dropneuron import supported_layers
+from keras_dropneuron import checks, supported_layers
 
 _PACKAGE = "keras_dropneuron"
-
-
-def check_strength(name, value):
-    """Returns `value` as a float after checking it is a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Invalid type for argument `{name}`: expected a float >= 0. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a finite float >= 0. "
-            f"Received: {name}={value!r}"
-        )
-    return value
-
-
-def check_bool(name, value):
-    """Returns `value` after checking it is a bool."""
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"Invalid type for argument `{name}`: expected True or False. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
-    return value
-
-
-def _check_axis(name, axis):
-    """Normalises `axis` to a tuple of ints."""
-    axes = (axis,) if isinstance(axis, numbers.Integral) else axis
-    if (
-        isinstance(axis, bool)
-        or not isinstance(axes, (tuple, list))
-        or not axes
-        or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes)
-    ):
-        raise TypeError(
-            f"Invalid type for argument `{name}`: expected an int or a non-empty "
-            f"tuple of ints. Received: {name}={axis!r}"
-        )
-    return tuple(int(a) for a in axes)
 
 
 def _axis_config(axes):
@@ -69,18 +26,10 @@ def _compute_dtype(x):
     return "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
 
 
-def _reduce_axes(x, axis):
-    """Validates the unit axes `axis` for `x`; returns the other axes, which a norm sums."""
-    axes = _check_axis("axis", axis)
-    rank = len(x.shape)
-    unit_axes = {a % rank for a in axes if -rank <= a < rank}
-    if len(unit_axes) != len(axes):
-        raise ValueError(
-            "Invalid value for argument `axis`: expected distinct axes within a "
-            f"weight of rank {rank}. Received: axis={_axis_config(axes)!r} for a weight of "
-            f"shape {tuple(x.shape)}"
-        )
-    return tuple(a for a in range(rank) if a not in unit_axes)
+def _reduce_axes(x, axis, name):
+    """Checks the unit axes `axis` against `x`; returns the other axes, which a norm sums."""
+    unit_axes = checks.check_axis_for(name, axis, x.shape)
+    return tuple(a for a in range(len(x.shape)) if a not in unit_axes)
 
 
 def _size_factor(x, reduce_axes, scale_by_group_size):
@@ -99,16 +48,23 @@ def group_lasso(x, terms, scale_by_group_size=False):
 
     Args:
         x: Weight tensor.
-        terms: `(strength, axis)` pairs, `axis` the unit axes of that term.
+        terms: `(strength, axis, name)` triples: `axis` the unit axes of that
+            term (checked by `checks.check_axis`), `name` the argument it came
+            from, for the error when it does not fit `x`.
         scale_by_group_size: Weight each norm by `sqrt(group size)`.
             Defaults to `False`.
 
     Returns:
         A scalar, float32 (float64 for float64 input).
+
+    Raises:
+        ValueError: If an axis is out of range for `x`'s rank or two axes of a
+            term name the same axis of `x`; the message names the argument and
+            the shape.
     """
     plan = []
-    for strength, axis in terms:
-        reduce_axes = _reduce_axes(x, axis)
+    for strength, axis, name in terms:
+        reduce_axes = _reduce_axes(x, axis, name)
         plan.append((strength * _size_factor(x, reduce_axes, scale_by_group_size), reduce_axes))
     x = ops.cast(ops.convert_to_tensor(x), _compute_dtype(x))
 
@@ -144,12 +100,12 @@ class _GroupLasso(keras.regularizers.Regularizer):
     _default_axis = -1
 
     def __init__(self, strength, axis, scale_by_group_size):
-        self.strength = check_strength(self._strength_name, strength)
-        self.axis = _check_axis("axis", axis)
-        self.scale_by_group_size = check_bool("scale_by_group_size", scale_by_group_size)
+        self.strength = checks.check_non_negative_float(self._strength_name, strength)
+        self.axis = checks.check_axis("axis", axis)
+        self.scale_by_group_size = checks.check_bool("scale_by_group_size", scale_by_group_size)
 
     def __call__(self, x):
-        return group_lasso(x, [(self.strength, self.axis)], self.scale_by_group_size)
+        return group_lasso(x, [(self.strength, self.axis, "axis")], self.scale_by_group_size)
 
     def get_config(self):
         return {
@@ -184,7 +140,10 @@ class LiRegularizer(_GroupLasso):
 
     Raises:
         TypeError: If `li` is not a number or `axis` is not an int or ints.
-        ValueError: If `li` is negative, NaN or infinite.
+        ValueError: If `li` is negative, NaN or infinite, or `axis` names an
+            axis twice. An `axis` beyond the rank of the weight it is attached
+            to can only be seen with the weight: it raises a `ValueError`
+            naming `axis` and the weight's shape when the penalty is computed.
 
     Example:
 
@@ -220,7 +179,10 @@ class LoRegularizer(_GroupLasso):
 
     Raises:
         TypeError: If `lo` is not a number or `axis` is not an int or ints.
-        ValueError: If `lo` is negative, NaN or infinite.
+        ValueError: If `lo` is negative, NaN or infinite, or `axis` names an
+            axis twice. An `axis` beyond the rank of the weight it is attached
+            to can only be seen with the weight: it raises a `ValueError`
+            naming `axis` and the weight's shape when the penalty is computed.
 
     Example:
 
@@ -257,7 +219,10 @@ class DropNeuronRegularizer(keras.regularizers.Regularizer):
 
     Raises:
         TypeError: If a strength is not a number or an axis is not an int or ints.
-        ValueError: If a strength is negative, NaN or infinite.
+        ValueError: If a strength is negative, NaN or infinite, or an axis
+            argument names an axis twice. Axes beyond the weight's rank raise a
+            `ValueError` naming the argument and the shape when the penalty is
+            computed.
 
     Example:
 
@@ -275,16 +240,23 @@ class DropNeuronRegularizer(keras.regularizers.Regularizer):
         lo_axis=-2,
         scale_by_group_size=False,
     ):
-        self.li = check_strength("li", li)
-        self.lo = check_strength("lo", lo)
-        self.l1 = check_strength("l1", l1)
-        self.l2 = check_strength("l2", l2)
-        self.li_axis = _check_axis("li_axis", li_axis)
-        self.lo_axis = _check_axis("lo_axis", lo_axis)
-        self.scale_by_group_size = check_bool("scale_by_group_size", scale_by_group_size)
+        self.li = checks.check_non_negative_float("li", li)
+        self.lo = checks.check_non_negative_float("lo", lo)
+        self.l1 = checks.check_non_negative_float("l1", l1)
+        self.l2 = checks.check_non_negative_float("l2", l2)
+        self.li_axis = checks.check_axis("li_axis", li_axis)
+        self.lo_axis = checks.check_axis("lo_axis", lo_axis)
+        self.scale_by_group_size = checks.check_bool("scale_by_group_size", scale_by_group_size)
 
     def __call__(self, x):
-        terms = [(s, a) for s, a in ((self.li, self.li_axis), (self.lo, self.lo_axis)) if s]
+        terms = [
+            (strength, axis, name)
+            for strength, axis, name in (
+                (self.li, self.li_axis, "li_axis"),
+                (self.lo, self.lo_axis, "lo_axis"),
+            )
+            if strength
+        ]
         losses = [group_lasso(x, terms, self.scale_by_group_size)] if terms else []
         if self.l1 or self.l2:
             w = ops.cast(x, _compute_dtype(x))

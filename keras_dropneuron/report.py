@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_dropneuron import model_utils, pruning, supported_layers
+from keras_dropneuron import checks, model_utils, pruning, supported_layers
 from keras_dropneuron.surgery import rules
 
 _COLUMNS = (
@@ -168,8 +168,8 @@ def sparsity_report(model, threshold=0.0):
 
     >>> print(sparsity_report(model))
     """
-    threshold = pruning.check_threshold(threshold)
-    model_utils.check_model(model)
+    threshold = checks.check_non_negative_float("threshold", threshold)
+    checks.check_model("model", model)
     model_utils.check_finite_weights(model_utils.select_layers(model), "report on")
     members = {id(layer) for layer in model_utils.iter_layers(model)}
     rows = []

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_dropneuron import model_utils, pruning
+from keras_dropneuron import checks, model_utils, pruning
 
 
 def _default_score(y_true, y_pred):
@@ -28,8 +28,8 @@ def choose_threshold(
         x, y: Validation data.
         tolerance: Allowed increase of the score (lower is better).
             Defaults to `0.0`.
-        thresholds: Candidates. Defaults to `None`: 25 values from 1e-4 to 1
-            on a log scale.
+        thresholds: A list of candidate thresholds, finite floats >= 0.
+            Defaults to `None`: 25 values from 1e-4 to 1 on a log scale.
         mode: Pruning mode, see `prune_weights`. Defaults to `"weight"`.
         score: `score(y_true, y_pred) -> float`, lower is better. Defaults to
             `None`: the error rate for class scores with integer labels, else
@@ -41,12 +41,37 @@ def choose_threshold(
         a dict mapping every tried threshold to its score. The search stops at
         the first threshold that loses more than `tolerance` or would remove
         every unit of a layer (see `prune_weights`).
+
+    Raises:
+        TypeError: If `model` is not a Keras model, `tolerance` or a threshold
+            not a number, `thresholds` not a list, `mode` not a str, `score`
+            not callable or `batch_size` not an int.
+        ValueError: For subclassed or unbuilt models, models without supported
+            layers or with weights that are not finite, a negative, NaN or
+            infinite `tolerance` or threshold, an unknown `mode` or a
+            `batch_size` below 1. All are checked before anything is tried.
+
+    Example:
+
+    >>> threshold, scores = choose_threshold(model, x_val, y_val, tolerance=0.01)
+    >>> prune_weights(model, threshold)
     """
-    tolerance = pruning.check_threshold(tolerance, name="tolerance")
-    model_utils.check_model(model)
-    score = score or _default_score
-    candidates = np.geomspace(1e-4, 1.0, 25) if thresholds is None else thresholds
-    candidates = sorted(pruning.check_threshold(t, name="thresholds") for t in candidates)
+    tolerance = checks.check_non_negative_float("tolerance", tolerance)
+    if thresholds is None:
+        thresholds = np.geomspace(1e-4, 1.0, 25).tolist()
+    thresholds = checks.check_sequence_of(
+        "thresholds", thresholds, object, "None or a list of floats"
+    )
+    candidates = sorted(
+        checks.check_non_negative_float(f"thresholds[{i}]", t) for i, t in enumerate(thresholds)
+    )
+    checks.check_choice("mode", mode, pruning.PRUNE_MODES)
+    score = _default_score if score is None else checks.check_callable("score", score)
+    batch_size = checks.check_int("batch_size", batch_size, 1)
+    checks.check_model("model", model)
+    layers = model_utils.select_layers(model)
+    model_utils.check_has_supported_layers(model, layers)
+    model_utils.check_finite_weights(layers, "choose a threshold for")
     baseline = score(y, model.predict(x, batch_size=batch_size, verbose=0))
     trial = keras.models.clone_model(model)
     scores = {0.0: baseline}
@@ -55,7 +80,7 @@ def choose_threshold(
         trial.set_weights(model.get_weights())
         try:
             pruning.prune_weights(trial, threshold, mode=mode)
-        except ValueError:
+        except pruning.UnitsWouldVanishError:
             break  # it would remove every unit of a layer, as would larger ones
         scores[threshold] = score(y, trial.predict(x, batch_size=batch_size, verbose=0))
         if scores[threshold] <= baseline + tolerance:

@@ -5,6 +5,7 @@ that take a model must leave it unchanged: same weights, same layer configs
 (regularizers included).
 """
 
+import argparse
 import math
 
 import keras
@@ -15,14 +16,21 @@ from keras_dropneuron import (
     DropNeuronRegularizer,
     LiRegularizer,
     LoRegularizer,
+    ProximalGroupShrinkage,
     PruneCallback,
+    choose_threshold,
+    export_saved_model,
+    export_tflite,
     prune_weights,
     regularize_model,
+    slim_model,
     sparsity_report,
 )
+from keras_dropneuron.checks import argparse_type, check_int, check_non_negative_float
 
 L = keras.layers
 NAN, INF = float("nan"), float("inf")
+X, Y = np.ones((4, 6), "float32"), np.ones((4, 1), "float32")
 
 
 def mlp():
@@ -115,6 +123,37 @@ CASES = [
         ValueError,
         "`axis`.*shape",
     ),
+    # Axes named twice are refused at once; axes beyond the rank need the weight.
+    ("li_axis_twice", None, lambda _: LiRegularizer(0.1, axis=(0, 0)), ValueError, r"`axis`"),
+    ("lo_axis_twice", None, lambda _: LoRegularizer(0.1, axis=[-1, -1]), ValueError, "`axis`"),
+    (
+        "dn_axis_twice",
+        None,
+        lambda _: DropNeuronRegularizer(li=0.1, li_axis=(1, 1)),
+        ValueError,
+        "`li_axis`",
+    ),
+    (
+        "li_axis_beyond_rank",
+        None,
+        lambda _: LiRegularizer(0.1, axis=5)(np.ones((3, 4))),
+        ValueError,
+        r"`axis`.*rank 2.*axis=5.*shape \(3, 4\)",
+    ),
+    (
+        "li_axis_same_once_resolved",
+        None,
+        lambda _: LiRegularizer(0.1, axis=(1, -1))(np.ones((3, 4))),
+        ValueError,
+        r"`axis`.*shape \(3, 4\)",
+    ),
+    (
+        "dn_lo_axis_beyond_rank",
+        None,
+        lambda _: DropNeuronRegularizer(lo=0.1, lo_axis=-3)(np.ones((3, 4))),
+        ValueError,
+        r"`lo_axis`.*lo_axis=-3.*shape \(3, 4\)",
+    ),
     # --- regularize_model
     (
         "rm_type",
@@ -169,7 +208,13 @@ CASES = [
         ValueError,
         "'h9' is not a layer",
     ),
-    ("rm_layers_str", "mlp", lambda m: regularize_model(m, layers="h1"), TypeError, "`layers`"),
+    (
+        "rm_layers_str",
+        "mlp",
+        lambda m: regularize_model(m, layers="h1"),
+        TypeError,
+        r"`layers`.*pass a list: layers=\['h1'\]",
+    ),
     # --- prune_weights
     ("pw_type", None, lambda _: prune_weights(None, 0.1), TypeError, "`model`.*None"),
     ("pw_subclassed", "subclassed", lambda m: prune_weights(m, 0.1), ValueError, "subclassed"),
@@ -206,6 +251,20 @@ CASES = [
         "Unsupported layer.*'norm'",
     ),
     (
+        "pw_layers_str",
+        "mlp",
+        lambda m: prune_weights(m, 0.1, layers="h1"),
+        TypeError,
+        r"`layers`.*pass a list: layers=\['h1'\]",
+    ),
+    (
+        "pw_mode_type",
+        "mlp",
+        lambda m: prune_weights(m, 0.1, mode=None),
+        TypeError,
+        "`mode`.*NoneType",
+    ),
+    (
         "pw_kills_layer",
         "mlp",
         lambda m: prune_weights(m, 10.0),
@@ -224,23 +283,130 @@ CASES = [
     ("pc_threshold_negative", None, lambda _: PruneCallback(-0.5), ValueError, "`threshold`"),
     ("pc_threshold_str", None, lambda _: PruneCallback("0.1"), TypeError, "`threshold`"),
     ("pc_frequency_zero", None, lambda _: PruneCallback(frequency=0), ValueError, "`frequency`"),
+    # A value of the wrong type is a TypeError, as everywhere else.
     (
         "pc_frequency_float",
         None,
         lambda _: PruneCallback(frequency=2.5),
-        ValueError,
-        "`frequency`",
+        TypeError,
+        "`frequency`.*'epoch' or an int >= 1",
     ),
     (
         "pc_frequency_bool",
         None,
         lambda _: PruneCallback(frequency=True),
-        ValueError,
+        TypeError,
         "`frequency`",
     ),
-    ("pc_mode", None, lambda _: PruneCallback(mode=None), ValueError, "`mode`"),
+    (
+        "pc_frequency_str",
+        None,
+        lambda _: PruneCallback(frequency="batch"),
+        ValueError,
+        "`frequency`.*'batch'",
+    ),
+    ("pc_mode", None, lambda _: PruneCallback(mode=None), TypeError, "`mode`"),
+    ("pc_mode_typo", None, lambda _: PruneCallback(mode="nueron"), ValueError, "`mode`"),
     ("pc_layers", None, lambda _: PruneCallback(layers=[1]), TypeError, "`layers`"),
-    ("pc_warmup", None, lambda _: PruneCallback(warmup_epochs=1.5), ValueError, "`warmup_epochs`"),
+    (
+        "pc_layers_str",
+        None,
+        lambda _: PruneCallback(layers="h1"),
+        TypeError,
+        r"`layers`.*pass a list: layers=\['h1'\]",
+    ),
+    ("pc_warmup", None, lambda _: PruneCallback(warmup_epochs=1.5), TypeError, "`warmup_epochs`"),
+    (
+        "pc_warmup_negative",
+        None,
+        lambda _: PruneCallback(warmup_epochs=-1),
+        ValueError,
+        "`warmup_epochs`.*-1",
+    ),
+    # --- ProximalGroupShrinkage arguments
+    (
+        "pg_layers_str",
+        None,
+        lambda _: ProximalGroupShrinkage(li=0.1, layers="h1"),
+        TypeError,
+        r"`layers`.*pass a list: layers=\['h1'\]",
+    ),
+    ("pg_layers_int", None, lambda _: ProximalGroupShrinkage(layers=3), TypeError, "`layers`"),
+    ("pg_li", None, lambda _: ProximalGroupShrinkage(li="0.1"), TypeError, "`li`.*str"),
+    # --- choose_threshold: every argument checked before anything is tried
+    (
+        "ct_thresholds_float",
+        "mlp",
+        lambda m: choose_threshold(m, X, Y, thresholds=0.1),
+        TypeError,
+        "`thresholds`.*list of floats.*thresholds=0.1 of type float",
+    ),
+    (
+        "ct_thresholds_str",
+        "mlp",
+        lambda m: choose_threshold(m, X, Y, thresholds="0.1"),
+        TypeError,
+        "`thresholds`",
+    ),
+    (
+        "ct_threshold_item",
+        "mlp",
+        lambda m: choose_threshold(m, X, Y, thresholds=[0.1, -1]),
+        ValueError,
+        r"`thresholds\[1\]`.*-1",
+    ),
+    (
+        "ct_mode",
+        "mlp",
+        lambda m: choose_threshold(m, X, Y, thresholds=[0.1], mode="nueron"),
+        ValueError,
+        "`mode`.*'nueron'",
+    ),
+    (
+        "ct_nan_weights",
+        "nan_weights",
+        lambda m: choose_threshold(m, X, Y, thresholds=[0.1]),
+        ValueError,
+        "'h2'.*NaN",
+    ),
+    (
+        "ct_score",
+        "mlp",
+        lambda m: choose_threshold(m, X, Y, score="mse"),
+        TypeError,
+        "`score`",
+    ),
+    ("ct_batch", "mlp", lambda m: choose_threshold(m, X, Y, batch_size=0), ValueError, "`batch"),
+    ("ct_model", None, lambda _: choose_threshold(None, X, Y), TypeError, "`model`.*None"),
+    (
+        "ct_empty",
+        "no_supported_layers",
+        lambda m: choose_threshold(m, X, Y),
+        ValueError,
+        "no layer that DropNeuron",
+    ),
+    # --- slim_model and export
+    (
+        "sm_threshold_str",
+        "mlp",
+        lambda m: slim_model(m, threshold="0.1"),
+        TypeError,
+        "`threshold`.*'0.1' of type str",
+    ),
+    (
+        "es_none",
+        None,
+        lambda _: export_saved_model(None, "unused"),
+        TypeError,
+        "`model`: expected a keras.Model.*None",
+    ),
+    (
+        "et_layer",
+        None,
+        lambda _: export_tflite(L.Dense(2), "unused.tflite"),
+        TypeError,
+        "`model`: expected a keras.Model.*Dense",
+    ),
     # --- sparsity_report
     ("sr_type", None, lambda _: sparsity_report([1, 2]), TypeError, "`model`.*list"),
     ("sr_subclassed", "subclassed", sparsity_report, ValueError, "subclassed"),
@@ -369,3 +535,132 @@ def test_report_of_an_all_zero_layer_has_infinite_compression():
     model.get_layer("h2").kernel.assign(np.zeros((5, 4), "float32"))
     row = {r["layer"]: r for r in sparsity_report(model).to_list()}["h2"]
     assert row["nonzero_weights"] == 0 and math.isinf(row["compression"])
+
+
+# The same bad value gets the same exception, in the same words, from every public
+# function that takes such an argument; only the argument's name differs.
+NON_NEGATIVE_FLOATS = [
+    ("threshold", lambda m, v: prune_weights(m, v)),
+    ("threshold", lambda m, v: slim_model(m, threshold=v)),
+    ("threshold", lambda m, v: sparsity_report(m, threshold=v)),
+    ("threshold", lambda m, v: PruneCallback(threshold=v)),
+    ("thresholds[0]", lambda m, v: choose_threshold(m, X, Y, thresholds=[v])),
+    ("tolerance", lambda m, v: choose_threshold(m, X, Y, tolerance=v)),
+    ("li", lambda m, v: LiRegularizer(v)),
+    ("lo", lambda m, v: LoRegularizer(v)),
+    ("li", lambda m, v: ProximalGroupShrinkage(li=v)),
+    ("lo", lambda m, v: ProximalGroupShrinkage(lo=v)),
+    *[(n, lambda m, v, n=n: DropNeuronRegularizer(**{n: v})) for n in ("li", "lo", "l1", "l2")],
+    *[(n, lambda m, v, n=n: regularize_model(m, **{n: v})) for n in ("li", "lo", "l1", "l2")],
+]
+BOOLS = [
+    ("scale_by_group_size", lambda m, v: LiRegularizer(scale_by_group_size=v)),
+    ("scale_by_group_size", lambda m, v: LoRegularizer(scale_by_group_size=v)),
+    ("scale_by_group_size", lambda m, v: DropNeuronRegularizer(scale_by_group_size=v)),
+    ("scale_by_group_size", lambda m, v: regularize_model(m, scale_by_group_size=v)),
+    *[
+        (n, lambda m, v, n=n: slim_model(m, **{n: v}))
+        for n in ("keep_regularizers", "drop_inputs", "approximate", "return_report")
+    ],
+]
+MODES = [
+    ("mode", lambda m, v: prune_weights(m, 0.1, mode=v)),
+    ("mode", lambda m, v: PruneCallback(mode=v)),
+    ("mode", lambda m, v: choose_threshold(m, X, Y, mode=v)),
+]
+
+
+def _errors(calls, value):
+    """`(type, message)` per call, the argument's name replaced by `NAME`."""
+    model = mlp()
+    errors = set()
+    for name, call in calls:
+        with pytest.raises((TypeError, ValueError)) as info:
+            call(model, value)
+        message = str(info.value).replace(f"`{name}`", "`NAME`").replace(f"{name}=", "NAME=")
+        errors.add((info.type, message))
+    return errors
+
+
+@pytest.mark.parametrize(
+    "value,error",
+    [
+        ("0.1", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+        ([0.1], TypeError),
+        (-1, ValueError),
+        (-1e-9, ValueError),
+        (NAN, ValueError),
+        (INF, ValueError),
+        (np.float32(-1), ValueError),
+    ],
+)
+def test_same_bad_float_same_error_everywhere(value, error):
+    ((kind, message),) = _errors(NON_NEGATIVE_FLOATS, value)
+    assert kind is error
+    if error is TypeError:
+        expected = f"Invalid type for argument `NAME`: expected a float. Received: NAME={value!r}"
+        assert message == f"{expected} of type {type(value).__name__}"
+    else:
+        expected = "Invalid value for argument `NAME`: expected a finite float >= 0."
+        assert message == f"{expected} Received: NAME={value!r}"
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", None, 1.0])
+def test_same_bad_flag_same_error_everywhere(value):
+    ((kind, message),) = _errors(BOOLS, value)
+    assert kind is TypeError
+    assert message == (
+        "Invalid type for argument `NAME`: expected a bool. "
+        f"Received: NAME={value!r} of type {type(value).__name__}"
+    )
+
+
+@pytest.mark.parametrize(
+    "value,error", [("nueron", ValueError), (None, TypeError), (1, TypeError)]
+)
+def test_same_bad_mode_same_error_everywhere(value, error):
+    ((kind, message),) = _errors(MODES, value)
+    assert kind is error
+    assert "one of ('weight', 'incoming', 'outgoing', 'neuron')" in message
+
+
+@pytest.mark.parametrize(
+    "option,check,convert,kwargs,text,value",
+    [
+        ("--threshold", check_non_negative_float, float, {}, "-1", -1.0),
+        ("--threshold", check_non_negative_float, float, {}, "nan", NAN),
+        ("--threshold", check_non_negative_float, float, {}, "abc", "abc"),
+        ("--seeds", check_int, int, {"minimum": 1}, "0", 0),
+        ("--seeds", check_int, int, {"minimum": 1}, "1.5", "1.5"),
+    ],
+)
+def test_command_line_gets_the_same_words(option, check, convert, kwargs, text, value):
+    # What argparse prints after "argument --threshold: " is what the API says.
+    with pytest.raises((TypeError, ValueError)) as api:
+        if isinstance(value, str):
+            check(option, value, **kwargs)
+        else:
+            check(option, convert(value), **kwargs)
+    expected = str(api.value).split(": ", 1)[1]
+    if isinstance(value, str):  # not even a number: a float or an int was expected
+        expected = expected.replace("a finite float >= 0", "a float").replace(
+            "an int >= 1", "an int"
+        )
+    parse = argparse_type(option, check, convert=convert, **kwargs)
+    with pytest.raises(argparse.ArgumentTypeError) as cli:
+        parse(text)
+    assert str(cli.value) == expected
+    assert argparse_type(option, check, convert=convert, **kwargs)("2") == 2
+
+
+def test_choose_threshold_still_stops_where_a_layer_would_vanish():
+    # Only that refusal ends the search quietly; it is its own ValueError subclass.
+    from keras_dropneuron.pruning import UnitsWouldVanishError
+
+    model = mlp()
+    with pytest.raises(UnitsWouldVanishError):
+        prune_weights(keras.models.clone_model(model), 10.0)
+    chosen, scores = choose_threshold(model, X, Y, tolerance=1e9, thresholds=[1e-6, 10.0])
+    assert chosen == 1e-6 and list(scores) == [0.0, 1e-6]

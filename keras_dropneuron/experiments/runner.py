@@ -8,12 +8,12 @@ import keras
 import numpy as np
 
 from keras_dropneuron.callbacks import PruneCallback
+from keras_dropneuron.checks import check_non_negative_float
 from keras_dropneuron.experiments import timing
 from keras_dropneuron.experiments.setups import SETUPS
 from keras_dropneuron.proximal import ProximalGroupShrinkage
 from keras_dropneuron.pruning import prune_weights
 from keras_dropneuron.regularize import regularize_model
-from keras_dropneuron.regularizers import check_strength
 from keras_dropneuron.report import sparsity_report
 from keras_dropneuron.surgery import slim_model
 from keras_dropneuron.threshold import choose_threshold
@@ -44,7 +44,7 @@ def check_penalties(name, penalties):
                 f"Invalid key in argument `penalties` for experiment {name!r}: expected "
                 f"one of {sorted(known)}. Received: {key!r}"
             )
-        penalties[key] = check_strength(f"penalties[{key!r}]", value)
+        penalties[key] = check_non_negative_float(f"penalties[{key!r}]", value)
     return penalties
 
 

@@ -5,6 +5,8 @@ import tempfile
 
 import keras
 
+from keras_dropneuron import checks
+
 
 def export_saved_model(model: keras.Model, path: str | os.PathLike) -> str:
     """Exports `model` as an inference-only TensorFlow SavedModel.
@@ -20,12 +22,14 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike) -> str:
         `path` as a string.
 
     Raises:
+        TypeError: If `model` is not a `keras.Model`.
         FileExistsError: If `path` already exists.
 
     Example:
 
     >>> export_saved_model(slim, "/tmp/slim_saved_model")
     """
+    checks.check_keras_model("model", model)
     path = os.fspath(path)
     if os.path.exists(path):
         raise FileExistsError(
@@ -44,7 +48,11 @@ def tflite_bytes(model: keras.Model) -> bytes:
 
     Returns:
         The flatbuffer bytes.
+
+    Raises:
+        TypeError: If `model` is not a `keras.Model`.
     """
+    checks.check_keras_model("model", model)
     import tensorflow as tf  # TFLite needs TensorFlow whatever the backend
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,10 +70,14 @@ def export_tflite(model: keras.Model, path: str | os.PathLike) -> str:
     Returns:
         `path` as a string.
 
+    Raises:
+        TypeError: If `model` is not a `keras.Model`.
+
     Example:
 
     >>> export_tflite(slim, "/tmp/slim.tflite")
     """
+    checks.check_keras_model("model", model)
     path = os.fspath(path)
     data = tflite_bytes(model)
     with open(path, "wb") as file:

@@ -1,11 +1,11 @@
 """`slim_model`: rebuild a model without its dead units."""
 
-import math
 import sys
 
 import keras
 import numpy as np
 
+from keras_dropneuron import checks
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
 from keras_dropneuron.surgery.rebuild import rebuild
@@ -13,23 +13,6 @@ from keras_dropneuron.surgery.report import SlimReport
 
 # A progress bar only helps on big models and in an interactive terminal.
 _PROGRESS_MIN_CALLS = 200
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(
-            f"Invalid type for argument `{name}`: expected a bool. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
-
-
-def _check_threshold(threshold):
-    ok = isinstance(threshold, int | float | np.number) and not isinstance(threshold, bool)
-    if not ok or not math.isfinite(threshold) or threshold < 0:
-        raise ValueError(
-            "Invalid value for argument `threshold`: expected a finite float >= 0. "
-            f"Received: threshold={threshold!r}"
-        )
 
 
 def random_inputs(model, batch_size=4, seed=0):
@@ -118,10 +101,11 @@ def slim_model(
         The slim `keras.Model`, or `(model, report)` when `return_report`.
 
     Raises:
-        TypeError: If `model` is not a `keras.Model` or a flag is not a bool.
-        ValueError: If `model` is subclassed or not built, `threshold` is not
-            a finite number >= 0, or a kept layer cannot be re-created from its
-            config.
+        TypeError: If `model` is not a `keras.Model`, `threshold` not a number
+            or a flag not a bool.
+        ValueError: If `model` is subclassed or not built, `threshold` is
+            negative, NaN or infinite, or a kept layer cannot be re-created
+            from its config.
 
     Example:
 
@@ -135,14 +119,14 @@ def slim_model(
     >>> slim.layers[1].units
     3
     """
-    _check_threshold(threshold)
+    checks.check_non_negative_float("threshold", threshold)
     for name, value in (
         ("keep_regularizers", keep_regularizers),
         ("drop_inputs", drop_inputs),
         ("approximate", approximate),
         ("return_report", return_report),
     ):
-        _check_bool(name, value)
+        checks.check_bool(name, value)
     graph = build_graph(model)
     plan = make_plan(
         graph,
