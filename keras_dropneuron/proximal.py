@@ -30,14 +30,14 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
     Args:
         li: Incoming-group strength. Defaults to `0.0`.
         lo: Outgoing-group strength. Defaults to `0.0`.
-        layers: A list of names of the layers to shrink. Defaults to `None`:
-            every supported layer except the model's last one (whose incoming
-            groups are the outputs).
+        layers: A list of the layers to shrink, by name or as layer objects.
+            Defaults to `None`: every supported layer except the model's last
+            one (whose incoming groups are the outputs).
 
     Raises:
         TypeError: If `li` or `lo` is not a number, or `layers` is not a list
-            of layer names (a single name such as `"h1"` is refused: pass
-            `["h1"]`).
+            of layer names or layers (a single name such as `"h1"` is refused:
+            pass `["h1"]`).
         ValueError: If `li` or `lo` is negative, NaN or infinite; when
             training starts, for layers that the model does not have.
 
@@ -50,7 +50,7 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
         super().__init__()
         self.li = checks.check_non_negative_float("li", li)
         self.lo = checks.check_non_negative_float("lo", lo)
-        self.layers = checks.check_layers("layers", layers, names_only=True)
+        self.layers = checks.check_layers("layers", layers)
         self._step_fn = None
 
     def on_train_begin(self, logs=None):

@@ -44,3 +44,16 @@ def test_training_yields_exact_zero_groups_without_threshold():
 def test_bad_strength():
     with pytest.raises(ValueError, match="`li`"):
         ProximalGroupShrinkage(li=-1.0)
+
+
+def test_layers_by_name_or_object_but_not_a_single_name():
+    x = np.random.randn(8, 4).astype("float32")
+    for pick in (lambda m: ["h"], lambda m: [m.get_layer("h")]):
+        model = keras.Sequential([keras.Input((4,)), L.Dense(3, name="h"), L.Dense(1, name="o")])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        shrink = ProximalGroupShrinkage(li=1e3, layers=pick(model))
+        model.fit(x, x[:, :1], verbose=0, callbacks=[shrink])
+        assert np.all(model.get_layer("h").kernel.numpy() == 0)  # shrunk to nothing
+        assert np.any(model.get_layer("o").kernel.numpy() != 0)  # not selected
+    with pytest.raises(TypeError, match=r"pass a list: layers=\['h'\]"):
+        ProximalGroupShrinkage(li=1.0, layers="h")
