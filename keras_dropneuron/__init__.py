@@ -12,7 +12,7 @@ from keras_dropneuron.regularizers import (
     LoRegularizer,
 )
 from keras_dropneuron.report import SparsityReport, sparsity_report
-from keras_dropneuron.surgery import SlimReport, slim_model
+from keras_dropneuron.surgery import SlimReport, SlimVerificationError, slim_model
 from keras_dropneuron.surgery.export import export_saved_model, export_tflite
 from keras_dropneuron.threshold import choose_threshold
 
@@ -28,6 +28,7 @@ __all__ = [
     "ProximalGroupShrinkage",
     "PruneCallback",
     "SlimReport",
+    "SlimVerificationError",
     "SparsityReport",
     "__version__",
     "choose_threshold",

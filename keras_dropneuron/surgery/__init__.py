@@ -2,5 +2,6 @@
 
 from keras_dropneuron.surgery.report import SlimReport
 from keras_dropneuron.surgery.slim import slim_model
+from keras_dropneuron.surgery.verify import SlimVerificationError
 
-__all__ = ["SlimReport", "slim_model"]
+__all__ = ["SlimReport", "SlimVerificationError", "slim_model"]

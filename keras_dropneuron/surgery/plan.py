@@ -63,7 +63,7 @@ def _kinds(graph):
     for call in graph.calls:
         ins = [graph.tensors[k] for k in call.inputs]
         outs = [graph.tensors[k] for k in call.outputs]
-        kinds.append(rules.classify(call.layer, ins, outs))
+        kinds.append(rules.classify_call(call.layer, call.node, ins, outs))
     # A shared layer is sliced once, so all its calls must agree.
     for indices in graph.calls_of_layer.values():
         if len({kinds[i] for i in indices}) > 1:

@@ -1,15 +1,17 @@
 """Builds the slim Functional model from a `Plan`.
 
-Each layer is re-created from its config with the new `units`/`filters`, called
-on the new tensors with the original call arguments, then given sliced copies
-of the original weights. The source model is only read.
+Each layer is re-created from its config (with the new `units`/`filters` when
+it loses channels), called on the new tensors with the original call
+arguments, then filled: a resized layer gets sliced copies of its weights,
+every other layer a copy of its whole state (`copying.copy_state`). The source
+model is only read.
 """
 
 import keras
 import numpy as np
 from keras import tree
 
-from keras_dropneuron.surgery import rules
+from keras_dropneuron.surgery import copying, rules
 from keras_dropneuron.surgery.graph import channels
 
 _WIDTH_ARGUMENT = {
@@ -19,20 +21,6 @@ _WIDTH_ARGUMENT = {
     "separable": "filters",
     "embedding": "output_dim",
 }
-
-
-def _config(layer, name, keep_regularizers):
-    config = layer.get_config()
-    config["name"] = name
-    for argument in list(config):
-        if argument.endswith(("_regularizer", "_constraint")):
-            if argument.endswith("_regularizer") and not keep_regularizers:
-                if argument != "activity_regularizer":
-                    config[argument] = None
-                    continue
-            # Pass the live object so custom, unregistered classes survive.
-            config[argument] = getattr(layer, argument, config[argument])
-    return config
 
 
 def _sliced_weights(layer, kind, kin, kout, fold):
@@ -80,40 +68,52 @@ def _sliced_weights(layer, kind, kin, kout, fold):
     return {}
 
 
-def _new_layer(plan, index, keep_regularizers):
+def _resized(plan, index):
+    """Whether the call's layer loses channels or takes a folded constant."""
     call = plan.graph.calls[index]
-    kind = plan.kinds[index]
+    if plan.kinds[index] == "barrier" or index in plan.folds:
+        return index in plan.folds
+    keys = call.inputs[:1] + call.outputs[:1]
+    return any(len(plan.kept[key]) != channels(plan.graph.tensors[key]) for key in keys)
+
+
+def _new_layer(plan, index, keep_regularizers):
+    """The layer for one call, and how to fill it once built.
+
+    Returns `(layer, weights)`: `weights` is a dict of sliced weights for a
+    resized layer, the source layer for one copied whole, or `None` when the
+    source layer itself is reused (a weightless layer that cannot be
+    re-created, under its own name).
+    """
+    call = plan.graph.calls[index]
     layer = call.layer
-    if not isinstance(layer, keras.layers.Layer) or (kind == "barrier" and not layer.weights):
-        return layer, None  # stateless: sharing it with the source model is safe
-    config = _config(layer, call.name, keep_regularizers)
+    if not isinstance(layer, keras.layers.Layer):
+        return layer, None  # a stateless operation
+    if not _resized(plan, index):
+        try:
+            config = copying.layer_config(layer, call.name, keep_regularizers)
+            return copying.new_layer(layer, config), layer
+        except copying.LayerCopyError:
+            # A weightless layer (a Lambda, say) can be shared with the
+            # source: it holds nothing that training the copy would change.
+            if layer.weights or call.name != layer.name:
+                raise
+            return layer, None
+    config = copying.layer_config(layer, call.name, keep_regularizers)
+    kind = plan.kinds[index]
     kin = plan.kept[call.inputs[0]] if call.inputs else None
     kout = plan.kept[call.outputs[0]]
-    weights = None
-    if kind != "barrier":
-        fold = plan.folds.get(index)
-        weights = _sliced_weights(layer, kind, kin, kout, fold)
-        if kind in _WIDTH_ARGUMENT:
-            config[_WIDTH_ARGUMENT[kind]] = len(kout)
-        if "bias" in weights and "use_bias" in config:
-            config["use_bias"] = True
-    try:
-        new = type(layer).from_config(config)
-    except Exception as error:
-        raise ValueError(
-            f"Cannot rebuild layer {layer.name!r} of type {type(layer).__name__}: "
-            "its `from_config(get_config())` failed. Layers kept as they are "
-            "must be serializable. Received error: "
-            f"{type(error).__name__}: {error}"
-        ) from error
-    if weights is None:
-        weights = layer.get_weights()
-    return new, weights
+    weights = _sliced_weights(layer, kind, kin, kout, plan.folds.get(index))
+    if kind in _WIDTH_ARGUMENT:
+        config[_WIDTH_ARGUMENT[kind]] = len(kout)
+    if "bias" in weights and "use_bias" in config:
+        config["use_bias"] = True
+    return copying.new_layer(layer, config), weights
 
 
-def _assign(new, weights):
-    if isinstance(weights, list):
-        new.set_weights(weights)
+def _fill(new, weights):
+    if isinstance(weights, keras.layers.Layer):
+        copying.copy_state(weights, new)
         return
     for attribute, value in weights.items():
         variable = getattr(new, attribute)
@@ -144,7 +144,8 @@ def rebuild(plan, *, keep_regularizers=True, progress=None):
             Defaults to `None`.
 
     Returns:
-        A new Functional `keras.Model` with the source model's name.
+        `(model, tensors)`: a new Functional `keras.Model` with the source
+        model's name, and source tensor key -> its KerasTensor in the new model.
     """
     graph = plan.graph
     new_tensors = {}
@@ -168,7 +169,7 @@ def rebuild(plan, *, keep_regularizers=True, progress=None):
         for key, output in zip(call.outputs, outputs, strict=True):
             new_tensors[key] = output
         if fresh and weights is not None:
-            _assign(new, weights)
+            _fill(new, weights)
         if progress is not None:
             progress.add(1)
     functional = graph.functional
@@ -176,4 +177,4 @@ def rebuild(plan, *, keep_regularizers=True, progress=None):
     outputs = tree.pack_sequence_as(
         functional._outputs_struct, [new_tensors[k] for k in graph.outputs]
     )
-    return keras.Model(inputs=inputs, outputs=outputs, name=graph.model.name)
+    return keras.Model(inputs=inputs, outputs=outputs, name=graph.model.name), new_tensors

@@ -60,13 +60,17 @@ class SlimReport:
         rows: One dict per layer with weights or multiply-adds (see `to_list`).
         kept_inputs: Model input name -> kept channel indices; only filled
             when `slim_model(..., drop_inputs=True)`.
-        max_deviation: With `approximate=True`, the largest absolute output
-            difference measured on random inputs; else `None`.
+        max_deviation: The largest absolute output difference between the
+            source and the slim model that verification measured, or `None`
+            when it did not run (`verify=False`) or could not (a model that is
+            random at inference).
+        tolerance: The largest difference verification accepted, or `None`.
     """
 
     rows: list
     kept_inputs: dict = dataclasses.field(default_factory=dict)
     max_deviation: float | None = None
+    tolerance: float | None = None
 
     @classmethod
     def compare(cls, before, after, **kwargs):
@@ -75,7 +79,7 @@ class SlimReport:
         Args:
             before: The source model.
             after: The slim model.
-            **kwargs: `kept_inputs` and `max_deviation`.
+            **kwargs: `kept_inputs`, `max_deviation` and `tolerance`.
 
         Returns:
             A `SlimReport`.
@@ -145,7 +149,10 @@ class SlimReport:
             share = 1 - totals["params_after"] / totals["params_before"]
             out.append(f"Parameters removed: {share:.1%}")
         if self.max_deviation is not None:
-            out.append(f"Max output deviation (approximate): {self.max_deviation:.3g}")
+            line = f"Max output deviation (verified batch): {self.max_deviation:.3g}"
+            if self.tolerance is not None:
+                line += f" (tolerance {self.tolerance:.3g})"
+            out.append(line)
         if self.kept_inputs:
             for name, kept in self.kept_inputs.items():
                 out.append(f"Input {name!r}: kept {len(kept)} channels")

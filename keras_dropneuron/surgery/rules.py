@@ -65,6 +65,19 @@ _MERGE = (
 _CHANNEL_MIXING = {"softmax", "log_softmax", "glu", "sparsemax"}
 
 WEIGHTED_KINDS = ("dense", "conv", "conv_transpose", "depthwise", "separable")
+# Every weight each kind may hold. A layer holding any other weight (a
+# quantization scale, a LoRA factor, a subclass's extra variable) is not
+# understood and stays whole: slicing only what is known would change it.
+KNOWN_WEIGHTS = {
+    "dense": ("kernel", "bias"),
+    "conv": ("kernel", "bias"),
+    "conv_transpose": ("kernel", "bias"),
+    "depthwise": ("kernel", "bias"),
+    "separable": ("depthwise_kernel", "pointwise_kernel", "bias"),
+    "embedding": ("embeddings",),
+    "bn": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "prelu": ("alpha",),
+}
 PRODUCER_KINDS = ("dense", "conv", "conv_transpose", "separable", "embedding")
 CONSUMER_KINDS = ("dense", "conv", "conv_transpose", "separable")
 
@@ -88,8 +101,41 @@ def _last_axis(layer, rank):
     return axis in (-1, rank - 1)
 
 
+def holds_only_known_weights(layer, kind):
+    """Whether every weight of `layer` is one that `kind` knows how to slice."""
+    known = {
+        id(weight)
+        for name in KNOWN_WEIGHTS.get(kind, ())
+        if (weight := getattr(layer, name, None)) is not None
+    }
+    return all(id(weight) in known for weight in layer.weights)
+
+
+def runs_in_training_mode(layer, node):
+    """Whether the call was made with `training=True` in the graph.
+
+    Such a layer uses batch statistics or random masks at inference, so the
+    constant a dead unit takes is not carried through it.
+    """
+    if not getattr(layer, "_call_has_training_arg", False):
+        return False
+    return bool(node.arguments.kwargs.get("training", False))
+
+
+def classify_call(layer, node, in_tensors, out_tensors):
+    """Returns the kind of one call, `"barrier"` unless fully understood.
+
+    A call is a barrier when the layer holds a weight its kind does not know,
+    or when it runs in training mode at inference.
+    """
+    kind = classify(layer, in_tensors, out_tensors)
+    if kind == "barrier" or runs_in_training_mode(layer, node):
+        return "barrier"
+    return kind if holds_only_known_weights(layer, kind) else "barrier"
+
+
 def classify(layer, in_tensors, out_tensors):
-    """Returns the kind of one layer call (see the module docstring)."""
+    """Returns the kind of one layer from its type and shapes (see the module docstring)."""
     shapes_known = all(t.shape and t.shape[-1] is not None for t in in_tensors + out_tensors)
     if not isinstance(layer, layers.Layer) or not shapes_known:
         return "barrier"
@@ -99,7 +145,7 @@ def classify(layer, in_tensors, out_tensors):
     if layouts:
         if isinstance(layer, layers.Embedding):
             return "embedding"
-        if getattr(layer, "groups", 1) != 1 or getattr(layer, "lora_enabled", False):
+        if getattr(layer, "groups", 1) != 1:
             return "barrier"
         attribute = layouts[0].attribute
         if len(layouts) == 2:

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 
 from keras_dropneuron import checks
+from keras_dropneuron.surgery import rules
+from keras_dropneuron.surgery import verify as verification
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
 from keras_dropneuron.surgery.rebuild import rebuild
@@ -15,43 +17,17 @@ from keras_dropneuron.surgery.report import SlimReport
 _PROGRESS_MIN_CALLS = 200
 
 
-def random_inputs(model, batch_size=4, seed=0):
-    """Random inputs matching `model.inputs` (unknown dims become 8).
-
-    Integer inputs draw ids below the smallest `input_dim` of the model's
-    Embedding layers (2 when it has none), so every id is valid.
-    """
-    rng = np.random.default_rng(seed)
-    vocab = min(
-        (
-            layer.input_dim
-            for layer in model._flatten_layers(include_self=False)
-            if isinstance(layer, keras.layers.Embedding)
-        ),
-        default=2,
-    )
-    data = []
-    for tensor in model.inputs:
-        shape = (batch_size,) + tuple(d or 8 for d in tensor.shape[1:])
-        if "int" in str(tensor.dtype):
-            values = rng.integers(0, vocab, shape)
-        else:
-            values = rng.standard_normal(shape)
-        data.append(values.astype(tensor.dtype))
-    return data
-
-
-def _deviation(before, after, kept_inputs):
-    data = random_inputs(before)
-    sliced = [
-        x[..., kept_inputs[t._keras_history.operation.name]] if kept_inputs else x
-        for x, t in zip(data, before.inputs, strict=True)
-    ]
-    old = keras.tree.flatten(before(data if len(data) > 1 else data[0]))
-    new = keras.tree.flatten(after(sliced if len(sliced) > 1 else sliced[0]))
-    return float(
-        max(np.max(np.abs(np.asarray(a) - np.asarray(b))) for a, b in zip(old, new, strict=True))
-    )
+def _check_finite_weights(graph):
+    """Refuses NaN or infinite weights: the slim model would hide them."""
+    for call in graph.calls:
+        for weight in getattr(call.layer, "weights", ()):
+            value = rules.numpy(weight)
+            if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+                raise ValueError(
+                    f"Invalid value for argument `model`: expected finite weights. "
+                    f"Received: layer {call.layer.name!r} holds NaN or infinite "
+                    f"values in its weight {weight.name!r}. Nothing was slimmed."
+                )
 
 
 def slim_model(
@@ -62,6 +38,8 @@ def slim_model(
     drop_inputs: bool = False,
     approximate: bool = False,
     return_report: bool = False,
+    verify: bool = True,
+    verify_inputs=None,
 ):
     """Rebuilds `model` physically smaller, without its dead units.
 
@@ -96,6 +74,16 @@ def slim_model(
             then holds the measured `max_deviation`. Defaults to `False`.
         return_report: Whether to also return a `SlimReport`. Defaults to
             `False`.
+        verify: Whether to check the result before returning it: both
+            models run on one batch and must agree within
+            `sqrt(eps) * (1 + max|output|)` of the least precise float dtype
+            they compute in. With `threshold > 0` or `approximate=True` the
+            difference is only measured. Defaults to `True`.
+        verify_inputs: The batch to verify on (an array, a list or a dict of
+            arrays, as `model` takes them), e.g. to stay in the input range a
+            model was trained on. Defaults to `None`: 2 random samples
+            (standard normal floats; integer ids below the smallest Embedding
+            vocabulary).
 
     Returns:
         The slim `keras.Model`, or `(model, report)` when `return_report`.
@@ -103,9 +91,12 @@ def slim_model(
     Raises:
         TypeError: If `model` is not a `keras.Model`, `threshold` not a number
             or a flag not a bool.
-        ValueError: If `model` is subclassed or not built, `threshold` is
-            negative, NaN or infinite, or a kept layer cannot be re-created
-            from its config.
+        ValueError: If `model` is subclassed or not built or holds NaN or
+            infinite weights, `threshold` is negative, NaN or infinite, or a
+            layer cannot be re-created from its config (`get_config()` fails).
+        SlimVerificationError: A `ValueError` raised when verification finds
+            that the slim model computes something else; it gives the
+            deviation and the first layer that differs.
 
     Example:
 
@@ -125,9 +116,13 @@ def slim_model(
         ("drop_inputs", drop_inputs),
         ("approximate", approximate),
         ("return_report", return_report),
+        ("verify", verify),
     ):
         checks.check_bool(name, value)
     graph = build_graph(model)
+    if verify_inputs is not None:
+        verify_inputs = verification.input_list(model, verify_inputs)
+    _check_finite_weights(graph)
     plan = make_plan(
         graph,
         threshold=float(threshold),
@@ -137,9 +132,20 @@ def slim_model(
     progress = None
     if len(graph.calls) >= _PROGRESS_MIN_CALLS and sys.stdout.isatty():
         progress = keras.utils.Progbar(len(graph.calls), verbose=1)
-    slim = rebuild(plan, keep_regularizers=keep_regularizers, progress=progress)
+    slim, new_tensors = rebuild(plan, keep_regularizers=keep_regularizers, progress=progress)
+    deviation = tolerance = None
+    if verify or approximate:
+        exact = threshold == 0 and not plan.inexact
+        deviation, tolerance = verification.verify(
+            plan, new_tensors, model, slim, verify_inputs, strict=bool(verify and exact)
+        )
     if not return_report:
         return slim
-    deviation = _deviation(model, slim, plan.kept_inputs) if approximate else None
-    report = SlimReport.compare(model, slim, kept_inputs=plan.kept_inputs, max_deviation=deviation)
+    report = SlimReport.compare(
+        model,
+        slim,
+        kept_inputs=plan.kept_inputs,
+        max_deviation=deviation,
+        tolerance=tolerance,
+    )
     return slim, report

@@ -1,0 +1,174 @@
+"""Re-creates a layer and copies its whole state, the way `.keras` files do.
+
+A layer the surgeon does not resize must come back exactly as it was: every
+trainable and non-trainable variable, quantization scales, assets such as
+lookup vocabularies, and whatever a load hook (`load_own_variables` calling
+`finalize_state`, for example) derives from them. So the state travels
+through the same per-layer hooks that `model.save()` and `load_model()` use,
+not through `get_weights()`/`set_weights()`.
+"""
+
+import tempfile
+
+import keras
+import numpy as np
+from keras import ops
+
+# Constructor arguments that hold callables. They are passed on as the live
+# objects, so unregistered functions, lambdas and regularizers without
+# `get_config` survive (the source model holds the same objects).
+_LIVE_SUFFIXES = ("_regularizer", "_constraint")
+_NEUTRAL_SUFFIXES = ("_regularizer", "_constraint", "_initializer")
+
+
+class LayerCopyError(ValueError):
+    """A layer cannot be re-created from its config or given its state."""
+
+
+def _is_live_argument(argument):
+    return argument == "activation" or argument.endswith(_LIVE_SUFFIXES)
+
+
+def _config_without_callables(layer):
+    """`get_config()` of a shallow stand-in whose callables are neutral.
+
+    Used when the real `get_config()` fails on an unserializable callable; the
+    user's layer itself is never touched.
+    """
+    stand_in = object.__new__(type(layer))
+    stand_in.__dict__.update(layer.__dict__)
+    for argument, value in layer.__dict__.items():
+        if value is None or argument.startswith("_"):
+            continue
+        if argument == "activation":
+            stand_in.__dict__[argument] = keras.activations.linear
+        elif argument.endswith(_NEUTRAL_SUFFIXES):
+            stand_in.__dict__[argument] = None
+    config = type(layer).get_config(stand_in)
+    for argument in config:
+        if argument.endswith("_initializer") and hasattr(layer, argument):
+            config[argument] = getattr(layer, argument)
+    return config
+
+
+def layer_config(layer, name, keep_regularizers):
+    """The config to re-create `layer` under `name`, with live callables.
+
+    Args:
+        layer: The source layer.
+        name: Name of the new layer.
+        keep_regularizers: Whether weight regularizers are kept (activity
+            regularizers always are).
+
+    Returns:
+        A config dict for `type(layer).from_config`.
+
+    Raises:
+        LayerCopyError: If the layer's config cannot be read.
+    """
+    try:
+        config = layer.get_config()
+    except Exception:
+        try:
+            config = _config_without_callables(layer)
+        except Exception as error:
+            raise LayerCopyError(
+                f"Cannot copy layer {layer.name!r} of type {type(layer).__name__}: "
+                "its `get_config()` failed, so it cannot be re-created. Implement "
+                "`get_config()` for this layer class (see the Keras guide on "
+                "serialization). Received error: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+    config["name"] = name
+    for argument in list(config):
+        if not _is_live_argument(argument) or not hasattr(layer, argument):
+            continue
+        if argument.endswith("_regularizer") and argument != "activity_regularizer":
+            if not keep_regularizers:
+                config[argument] = None
+                continue
+        config[argument] = getattr(layer, argument)
+    return config
+
+
+def new_layer(layer, config):
+    """`type(layer).from_config(config)`, with a clear error on failure."""
+    try:
+        return type(layer).from_config(config)
+    except Exception as error:
+        raise LayerCopyError(
+            f"Cannot copy layer {layer.name!r} of type {type(layer).__name__}: "
+            "`from_config(get_config())` failed, so it cannot be re-created. "
+            f"Received error: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _sublayers(layer):
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def _copy_through_hooks(source, target):
+    """Copies state with the per-layer hooks `model.save()`/`load_model()` use."""
+    store = {}
+    source.save_own_variables(store)
+    store = {key: np.array(ops.convert_to_numpy(value)) for key, value in store.items()}
+    target.load_own_variables(store)
+    if hasattr(source, "save_assets") and hasattr(target, "load_assets"):
+        with tempfile.TemporaryDirectory() as directory:
+            source.save_assets(directory)
+            target.load_assets(directory)
+    children = _sublayers(source), _sublayers(target)
+    if len(children[0]) != len(children[1]):
+        raise ValueError(
+            f"{len(children[0])} sublayers in the source, {len(children[1])} in the copy"
+        )
+    for old, new in zip(*children, strict=True):
+        _copy_through_hooks(old, new)
+
+
+def _weights_by_path(layer):
+    prefix = f"{layer.path or layer.name}/"
+    return {
+        weight.path[len(prefix) :] if weight.path.startswith(prefix) else weight.path: weight
+        for weight in layer.weights
+    }
+
+
+def _finalize(layer):
+    for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+        if hasattr(sublayer, "finalize_state"):
+            sublayer.finalize_state()
+
+
+def copy_state(source, target):
+    """Copies every variable and asset of `source` into `target`.
+
+    `target` must be built from the same config. The state goes through the
+    hooks `model.save()` uses, sublayers included; a weight those hooks leave
+    out (a subclass's extra variable) is then copied by its path, and the load
+    hook `finalize_state()` runs again.
+
+    Raises:
+        LayerCopyError: If the two layers do not hold the same weights.
+    """
+    try:
+        _copy_through_hooks(source, target)
+        hooks_failed = None
+    except Exception as error:
+        hooks_failed = error
+    old, new = _weights_by_path(source), _weights_by_path(target)
+    if old.keys() != new.keys() or len(old) != len(source.weights):
+        reason = f" Received error: {hooks_failed}" if hooks_failed else ""
+        raise LayerCopyError(
+            f"Cannot copy the state of layer {source.name!r} of type "
+            f"{type(source).__name__}: the re-created layer holds the weights "
+            f"{sorted(new)}, the source {sorted(old)}.{reason}"
+        )
+    stale = False
+    for path, weight in old.items():
+        value = np.asarray(ops.convert_to_numpy(weight))
+        if not np.array_equal(np.asarray(ops.convert_to_numpy(new[path])), value):
+            new[path].assign(value)
+            stale = True
+    if stale or hooks_failed:
+        _finalize(target)

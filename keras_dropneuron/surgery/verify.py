@@ -1,0 +1,291 @@
+"""Checks that a slim model computes what its source computes.
+
+Both models run on one small batch; they must agree within a tolerance that
+follows from the lowest floating-point precision the models compute in. On a
+mismatch the two graphs are replayed call by call to name the first layer
+whose kept channels differ.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+from keras import ops, tree
+
+from keras_dropneuron.surgery import rules
+
+VERIFY_BATCH_SIZE = 2
+_BFLOAT16_EPS = 2.0**-7  # numpy has no bfloat16 to ask
+
+
+class SlimVerificationError(ValueError):
+    """The slim model's outputs differ from the source model's.
+
+    Attributes:
+        deviation: Largest absolute output difference measured.
+        tolerance: The largest difference that would have been accepted.
+        layer: Name of the first layer whose output differs, or `None`.
+    """
+
+    def __init__(self, message, deviation, tolerance, layer=None):
+        super().__init__(message)
+        self.deviation = deviation
+        self.tolerance = tolerance
+        self.layer = layer
+
+
+def relative_tolerance(model):
+    """`sqrt(eps)` of the least precise float dtype the model computes in.
+
+    float64 gives 1.5e-8, float32 3.5e-4, float16 3.1e-2, bfloat16 8.8e-2. A
+    difference is accepted when `|slim - source| <= tol * (1 + max|source|)`.
+    """
+    dtypes = {str(t.dtype) for t in model.outputs}
+    for layer in model._flatten_layers(include_self=False):
+        dtypes.add(str(getattr(layer, "compute_dtype", "float32")))
+    eps = [_BFLOAT16_EPS if d == "bfloat16" else np.finfo(d).eps for d in dtypes if _is_float(d)]
+    return float(np.sqrt(max(eps, default=np.finfo(np.float32).eps)))
+
+
+def _is_float(dtype):
+    if dtype == "bfloat16":
+        return True
+    try:
+        return np.issubdtype(np.dtype(dtype), np.floating)
+    except TypeError:
+        return False
+
+
+def random_inputs(model, batch_size=VERIFY_BATCH_SIZE, seed=0):
+    """Random inputs matching `model.inputs` (unknown dims become 8).
+
+    Float inputs are standard normal. Integer inputs draw ids below the
+    smallest `input_dim` of the model's Embedding layers (2 when it has none),
+    so every id is valid.
+
+    Raises:
+        ValueError: If an input is neither a float nor an integer tensor.
+    """
+    rng = np.random.default_rng(seed)
+    vocab = min(
+        (
+            layer.input_dim
+            for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.Embedding)
+        ),
+        default=2,
+    )
+    data = []
+    for tensor in model.inputs:
+        shape = (batch_size,) + tuple(d or 8 for d in tensor.shape[1:])
+        dtype = str(tensor.dtype)
+        if "int" in dtype:
+            values = rng.integers(0, vocab, shape)
+        elif _is_float(dtype):
+            values = rng.standard_normal(shape)
+        else:
+            raise ValueError(
+                "Cannot verify the slim model on random data: input "
+                f"{tensor.name!r} has dtype {dtype}. Pass `verify_inputs=` (a "
+                "batch the model accepts) or `verify=False`."
+            )
+        data.append(values.astype(dtype))
+    return data
+
+
+def input_list(model, verify_inputs):
+    """`verify_inputs` as a list of arrays in `model.inputs` order.
+
+    Raises:
+        TypeError: If it is not an array, a list/tuple or a dict of arrays.
+        ValueError: If it does not match the model's inputs.
+    """
+    names = [t._keras_history.operation.name for t in model.inputs]
+    if isinstance(verify_inputs, dict):
+        missing = sorted(set(names) - set(verify_inputs))
+        if missing:
+            raise ValueError(
+                "Invalid value for argument `verify_inputs`: expected a dict with "
+                f"the model's input names {names}. Received: keys "
+                f"{sorted(verify_inputs)}"
+            )
+        values = [verify_inputs[name] for name in names]
+    elif isinstance(verify_inputs, list | tuple):
+        values = list(verify_inputs)
+    elif hasattr(verify_inputs, "shape"):
+        values = [verify_inputs]
+    else:
+        raise TypeError(
+            "Invalid type for argument `verify_inputs`: expected an array, a "
+            "list of arrays or a dict of arrays. Received: "
+            f"verify_inputs of type {type(verify_inputs).__name__}"
+        )
+    if len(values) != len(names):
+        raise ValueError(
+            f"Invalid value for argument `verify_inputs`: expected {len(names)} "
+            f"arrays, one per model input {names}. Received: {len(values)} arrays"
+        )
+    values = [np.asarray(ops.convert_to_numpy(v)) for v in values]
+    for value, tensor in zip(values, model.inputs, strict=True):
+        expected = tuple(tensor.shape[1:])
+        ok = value.ndim == len(expected) + 1 and all(
+            d is None or d == s for d, s in zip(expected, value.shape[1:], strict=True)
+        )
+        if not ok or value.shape[0] == 0:
+            raise ValueError(
+                "Invalid value for argument `verify_inputs`: expected a batch of "
+                f"shape (batch, {', '.join(str(d) for d in expected)}) for input "
+                f"{tensor.name!r}. Received: shape {value.shape}"
+            )
+    return values
+
+
+def _call(model, data):
+    # No `training` argument: an explicit `training=True` inside the graph then
+    # applies, as in `model(x)`; a call with `training=False` would override it.
+    return [
+        np.asarray(ops.convert_to_numpy(y))
+        for y in tree.flatten(model(data if len(data) > 1 else data[0]))
+    ]
+
+
+def _slice_inputs(plan, data):
+    if not plan.kept_inputs:
+        return data
+    return [
+        x[..., plan.kept[key]] if plan.graph.tensors[key].shape[-1] else x
+        for x, key in zip(data, plan.graph.inputs, strict=True)
+    ]
+
+
+def _worst(reference, candidate, tolerance):
+    """(largest |difference|, largest accepted difference) over all outputs."""
+    deviation, allowed, failed = 0.0, np.inf, False
+    for a, b in zip(reference, candidate, strict=True):
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        both_nan = np.isnan(a64) & np.isnan(b64)
+        diff = np.where(both_nan, 0.0, np.abs(a64 - b64))
+        worst = float(np.nan_to_num(diff.max(initial=0.0), nan=np.inf))
+        limit = tolerance * (1.0 + float(np.nanmax(np.abs(a64), initial=0.0)))
+        deviation = max(deviation, worst)
+        allowed = min(allowed, limit)
+        failed = failed or worst > limit
+    return deviation, allowed, failed
+
+
+class _RestoredState:
+    """Restores the non-trainable state of layers run in training mode.
+
+    A BatchNormalization called with `training=True` updates its moving
+    statistics on every call; verification must not change the user's model.
+    """
+
+    def __init__(self, models):
+        self.variables = []
+        for model in models:
+            for layer in model._flatten_layers(include_self=False):
+                nodes = getattr(layer, "_inbound_nodes", [])
+                if any(rules.runs_in_training_mode(layer, node) for node in nodes):
+                    self.variables += layer.non_trainable_weights
+
+    def __enter__(self):
+        self.values = [np.array(ops.convert_to_numpy(v)) for v in self.variables]
+        return self
+
+    def __exit__(self, *exc):
+        for variable, value in zip(self.variables, self.values, strict=True):
+            variable.assign(value)
+
+
+def _replay(graph, data):
+    """Runs the flattened source graph call by call: key -> numpy value."""
+    values = dict(zip(graph.inputs, (ops.convert_to_tensor(x) for x in data), strict=True))
+    for call in graph.calls:
+        known = {raw: values[key] for raw, key in zip(call.raw_inputs, call.inputs, strict=True)}
+        args, kwargs = call.node.arguments.fill_in(known)
+        if getattr(call.layer, "_call_has_training_arg", False):
+            kwargs.setdefault("training", False)
+        outputs = tree.flatten(call.layer(*args, **kwargs))
+        values.update(zip(call.outputs, outputs, strict=True))
+    return values
+
+
+def first_difference(plan, new_tensors, slim, data, tolerance):
+    """Name of the first call whose kept output channels differ, or `None`."""
+    graph = plan.graph
+    keys = [key for call in graph.calls for key in call.outputs if key in new_tensors]
+    probe = keras.Model(slim.inputs, [new_tensors[key] for key in keys])
+    slim_values = dict(zip(keys, tree.flatten(probe(_slice_inputs(plan, data))), strict=True))
+    source_values = _replay(graph, data)
+    for call in graph.calls:
+        for key in call.outputs:
+            if key not in slim_values:
+                continue
+            source = np.asarray(ops.convert_to_numpy(source_values[key]))
+            kept = plan.kept.get(key)
+            if source.ndim and kept is not None and len(kept) != source.shape[-1]:
+                source = source[..., kept]
+            candidate = np.asarray(ops.convert_to_numpy(slim_values[key]))
+            if source.shape != candidate.shape:
+                return call.name
+            if _worst([source], [candidate], tolerance)[2]:
+                return call.name
+    return None
+
+
+def verify(plan, new_tensors, source, slim, verify_inputs=None, strict=True):
+    """Runs both models on one batch and raises if they differ.
+
+    Args:
+        plan: The `Plan` the slim model was built from.
+        new_tensors: Source tensor key -> the slim model's KerasTensor.
+        source: The source model.
+        slim: The slim model.
+        verify_inputs: A batch for `source`, or `None` for random data.
+        strict: Whether a difference is an error; `False` only measures it
+            (for results that are approximate by request).
+
+    Returns:
+        `(deviation, tolerance)`: the largest absolute output difference and
+        the largest one that was accepted; `(None, None)` when the source model
+        is not deterministic at inference and cannot be verified.
+
+    Raises:
+        SlimVerificationError: If the outputs differ beyond the tolerance.
+    """
+    if verify_inputs is None:
+        data = random_inputs(source)
+    else:
+        data = input_list(source, verify_inputs)
+    tolerance = relative_tolerance(source)
+    with _RestoredState([source, slim]):
+        reference = _call(source, data)
+        candidate = _call(slim, _slice_inputs(plan, data))
+        deviation, allowed, failed = _worst(reference, candidate, tolerance)
+        if not failed or not strict:
+            return deviation, allowed
+        if _worst(reference, _call(source, data), tolerance)[2]:
+            warnings.warn(
+                f"slim_model could not verify model {source.name!r}: its outputs "
+                "change from one call to the next on the same data (a random "
+                "layer at inference, such as Dropout(training=True)). The slim "
+                "model was built from the same exact analysis but is unverified.",
+                stacklevel=3,
+            )
+            return None, None
+        layer = first_difference(plan, new_tensors, slim, data, tolerance)
+    where = (
+        f" The first layer whose output differs is {layer!r}."
+        if layer
+        else " No single layer's output could be singled out."
+    )
+    raise SlimVerificationError(
+        f"The slim model of {source.name!r} does not compute the same function: "
+        f"the largest output difference on a verification batch is {deviation:.3g}, "
+        f"above the tolerance {allowed:.3g}.{where} This is a bug in "
+        "keras-dropneuron; please report it with the model. Pass `verify=False` "
+        "to get the unverified model anyway.",
+        deviation=deviation,
+        tolerance=allowed,
+        layer=layer,
+    )

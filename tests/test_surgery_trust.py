@@ -1,0 +1,290 @@
+"""slim_model never returns a different function: issue 10's reproducers.
+
+Each model here once came back from `slim_model` computing something else,
+or crashed (B5's layer without `get_config` is in test_surgery_errors.py).
+The surgeon now keeps whole what it does not fully understand,
+copies the whole state of every layer it does not resize, and verifies its
+result before returning it.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from keras_dropneuron import SlimVerificationError, slim_model
+from keras_dropneuron.surgery import rules
+
+
+def _outputs(model, x):
+    # `model(x)`, not `training=False`, which would override `training=True`
+    # inside the graph.
+    return np.asarray(keras.ops.convert_to_numpy(model(x)))
+
+
+def _dead_constant_unit(layer, unit, bias):
+    kernel = layer.kernel.numpy()
+    kernel[:, unit] = 0
+    layer.kernel.assign(kernel)
+    values = layer.bias.numpy()
+    values[unit] = bias
+    layer.bias.assign(values)
+
+
+@keras.saving.register_keras_serializable(package="keras_dropneuron_tests")
+class GainDense(keras.layers.Dense):
+    """A Dense with one extra per-unit weight the surgeon does not know."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.gain = self.add_weight(shape=(self.units,), initializer="ones", name="gain")
+
+    def call(self, x):
+        return super().call(x) * self.gain
+
+
+def test_b1_batchnorm_in_training_mode_is_a_barrier():
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(5, activation="relu", name="h")(inputs)
+    normed = keras.layers.BatchNormalization(name="bn")(hidden, training=True)
+    model = keras.Model(inputs, keras.layers.Dense(2)(normed))
+    _dead_constant_unit(model.get_layer("h"), 0, 0.8)
+    stats = [v.numpy().copy() for v in model.get_layer("bn").non_trainable_weights]
+    slim = slim_model(model)
+    # Verification ran the model, but the user's moving statistics are untouched.
+    for variable, before in zip(model.get_layer("bn").non_trainable_weights, stats, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), before)
+    # Unit 0 is a constant, but BN sees it through batch statistics: kept.
+    assert slim.get_layer("h").units == 5
+    x = np.random.default_rng(0).standard_normal((16, 3)).astype("float32")
+    np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-6)
+
+
+def test_b1_barrier_rule_reads_the_call_arguments():
+    inputs = keras.Input((3,))
+    bn = keras.layers.BatchNormalization()
+    bn(inputs, training=True)
+    other = keras.layers.BatchNormalization()
+    other(inputs)
+    assert rules.runs_in_training_mode(bn, bn._inbound_nodes[0])
+    assert not rules.runs_in_training_mode(other, other._inbound_nodes[0])
+
+
+def test_b2_adapted_normalization_keeps_its_statistics(tmp_path):
+    rng = np.random.default_rng(1)
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(rng.standard_normal((100, 3)) * 3 + 2)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(4)(norm(inputs))))
+    slim = slim_model(model)
+    x = rng.standard_normal((8, 3)).astype("float32")
+    np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-6)
+    slim.save(tmp_path / "slim.keras")
+    reloaded = keras.saving.load_model(tmp_path / "slim.keras")
+    np.testing.assert_allclose(_outputs(reloaded, x), _outputs(slim, x), atol=1e-6)
+
+
+def test_b3_int8_quantized_model_keeps_its_scales():
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, activation="relu", name="h")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "InputLayer has no quantize"
+        model.quantize("int8")
+    slim = slim_model(model)
+    x = np.random.default_rng(2).standard_normal((8, 3)).astype("float32")
+    np.testing.assert_array_equal(_outputs(slim, x), _outputs(model, x))
+    np.testing.assert_array_equal(
+        slim.get_layer("h").kernel_scale.numpy(), model.get_layer("h").kernel_scale.numpy()
+    )
+
+
+def test_b3_quantized_layer_is_not_resized():
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, activation="relu", name="h")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+    kernel = model.get_layer("out").kernel.numpy()
+    kernel[1] = 0  # hidden unit 1 is never read: removable in a float model
+    model.get_layer("out").kernel.assign(kernel)
+    assert slim_model(model).get_layer("h").units == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.quantize("int8")
+    # The int8 kernel comes with a per-unit scale the Dense rule does not slice.
+    assert not rules.holds_only_known_weights(model.get_layer("h"), "dense")
+    slim = slim_model(model)
+    assert slim.get_layer("h").units == 4
+    x = np.random.default_rng(3).standard_normal((8, 3)).astype("float32")
+    np.testing.assert_array_equal(_outputs(slim, x), _outputs(model, x))
+
+
+@pytest.mark.parametrize("dead", [False, True])
+def test_b6_subclass_with_an_unknown_weight_is_kept_whole(dead):
+    inputs = keras.Input((3,))
+    layer = GainDense(4, name="gd")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(layer(inputs)))
+    layer.gain.assign(np.random.default_rng(4).standard_normal(4) * 3)
+    if dead:
+        kernel = model.get_layer("out").kernel.numpy()
+        kernel[2] = 0
+        model.get_layer("out").kernel.assign(kernel)
+    slim = slim_model(model)
+    assert slim.get_layer("gd").units == 4
+    np.testing.assert_array_equal(slim.get_layer("gd").gain.numpy(), layer.gain.numpy())
+    x = np.random.default_rng(5).standard_normal((8, 3)).astype("float32")
+    np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-6)
+
+
+def test_b4_nested_models_reusing_a_layer_name():
+    def block(name):
+        x = keras.Input((4,))
+        y = keras.layers.Reshape((4,), name="r")(keras.layers.Dense(4)(x))
+        return keras.Model(x, y, name=name)
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, block("b2")(block("b1")(inputs)))
+    slim = slim_model(model)
+    names = [layer.name for layer in slim.layers]
+    assert len(names) == len(set(names)) and "r" in names and "b2_r" in names
+    x = np.random.default_rng(6).standard_normal((8, 4)).astype("float32")
+    np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-6)
+
+
+class NoConfigRegularizer(keras.regularizers.Regularizer):
+    def __call__(self, weights):
+        return 0.01 * keras.ops.sum(weights**2)
+
+
+@pytest.mark.parametrize("keep_regularizers", [True, False])
+def test_b5_regularizer_without_get_config(keep_regularizers):
+    regularizer = NoConfigRegularizer()
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, name="h")(inputs)
+    out = keras.layers.Dense(2, kernel_regularizer=regularizer, name="out")(hidden)
+    model = keras.Model(inputs, out)
+    slim = slim_model(model, keep_regularizers=keep_regularizers)
+    expected = regularizer if keep_regularizers else None
+    assert slim.get_layer("out").kernel_regularizer is expected
+    x = np.random.default_rng(7).standard_normal((8, 3)).astype("float32")
+    np.testing.assert_array_equal(_outputs(slim, x), _outputs(model, x))
+
+
+def scaled_tanh(x):
+    return keras.ops.tanh(x) * 2.0
+
+
+def test_b5_python_function_and_lambda_activations():
+    inputs = keras.Input((3,))
+    first = keras.layers.Dense(4, activation="relu", name="a")(inputs)
+    hidden = keras.layers.Dense(4, activation=scaled_tanh, name="h")(first)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation=lambda t: t * 3.0)(hidden))
+    kernel = model.get_layer("h").kernel.numpy()
+    kernel[0] = 0
+    model.get_layer("h").kernel.assign(kernel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Keras warns on lambdas
+        slim = slim_model(model)
+    assert slim.get_layer("a").units == 3
+    # A user function might mix channels (a hand-written softmax): h stays whole.
+    assert slim.get_layer("h").units == 4
+    assert slim.get_layer("h").activation is scaled_tanh
+    x = np.random.default_rng(8).standard_normal((8, 3)).astype("float32")
+    np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-6)
+
+
+def test_nan_weights_refused():
+    inputs = keras.Input((3,))
+    layer = keras.layers.Dense(4, name="h")
+    model = keras.Model(inputs, keras.layers.Dense(2)(layer(inputs)))
+    kernel = layer.kernel.numpy()
+    kernel[0, 0] = np.nan
+    layer.kernel.assign(kernel)
+    with pytest.raises(ValueError, match="layer 'h' holds NaN or infinite values"):
+        slim_model(model)
+
+
+def _foldable_model():
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, activation="relu", name="h")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+    _dead_constant_unit(model.get_layer("h"), 1, 0.7)  # folded into out's bias
+    return model
+
+
+def test_verification_catches_a_wrong_slim_model(monkeypatch):
+    model = _foldable_model()
+    monkeypatch.setattr(rules, "fold_bias", lambda layer, kind, constants: 0.0)
+    with pytest.raises(SlimVerificationError, match="first layer whose output differs is 'out'"):
+        slim_model(model)
+    try:
+        slim_model(model)
+    except SlimVerificationError as error:
+        assert error.layer == "out" and error.deviation > error.tolerance > 0
+    slim = slim_model(model, verify=False)  # the unverified result, on request
+    assert slim.get_layer("h").units == 3
+
+
+def test_verification_records_its_deviation():
+    model = _foldable_model()
+    slim, report = slim_model(model, return_report=True)
+    assert slim.get_layer("h").units == 3
+    assert 0 <= report.max_deviation <= report.tolerance
+    assert "tolerance" in str(report)
+    _, unverified = slim_model(model, return_report=True, verify=False)
+    assert unverified.max_deviation is None
+
+
+def test_verify_inputs_with_dropped_inputs():
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(inputs))
+    kernel = model.get_layer("out").kernel.numpy()
+    kernel[2] = 0
+    model.get_layer("out").kernel.assign(kernel)
+    batch = np.random.default_rng(9).standard_normal((5, 4)).astype("float32")
+    for given in (batch, [batch], {"x": batch}):
+        slim, report = slim_model(model, drop_inputs=True, verify_inputs=given, return_report=True)
+        np.testing.assert_array_equal(report.kept_inputs["x"], [0, 1, 3])
+        assert report.max_deviation <= report.tolerance
+
+
+@pytest.mark.parametrize(
+    ("verify_inputs", "error", "match"),
+    [
+        ("data", TypeError, "Invalid type for argument `verify_inputs`"),
+        (np.zeros((5, 3), "float32"), ValueError, r"shape \(batch, 4\)"),
+        ([np.zeros((5, 4)), np.zeros((5, 4))], ValueError, "expected 1 arrays"),
+        ({"y": np.zeros((5, 4))}, ValueError, "input names"),
+    ],
+)
+def test_bad_verify_inputs(verify_inputs, error, match):
+    inputs = keras.Input((4,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with pytest.raises(error, match=match):
+        slim_model(model, verify_inputs=verify_inputs)
+
+
+def test_string_inputs_need_verify_inputs():
+    lookup = keras.layers.StringLookup(vocabulary=["a", "b", "c"], name="lookup")
+    inputs = keras.Input((2,), dtype="string")
+    embedded = keras.layers.Embedding(5, 3)(lookup(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(embedded)))
+    with pytest.raises(ValueError, match="Pass `verify_inputs=`"):
+        slim_model(model)
+    batch = np.array([["a", "c"], ["b", "z"]])
+    slim = slim_model(model, verify_inputs=batch)
+    np.testing.assert_array_equal(_outputs(slim, batch), _outputs(model, batch))
+
+
+def test_random_model_is_measured_with_a_warning():
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4)(inputs)
+    noisy = keras.layers.Dropout(0.5)(hidden, training=True)
+    model = keras.Model(inputs, keras.layers.Dense(2)(noisy))
+    # Not pytest.warns: it would re-raise TensorFlow's unrelated DeprecationWarning.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        slim, report = slim_model(model, return_report=True)
+    assert any("could not verify" in str(w.message) for w in caught)
+    assert report.max_deviation is None
+    assert slim.count_params() == model.count_params()
