@@ -11,7 +11,9 @@ slows Python down); memory comes from one extra traced run: the tracemalloc peak
 (Python and NumPy allocations, not TensorFlow's own buffers) plus the process max
 RSS. A least-squares line through (layers, seconds) of each family tells whether
 the cost grows linearly in the number of layers (target), and the ResNet50 time
-is compared with the 5 s target; both are printed, never asserted.
+is compared with the 5 s target; both are printed, never asserted. Runs with
+and without verification alternate; `verify_share` is the part of the time
+spent verifying (target: at most 10% on ResNet50).
 """
 
 import os
@@ -57,11 +59,14 @@ def resnet(name):
 
 
 def measure(label, family, model, repeats):
-    times = []
-    for _ in range(repeats):
+    times, unverified = [], []
+    for _ in range(repeats):  # alternated, so both sides see the same machine
         start = time.perf_counter()
         slim = slim_model(model)
         times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        slim_model(model, verify=False)
+        unverified.append(time.perf_counter() - start)
     tracemalloc.start()
     slim_model(model)
     _, peak = tracemalloc.get_traced_memory()
@@ -79,13 +84,17 @@ def measure(label, family, model, repeats):
         "params": model.count_params(),
         "params_slim": slim.count_params(),
         "seconds": float(np.median(times)),
+        "seconds_unverified": float(np.median(unverified)),
+        # Share of slim_model's time spent verifying (target: at most 10%).
+        "verify_share": 1 - float(np.median(unverified)) / float(np.median(times)),
         "peak_mib": peak / 2**20,
         "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print(
         f"{label:<22} layers={row['layers']:>4} "
         f"params={row['params']:>11,} -> {row['params_slim']:>11,} "
-        f"time={row['seconds']:7.2f}s peak={row['peak_mib']:8.1f} MiB "
+        f"time={row['seconds']:7.2f}s (verify {row['verify_share']:.0%}) "
+        f"peak={row['peak_mib']:8.1f} MiB "
         f"maxrss={row['maxrss_mib']:8.0f} MiB exact={row['exact']}",
         flush=True,
     )

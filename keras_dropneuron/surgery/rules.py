@@ -111,25 +111,34 @@ def holds_only_known_weights(layer, kind):
     return all(id(weight) in known for weight in layer.weights)
 
 
-def runs_in_training_mode(layer, node):
-    """Whether the call was made with `training=True` in the graph.
-
-    Such a layer uses batch statistics or random masks at inference, so the
-    constant a dead unit takes is not carried through it.
-    """
-    if not getattr(layer, "_call_has_training_arg", False):
-        return False
+def sets_training(node):
+    """Whether a call passes `training=True` explicitly."""
     return bool(node.arguments.kwargs.get("training", False))
 
 
-def classify_call(layer, node, in_tensors, out_tensors):
+def runs_in_training_mode(layer, node, leaked):
+    """Whether a call may run in training mode when the model runs on data.
+
+    Such a layer uses batch statistics or random masks, so the constant a dead
+    unit takes is not carried through it. Keras passes an explicit
+    `training=True` on to every layer called after it in the same model call
+    (the call context), so once any call in the model sets it (`leaked`),
+    every training-aware layer without its own `training=False` counts.
+    """
+    if not getattr(layer, "_call_has_training_arg", False):
+        return False
+    training = node.arguments.kwargs.get("training")
+    return bool(training) if training is not None else leaked
+
+
+def classify_call(layer, node, in_tensors, out_tensors, leaked=False):
     """Returns the kind of one call, `"barrier"` unless fully understood.
 
     A call is a barrier when the layer holds a weight its kind does not know,
-    or when it runs in training mode at inference.
+    or when it may run in training mode (see `runs_in_training_mode`).
     """
     kind = classify(layer, in_tensors, out_tensors)
-    if kind == "barrier" or runs_in_training_mode(layer, node):
+    if kind == "barrier" or runs_in_training_mode(layer, node, leaked):
         return "barrier"
     return kind if holds_only_known_weights(layer, kind) else "barrier"
 

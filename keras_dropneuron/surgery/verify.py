@@ -174,18 +174,19 @@ def _worst(reference, candidate, tolerance):
 
 
 class _RestoredState:
-    """Restores the non-trainable state of layers run in training mode.
+    """Restores the non-trainable state of layers that may run in training mode.
 
-    A BatchNormalization called with `training=True` updates its moving
+    A BatchNormalization running in training mode updates its moving
     statistics on every call; verification must not change the user's model.
     """
 
-    def __init__(self, models):
+    def __init__(self, graph, models):
         self.variables = []
+        if not any(rules.sets_training(call.node) for call in graph.calls):
+            return
         for model in models:
             for layer in model._flatten_layers(include_self=False):
-                nodes = getattr(layer, "_inbound_nodes", [])
-                if any(rules.runs_in_training_mode(layer, node) for node in nodes):
+                if getattr(layer, "_call_has_training_arg", False):
                     self.variables += layer.non_trainable_weights
 
     def __enter__(self):
@@ -197,17 +198,31 @@ class _RestoredState:
             variable.assign(value)
 
 
-def _replay(graph, data):
-    """Runs the flattened source graph call by call: key -> numpy value."""
-    values = dict(zip(graph.inputs, (ops.convert_to_tensor(x) for x in data), strict=True))
-    for call in graph.calls:
-        known = {raw: values[key] for raw, key in zip(call.raw_inputs, call.inputs, strict=True)}
-        args, kwargs = call.node.arguments.fill_in(known)
-        if getattr(call.layer, "_call_has_training_arg", False):
-            kwargs.setdefault("training", False)
-        outputs = tree.flatten(call.layer(*args, **kwargs))
-        values.update(zip(call.outputs, outputs, strict=True))
-    return values
+class _Replay(keras.layers.Layer):
+    """Runs the flattened source graph call by call inside one outer call.
+
+    Being one layer call, it shares Keras's call context with the layers it
+    runs, so an explicit `training=True` reaches later layers as in `model(x)`.
+    """
+
+    def __init__(self, graph):
+        super().__init__(dtype=None)
+        self.graph = graph
+        self.values = {}
+
+    def call(self, inputs):
+        graph = self.graph
+        values = dict(zip(graph.inputs, inputs, strict=True))
+        for call in graph.calls:
+            known = {
+                raw: values[key] for raw, key in zip(call.raw_inputs, call.inputs, strict=True)
+            }
+            args, kwargs = call.node.arguments.fill_in(known)
+            values.update(
+                zip(call.outputs, tree.flatten(call.layer(*args, **kwargs)), strict=True)
+            )
+        self.values = values
+        return inputs[0]
 
 
 def first_difference(plan, new_tensors, slim, data, tolerance):
@@ -216,7 +231,9 @@ def first_difference(plan, new_tensors, slim, data, tolerance):
     keys = [key for call in graph.calls for key in call.outputs if key in new_tensors]
     probe = keras.Model(slim.inputs, [new_tensors[key] for key in keys])
     slim_values = dict(zip(keys, tree.flatten(probe(_slice_inputs(plan, data))), strict=True))
-    source_values = _replay(graph, data)
+    replay = _Replay(graph)
+    replay([ops.convert_to_tensor(x) for x in data])
+    source_values = replay.values
     for call in graph.calls:
         for key in call.outputs:
             if key not in slim_values:
@@ -258,7 +275,7 @@ def verify(plan, new_tensors, source, slim, verify_inputs=None, strict=True):
     else:
         data = input_list(source, verify_inputs)
     tolerance = relative_tolerance(source)
-    with _RestoredState([source, slim]):
+    with _RestoredState(plan.graph, [source, slim]):
         reference = _call(source, data)
         candidate = _call(slim, _slice_inputs(plan, data))
         deviation, allowed, failed = _worst(reference, candidate, tolerance)
