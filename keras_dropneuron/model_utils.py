@@ -7,12 +7,25 @@ from keras_dropneuron import checks, supported_layers
 
 
 def iter_layers(model):
-    """Yields every layer of `model`, descending into nested models."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from iter_layers(layer)
-        else:
-            yield layer
+    """Yields every layer of `model` once, descending into nested models.
+
+    A layer that sits both in `model` and in a nested model (or in a nested
+    model used twice) is yielded at its first place only, so that its weights
+    are counted, pruned and masked once.
+    """
+    seen = set()
+
+    def walk(parent):
+        for layer in parent.layers:
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            if isinstance(layer, keras.Model):
+                yield from walk(layer)
+            else:
+                yield layer
+
+    yield from walk(model)
 
 
 def select_layers(model, layers=None, prefer_regularized=False, name="layers"):
@@ -24,6 +37,15 @@ def select_layers(model, layers=None, prefer_regularized=False, name="layers"):
         prefer_regularized: With `layers=None`, pick the layers that carry a
             DropNeuron regularizer, or every supported layer when none do.
         name: Argument name for error messages.
+
+    Returns:
+        The selected layers, each once (in the order given, or the order of
+        `iter_layers`).
+
+    Raises:
+        TypeError: If `layers` is not `None` or a list of names or layers.
+        ValueError: If `layers` is an empty list, or names a layer that
+            `model` does not have or that is not supported.
     """
     # Imported here: regularizers imports this module's sibling table only.
     from keras_dropneuron.regularizers import has_dropneuron_regularizer
@@ -36,6 +58,10 @@ def select_layers(model, layers=None, prefer_regularized=False, name="layers"):
                 return regularized
         return supported
     layers = checks.check_layers(name, layers)
+    if not layers:
+        raise checks.invalid_value(
+            name, "None or a non-empty list of layer names or layers", layers
+        )
     by_name = {layer.name: layer for layer in iter_layers(model)}
     selected = []
     for item in layers:
@@ -51,7 +77,8 @@ def select_layers(model, layers=None, prefer_regularized=False, name="layers"):
                 f"{type(layer).__name__}. Supported layer types: "
                 f"{', '.join(supported_layers.supported_layer_names())}"
             )
-        selected.append(layer)
+        if not any(layer is chosen for chosen in selected):
+            selected.append(layer)
     return selected
 
 

@@ -82,12 +82,19 @@ def check_units_survive(weights, values, keeps, threshold):
 
 
 def managed_weights(layers):
-    """Lists `(layer, layout, variable)` for every prunable weight of `layers`."""
-    return [
-        (layer, layout, getattr(layer, layout.attribute))
-        for layer in layers
-        for layout in supported_layers.weight_layouts(layer)
-    ]
+    """Lists `(layer, layout, variable)` for every prunable weight of `layers`.
+
+    Each variable is listed once, at its first layer, even when layers share
+    it, so that it is counted, pruned and masked once.
+    """
+    weights, seen = [], set()
+    for layer in layers:
+        for layout in supported_layers.weight_layouts(layer):
+            variable = getattr(layer, layout.attribute)
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                weights.append((layer, layout, variable))
+    return weights
 
 
 def prune_weights(model, threshold, mode="weight", layers=None):
@@ -113,10 +120,11 @@ def prune_weights(model, threshold, mode="weight", layers=None):
 
     Raises:
         TypeError: If `model` is not a Keras model or `threshold` not a number.
-        ValueError: For bad `threshold`, `mode`, subclassed models, unknown
-            layers, models without supported layers, weights that are not
-            finite, or a threshold that would leave a layer with no unit alive
-            (see `check_units_survive`). Nothing is modified then.
+        ValueError: For bad `threshold`, `mode`, subclassed models, an empty
+            `layers` list or one naming unknown layers, models without
+            supported layers, weights that are not finite, or a threshold
+            that would leave a layer with no unit alive (see
+            `check_units_survive`). Nothing is modified then.
 
     Example:
 

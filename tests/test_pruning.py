@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from shared_layers import shared_with_nested_model
 
 from keras_dropneuron import prune_weights
 
@@ -102,3 +103,18 @@ def test_bad_arguments(kwargs, error, match):
 def test_unbuilt_model_is_refused():
     with pytest.raises(ValueError, match="not built"):
         prune_weights(keras.Sequential([L.Dense(2)]), 0.1)
+
+
+def test_layer_shared_with_a_nested_model_is_pruned_and_counted_once():
+    model = shared_with_nested_model()
+    kernels = [np.asarray(model.get_layer(n).kernel.numpy()) for n in ("shared", "out")]
+    counts = prune_weights(model, 0.2)
+    # Glorot weights: some of each kernel is below 0.2, none is zero yet.
+    expected = sum(int(np.sum(np.abs(k) < 0.2)) for k in kernels)
+    assert counts == {"pruned": expected, "zeros": expected, "total": 32 + 8}
+
+
+def test_empty_layer_list_names_the_layers_argument():
+    model = _model()
+    with pytest.raises(ValueError, match=r"`layers`.*non-empty.*Received: layers=\[\]"):
+        prune_weights(model, 0.1, layers=[])
