@@ -4,6 +4,7 @@ import numpy as np
 
 from keras_dropneuron import checks, model_utils, pruning, supported_layers
 from keras_dropneuron.surgery import rules
+from keras_dropneuron.surgery.graph import build_graph, channels
 
 _COLUMNS = (
     ("layer", "Layer (type)"),
@@ -24,9 +25,11 @@ class SparsityReport:
       in this layer are not all zero;
     - `units_alive_incoming`: output units (filters) whose incoming weights are
       not all zero;
-    - `units_alive_outgoing`: output units whose outgoing weights in the
-      consuming layers are not all zero (all of them when the consumers are not
-      supported layers or the model's outputs);
+    - `units_alive_outgoing`: output units that some consumer still reads:
+      a supported layer whose outgoing weights for the unit are not all zero,
+      found through per-channel layers, merges, Flatten and into and out of
+      nested models; a unit that is a model output, or that a layer of another
+      kind reads, counts as read;
     - `units_alive` / `units`: alive on both sides, the paper's neuron count;
     - `nonzero_weights` / `total_weights` and `compression` (total / non-zero).
 
@@ -114,31 +117,51 @@ def _layer_sides(layer, threshold):
     return inputs, outputs, values
 
 
-def _downstream_alive(layer, width, members, threshold, depth=0):
-    """Which of `layer`'s `width` output channels some consumer still reads.
+def _channels_read(graph, threshold):
+    """Which channels of each tensor of `graph` some consumer still reads.
 
-    Follows consumers through per-channel layers, merges and Flatten, as the
-    surgeon classifies them (`keras_dropneuron.surgery.rules`); any consumer it
-    cannot interpret (or a model output) reads every channel.
+    Walks the flattened graph (nested models inlined, so a tensor is followed
+    into and out of them) from the outputs back: a model output is read on
+    every channel; a supported layer reads the input channels whose outgoing
+    weights are not all zero; per-channel layers, merges and Flatten read what
+    their own output's readers read, as the surgeon classifies them
+    (`keras_dropneuron.surgery.rules`); any other consumer reads every channel.
+
+    Returns:
+        A dict from the graph's tensor keys to boolean arrays over channels.
+        Tensors that nothing reads are missing.
     """
-    nodes = [node for node in layer._outbound_nodes if id(node.operation) in members]
-    if not nodes or depth > 64:
-        return np.ones(width, dtype=bool)
-    alive = np.zeros(width, dtype=bool)
-    for node in nodes:
-        consumer = node.operation
-        kind = rules.classify(consumer, list(node.input_tensors), list(node.output_tensors))
-        if kind in rules.WEIGHTED_KINDS:
-            reads = _layer_sides(consumer, threshold)[0]
+    read = {key: np.ones(channels(graph.tensors[key]), dtype=bool) for key in graph.outputs}
+    for call in reversed(graph.calls):  # every reader of a tensor comes before its producer
+        ins = [graph.tensors[key] for key in call.inputs]
+        outs = [graph.tensors[key] for key in call.outputs]
+        kind = rules.classify(call.layer, ins, outs)
+        out_read = read.get(call.outputs[0]) if call.outputs else None
+        for key, tensor in zip(call.inputs, ins, strict=True):
+            width = channels(tensor)
+            reads = np.ones(width, dtype=bool)
+            if kind in rules.WEIGHTED_KINDS and supported_layers.is_supported(call.layer):
+                reads = _layer_sides(call.layer, threshold)[0]
+            elif kind in ("pass", "bn", "prelu", "merge") and out_read is not None:
+                reads = out_read
+            elif kind == "flatten" and out_read is not None:
+                reads = out_read.reshape(-1, width).any(axis=0)
             if reads.size != width:
-                return np.ones(width, dtype=bool)
-        elif kind in ("pass", "bn", "prelu", "merge"):
-            reads = _downstream_alive(consumer, width, members, threshold, depth + 1)
-        elif kind == "flatten":
-            flat = node.output_tensors[0].shape[-1]
-            reads = _downstream_alive(consumer, flat, members, threshold, depth + 1)
-            reads = reads.reshape(-1, width).any(axis=0)
-        else:
+                reads = np.ones(width, dtype=bool)
+            read[key] = read[key] | reads if key in read else reads
+    return read
+
+
+def _outgoing_alive(layer, width, graph, read):
+    """Which of `layer`'s `width` output units some consumer reads, over all its calls.
+
+    Units of a tensor that nothing reads count as read (all alive).
+    """
+    calls = graph.calls_of_layer.get(id(layer), [])
+    alive = np.zeros(width, dtype=bool) if calls else np.ones(width, dtype=bool)
+    for index in calls:
+        reads = read.get(graph.calls[index].outputs[0])
+        if reads is None or reads.size != width:
             return np.ones(width, dtype=bool)
         alive |= reads
     return alive
@@ -171,13 +194,14 @@ def sparsity_report(model, threshold=0.0):
     threshold = checks.check_non_negative_float("threshold", threshold)
     checks.check_model("model", model)
     model_utils.check_finite_weights(model_utils.select_layers(model), "report on")
-    members = {id(layer) for layer in model_utils.iter_layers(model)}
+    graph = build_graph(model)
+    read = _channels_read(graph, threshold)
     rows = []
     for layer in model_utils.iter_layers(model):
         if not supported_layers.is_supported(layer):
             continue
         inputs, incoming, values = _layer_sides(layer, threshold)
-        outgoing = _downstream_alive(layer, incoming.size, members, threshold)
+        outgoing = _outgoing_alive(layer, incoming.size, graph, read)
         nonzero = sum(int(np.count_nonzero(np.abs(v) > threshold)) for v in values)
         total = sum(int(v.size) for v in values)
         rows.append(

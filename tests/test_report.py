@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from shared_layers import shared_with_nested_model
 
 from keras_dropneuron import sparsity_report
 
@@ -93,3 +94,58 @@ def test_bad_input():
         sparsity_report([1, 2])
     with pytest.raises(ValueError, match="`threshold`"):
         sparsity_report(keras.Sequential([keras.Input((3,)), L.Dense(2)]), threshold=-1)
+
+
+def _zero_rows(layer, rows):
+    """Zeroes the weights of `layer` that read input units `rows`."""
+    kernel = np.asarray(layer.kernel.numpy())
+    kernel[rows, :] = 0
+    layer.kernel.assign(kernel)
+
+
+def test_units_of_a_model_output_are_read():
+    inputs = keras.Input((4,))
+    hidden = L.Dense(3, name="h")(inputs)
+    model = keras.Model(inputs, [hidden, L.Dense(2, name="o")(hidden)])
+    _zero_rows(model.get_layer("o"), [0, 1])  # "o" reads only unit 2 of "h"
+    rows = {row["layer"]: row for row in sparsity_report(model).to_list()}
+    assert rows["h"]["units_alive_outgoing"] == 3  # every unit is an output
+
+
+def _feeds_a_nested_model():
+    """`h` (3 units) feeds `o` and the nested model `inner` (whose `inner_fc` reads it)."""
+    inner_inputs = keras.Input((3,))
+    inner = keras.Model(inner_inputs, L.Dense(2, name="inner_fc")(inner_inputs), name="inner")
+    inputs = keras.Input((4,))
+    hidden = L.Dense(3, name="h")(inputs)
+    outputs = L.Add()([L.Dense(2, name="o")(hidden), inner(hidden)])
+    return keras.Model(inputs, outputs)
+
+
+def test_units_read_inside_a_nested_model_are_followed():
+    model = _feeds_a_nested_model()
+    _zero_rows(model.get_layer("o"), [0, 1])  # "o" reads only unit 2 of "h"
+    inner_fc = model.get_layer("inner").get_layer("inner_fc")
+    rows = {row["layer"]: row for row in sparsity_report(model).to_list()}
+    assert rows["h"]["units_alive_outgoing"] == 3  # inner_fc reads all three
+    _zero_rows(inner_fc, [0])  # now unit 0 is read by nobody
+    rows = {row["layer"]: row for row in sparsity_report(model).to_list()}
+    assert rows["h"]["units_alive_outgoing"] == 2
+    assert rows["h"]["units_alive"] == 2
+
+
+def test_units_leaving_a_nested_model_are_followed_outside():
+    inner_inputs = keras.Input((4,))
+    inner = keras.Model(inner_inputs, L.Dense(3, name="inner_h")(inner_inputs), name="inner")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, L.Dense(2, name="o")(inner(inputs)))
+    _zero_rows(model.get_layer("o"), [0])  # unit 0 of inner_h is read by nobody
+    rows = {row["layer"]: row for row in sparsity_report(model).to_list()}
+    assert rows["inner_h"]["units_alive_outgoing"] == 2
+
+
+def test_layer_shared_with_a_nested_model_is_listed_once():
+    report = sparsity_report(shared_with_nested_model())
+    assert [row["layer"] for row in report.to_list()] == ["shared", "out"]
+    assert report.totals["total_weights"] == 32 + 8
+    assert report.totals["units"] == 4 + 2
