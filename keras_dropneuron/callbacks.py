@@ -20,9 +20,9 @@ class PruneCallback(keras.callbacks.Callback):
     optimizer cannot revive them: with TensorFlow the masks are applied inside
     the compiled train step, right after each optimizer update, through the
     weights' `constraint` (any constraint of your own still runs first, and is
-    given back when training ends). Weights that are already exactly zero when
-    training starts (for example after a restart from a checkpoint) count as
-    pruned, which makes the masks survive `BackupAndRestore` and
+    given back when training ends, see "Errors" below). Weights that are
+    already exactly zero when training starts (for example after a restart
+    from a checkpoint) count as pruned, which makes the masks survive `BackupAndRestore` and
     `ModelCheckpoint` without extra state. A run that resumes at epoch `e > 0`
     repeats the pruning event of the end of epoch `e - 1` before training, so a
     backup saved before that event (by a callback placed before this one) resumes
@@ -40,7 +40,16 @@ class PruneCallback(keras.callbacks.Callback):
         threshold: Pruning threshold, a finite float >= 0. Defaults to `1e-2`,
             the paper's value.
         frequency: `"epoch"` to prune at the end of every epoch, or an int `n`
-            to prune every `n` training batches. Defaults to `"epoch"`.
+            to prune after every `n` training batches, counted over the whole
+            run (across epochs). Defaults to `"epoch"`. With
+            `steps_per_execution=k` in `compile`, Keras runs `k` batches in one
+            compiled call and nothing can prune inside it: the event for batch
+            `m * n` happens at the end of the call that ran it, up to `k - 1`
+            batches late, and a call that runs several multiples of `n`
+            (possible when `k > n`) prunes once. With `k <= n` every multiple
+            of `n` thus gets its own event and the first `b` batches of a run
+            have `b // n` events, as with `k = 1`; with `k = 4` and `n = 3`,
+            24 batches have 6 events, after batches 4, 8, ..., 24.
         mode: `"weight"`, `"incoming"`, `"outgoing"` or `"neuron"` (both
             groups); see `keras_dropneuron.pruning.keep_mask`.
             Defaults to `"weight"`.
@@ -58,6 +67,15 @@ class PruneCallback(keras.callbacks.Callback):
             would remove every unit of a layer (the event is refused and
             training stops with the weights as they were, see
             `keras_dropneuron.pruning.check_units_survive`).
+
+    Errors: Keras calls no callback when `fit` raises, so the masks come off
+    at the first moment the callback can act. After this callback's own errors
+    (above) your constraints are back before the error leaves `fit`. After any
+    other error (another callback, the train step, `KeyboardInterrupt`) they
+    stay on the variables until the model next trains: `fit` and
+    `train_on_batch` take them off before their first step, so the pruned
+    weights are free again unless a new `PruneCallback` is passed. (A custom
+    loop calling `optimizer.apply` before that would still apply them.)
 
     Example:
 
@@ -88,7 +106,9 @@ class PruneCallback(keras.callbacks.Callback):
         self._in_train_step = False
         self._epoch = 0
         self._batches_seen = 0
+        self._epoch_batches_done = 0
         self._masks_synced = False
+        self._next_fit_hook = None
 
     def get_config(self):
         return {
@@ -113,6 +133,7 @@ class PruneCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._epoch_batches_done = 0
         if not self._masks_synced:
             # A run that resumes at `epoch` (BackupAndRestore, initial_epoch) repeats
             # the pruning event that ended `epoch - 1`: a backup written by a callback
@@ -122,9 +143,18 @@ class PruneCallback(keras.callbacks.Callback):
             self._masks_synced = True
 
     def on_train_batch_end(self, batch, logs=None):
-        self._batches_seen += 1
-        if self.frequency != "epoch" and self._batches_seen % self.frequency == 0:
-            if self._pruning_started():
+        # With `steps_per_execution=k` Keras calls this once per k batches, with
+        # `batch` the index of the execution's last batch; a shorter last
+        # execution still reports `first + k - 1`, so clip to the epoch's length.
+        done = batch + 1
+        steps = (self.params or {}).get("steps")
+        if steps:
+            done = min(done, steps)
+        before = self._batches_seen
+        self._batches_seen += max(done - self._epoch_batches_done, 0)
+        self._epoch_batches_done = done
+        if self.frequency != "epoch" and self._pruning_started():
+            if self._batches_seen // self.frequency > before // self.frequency:
                 self._update_masks(self.threshold)
                 return
         if not self._in_train_step:
@@ -156,8 +186,26 @@ class PruneCallback(keras.callbacks.Callback):
         return self._epoch >= self.warmup_epochs
 
     def _update_masks(self, threshold):
-        """Recomputes the masks (pruning at `threshold` unless None) and applies them."""
+        """Recomputes the masks (pruning at `threshold` unless None) and applies them.
+
+        A refused event stops training: the weights stay as they were and the
+        user's constraints are given back before the error leaves `fit`.
+        """
         values = [np.asarray(variable.numpy()) for _, _, variable in self._weights]
+        try:
+            keeps = self._keep_masks(values, threshold)
+        except Exception:
+            self._remove_masks()
+            raise
+        for (_, _, variable), mask, value, keep in zip(
+            self._weights, self._masks, values, keeps, strict=True
+        ):
+            mask.assign(keep.astype(mask.dtype))
+            if not keep.all():
+                variable.assign(np.where(keep, value, 0).astype(value.dtype))
+
+    def _keep_masks(self, values, threshold):
+        """The masks of the managed weights at `threshold` (None: their zeros)."""
         keeps = []
         for (layer, layout, _), value in zip(self._weights, values, strict=True):
             if threshold is None:
@@ -172,12 +220,7 @@ class PruneCallback(keras.callbacks.Callback):
             keeps.append(pruning.keep_mask(value, layout, threshold, self.mode))
         if threshold is not None:
             pruning.check_units_survive(self._weights, values, keeps, threshold)
-        for (_, _, variable), mask, value, keep in zip(
-            self._weights, self._masks, values, keeps, strict=True
-        ):
-            mask.assign(keep.astype(mask.dtype))
-            if not keep.all():
-                variable.assign(np.where(keep, value, 0).astype(value.dtype))
+        return keeps
 
     def _install_masks(self):
         """Creates one mask per managed weight and hooks it into the train step.
@@ -186,6 +229,16 @@ class PruneCallback(keras.callbacks.Callback):
         Keras applies right after every optimizer update inside the compiled
         train step: no extra call per batch. Other backends trace variables
         into a stateless step, so there the masks are applied after each batch.
+
+        Keras calls no hook when `fit` raises (`on_train_end` only runs when
+        training ends normally), so the masks must not outlive a failed `fit`
+        on their own: `_update_masks` removes them before its own errors leave
+        `fit`, and for errors raised elsewhere (another callback, the train
+        step, an interrupt) the model's `make_train_function`, which every
+        `fit` and `train_on_batch` calls first, is wrapped on the instance
+        until the masks are removed. The next training call thus gives the
+        user's constraints back, and retraces without the masks, before it
+        runs a step.
         """
         self._remove_masks()  # a callback reused across fits starts afresh
         self._in_train_step = keras.backend.backend() == "tensorflow"
@@ -205,19 +258,63 @@ class PruneCallback(keras.callbacks.Callback):
             for (_, _, variable), mask in zip(self._weights, self._masks, strict=True):
                 self._saved_constraints.append((variable, variable.constraint))
                 variable.constraint = _MaskConstraint(mask, variable.constraint)
-            self.model.make_train_function(force=True)  # retrace with the masks
+            _retrace(self.model)
+            self._next_fit_hook = _RemoveMasksFirst(self, self.model)
 
     def _remove_masks(self):
         """Gives the weights their own constraints back (the model outlives `fit`)."""
-        if self._saved_constraints:
-            for variable, constraint in self._saved_constraints:
-                variable.constraint = constraint
-            self._saved_constraints = []
-            self.model.make_train_function(force=True)
+        hook = self._next_fit_hook
+        if hook is None:
+            return
+        hook.unlink()
+        for variable, constraint in reversed(self._saved_constraints):
+            variable.constraint = constraint
+        self._saved_constraints = []
+        self._next_fit_hook = None
+        _retrace(hook.model)
 
     def _apply_masks(self):
         for (_, _, variable), mask in zip(self._weights, self._masks, strict=True):
             variable.assign(ops.multiply(variable, mask))
+
+
+def _retrace(model):
+    """Rebuilds the train function with the constraints now on the variables."""
+    type(model).make_train_function(model, force=True)  # not through the hooks
+
+
+class _RemoveMasksFirst:
+    """Stands in for `model.make_train_function` while a callback's masks are on.
+
+    Every `fit` and `train_on_batch` calls `model.make_train_function()` before
+    it trains. Called while the masks of `callback` are still installed, the
+    `fit` that installed them has ended without `on_train_end` (it raised): the
+    masks are removed first. Hooks of several callbacks form a chain through
+    `previous`; each one unlinks itself when its masks are removed.
+    """
+
+    def __init__(self, callback, model):
+        self.callback, self.model = callback, model
+        self.previous = vars(model).get("make_train_function")
+        model.make_train_function = self
+
+    def __call__(self, force=False):
+        self.callback._remove_masks()  # unlinks this hook
+        return self.model.make_train_function(force=force)
+
+    def unlink(self):
+        """Takes this hook out of the chain that starts at the model."""
+        holder, current = None, vars(self.model).get("make_train_function")
+        while isinstance(current, _RemoveMasksFirst) and current is not self:
+            holder, current = current, current.previous
+        if current is not self:
+            return
+        if holder is not None:
+            holder.previous = self.previous
+        elif self.previous is not None:
+            self.model.make_train_function = self.previous
+        else:
+            del self.model.make_train_function
 
 
 class _MaskConstraint:

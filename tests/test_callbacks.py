@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from shared_layers import shared_with_nested_model
 
 from keras_dropneuron import DropNeuronRegularizer, LiRegularizer, PruneCallback
 
@@ -241,3 +242,149 @@ def test_user_constraint_still_applies_and_is_given_back():
     # Without the callback the masks are gone: pruned weights may grow again.
     model.fit(x, y, epochs=1, verbose=0)
     assert np.any(kernel.numpy()[pruned] != 0)
+
+
+def _record_pruning_events(monkeypatch):
+    """Records `(epoch, batch)` of every pruning event (masks updated at a threshold)."""
+    events, where = [], {}
+    on_batch_end = PruneCallback.on_train_batch_end
+    update_masks = PruneCallback._update_masks
+
+    def on_train_batch_end(self, batch, logs=None):
+        where["batch"] = batch
+        on_batch_end(self, batch, logs)
+
+    def _update_masks(self, threshold):
+        if threshold is not None:
+            events.append((self._epoch, where["batch"]))
+        update_masks(self, threshold)
+
+    monkeypatch.setattr(PruneCallback, "on_train_batch_end", on_train_batch_end)
+    monkeypatch.setattr(PruneCallback, "_update_masks", _update_masks)
+    return events
+
+
+@pytest.mark.parametrize(
+    "steps_per_execution,batches",
+    [
+        (1, [2, 5, 8, 11, 14, 17, 20, 23]),  # batch index 2 is the third batch
+        (3, [2, 5, 8, 11, 14, 17, 20, 23]),
+        # Batches 9 and 12 end in the third execution (batches 9-12), 21 and 24 in
+        # the sixth: one event each, at the end of the execution.
+        (4, [3, 7, 11, 15, 19, 23]),
+    ],
+)
+def test_frequency_counts_batches_with_steps_per_execution(
+    monkeypatch, steps_per_execution, batches
+):
+    events = _record_pruning_events(monkeypatch)
+    model = _mlp(steps_per_execution=steps_per_execution)
+    x, y = _data(n=24 * 8)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[PruneCallback(0.05, 3)])
+    assert events == [(0, b) for b in batches]
+
+
+def test_frequency_counts_the_batches_of_a_shorter_last_execution(monkeypatch):
+    events = _record_pruning_events(monkeypatch)
+    model = _mlp(steps_per_execution=4)
+    x, y = _data(n=26 * 8)
+    # 26 batches an epoch: executions end after batches 4, 8, ..., 24 and 26 (whose
+    # hook Keras reports as batch index 27). Batch 27 (of the run) is the first of
+    # the second epoch, so the first event there follows its fourth batch.
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[PruneCallback(0.05, 3)])
+    first = [(0, b) for b in (3, 7, 11, 15, 19, 23)]
+    second = [(1, b) for b in (3, 7, 11, 15, 19, 23, 27)]  # the last: batch 51 of 52
+    assert events == first + second
+
+
+class RaiseAtBatch(keras.callbacks.Callback):
+    def __init__(self, batch):
+        super().__init__()
+        self.batch = batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch:
+            raise RuntimeError("interrupted")
+
+
+def _constrained_mlp():
+    """`_mlp` with a user constraint on h1 and the first four rows of h1 zero."""
+    model = keras.Sequential(
+        [
+            keras.Input((12,)),
+            L.Dense(16, name="h1", kernel_constraint=keras.constraints.MaxNorm(100.0)),
+            L.Dense(1, name="out"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    kernel = model.get_layer("h1").kernel
+    kernel.assign(np.concatenate([np.zeros((4, 16)), np.asarray(kernel.numpy())[4:]]))
+    return model
+
+
+def _assert_masks_are_gone(model, constraints):
+    """After a plain fit the user's constraints are back and the old zeros moved."""
+    variables = [layer.kernel for layer in model.layers]
+    x, y = _data()
+    model.fit(x, y, epochs=1, verbose=0)
+    assert all(v.constraint is c for v, c in zip(variables, constraints, strict=True))
+    assert np.all(model.get_layer("h1").kernel.numpy()[:4] != 0)
+    assert "make_train_function" not in vars(model)
+
+
+def test_constraints_come_back_after_another_callback_raises():
+    model = _constrained_mlp()
+    constraints = [layer.kernel.constraint for layer in model.layers]
+    x, y = _data()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[PruneCallback(0.0), RaiseAtBatch(2)])
+    # No hook runs when another callback raises: the next fit gives them back first.
+    _assert_masks_are_gone(model, constraints)
+
+
+def test_constraints_come_back_after_a_refused_pruning_event():
+    model = _constrained_mlp()
+    constraints = [layer.kernel.constraint for layer in model.layers]
+    x, y = _data()
+    with pytest.raises(ValueError, match="would remove every unit"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[PruneCallback(100.0)])
+    # The refusal is the callback's own error: the constraints are back at once.
+    assert all(
+        layer.kernel.constraint is c for layer, c in zip(model.layers, constraints, strict=True)
+    )
+    assert np.all(model.get_layer("h1").kernel.numpy()[:4] == 0)  # weights as they were
+    _assert_masks_are_gone(model, constraints)
+
+
+def test_layer_shared_with_a_nested_model_is_masked_once_and_given_back():
+    constraint = keras.constraints.MaxNorm(100.0)
+    model = shared_with_nested_model(constraint)
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    x = np.random.randn(64, 8).astype("float32")
+    y = np.random.randn(64, 2).astype("float32")
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[PruneCallback(0.1)])
+    kernels = [np.asarray(model.get_layer(n).kernel.numpy()) for n in ("shared", "out")]
+    zeros = sum(int(np.sum(k == 0)) for k in kernels)
+    assert zeros > 0
+    assert history.history["sparsity"] == [pytest.approx(zeros / (32 + 8))]
+    assert model.get_layer("shared").kernel.constraint is constraint
+    assert model.get_layer("out").kernel.constraint is None
+
+
+def test_two_callbacks_on_other_layers_keep_their_masks_and_give_them_back():
+    model = _constrained_mlp()
+    constraints = [layer.kernel.constraint for layer in model.layers]
+    out = model.get_layer("out").kernel
+    out.assign(np.concatenate([np.zeros((2, 1)), np.asarray(out.numpy())[2:]]))
+    watchers = [ZeroWatcher(model.get_layer("h1").kernel, np.s_[:4]), ZeroWatcher(out, np.s_[:2])]
+    callbacks = [PruneCallback(0.0, layers=["h1"]), PruneCallback(0.0, layers=["out"])]
+    x, y = _data()
+    model.fit(x, y, epochs=1, verbose=0, callbacks=callbacks + watchers)
+    assert [watcher.violations for watcher in watchers] == [0, 0]
+    assert all(
+        layer.kernel.constraint is c for layer, c in zip(model.layers, constraints, strict=True)
+    )
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[*callbacks, RaiseAtBatch(2)])
+    _assert_masks_are_gone(model, constraints)
+    assert np.all(out.numpy()[:2] != 0)
