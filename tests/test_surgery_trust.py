@@ -392,3 +392,25 @@ def test_exotic_stacks_verify_or_are_refused(spec):
     got = _outputs(slim, x)
     np.testing.assert_allclose(got, expected, atol=1e-5 * (1 + np.max(np.abs(expected))))
     assert slim.count_params() <= model.count_params()
+
+
+def test_dict_inputs_and_outputs_are_verified():
+    a, b = keras.Input((3,), name="xa"), keras.Input((2,), name="xb")
+    hidden = keras.layers.Dense(4, name="h")(keras.layers.Concatenate()([a, b]))
+    outputs = {
+        "first": keras.layers.Dense(2, name="o1")(hidden),
+        "second": keras.layers.Dense(1, name="o2")(hidden),
+    }
+    model = keras.Model({"xa": a, "xb": b}, outputs)
+    for name in ("o1", "o2"):
+        kernel = model.get_layer(name).kernel.numpy()
+        kernel[1] = 0
+        model.get_layer(name).kernel.assign(kernel)
+    batch = {"xa": np.ones((2, 3), "float32"), "xb": np.full((2, 2), -1.0, "float32")}
+    for verify_inputs in (None, batch):
+        slim, report = slim_model(model, verify_inputs=verify_inputs, return_report=True)
+        assert slim.get_layer("h").units == 3
+        assert report.max_deviation <= report.tolerance
+    expected, got = model(batch), slim(batch)
+    for key in outputs:
+        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(expected[key]), atol=1e-6)

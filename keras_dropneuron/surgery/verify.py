@@ -143,10 +143,9 @@ def input_list(model, verify_inputs):
 def _call(model, data):
     # No `training` argument: an explicit `training=True` inside the graph then
     # applies, as in `model(x)`; a call with `training=False` would override it.
-    return [
-        np.asarray(ops.convert_to_numpy(y))
-        for y in tree.flatten(model(data if len(data) > 1 else data[0]))
-    ]
+    functional = getattr(model, "_functional", None) or model  # a Sequential's graph
+    inputs = tree.pack_sequence_as(functional._inputs_struct, data)
+    return [np.asarray(ops.convert_to_numpy(y)) for y in tree.flatten(model(inputs))]
 
 
 def _slice_inputs(plan, data):
@@ -230,7 +229,7 @@ def first_difference(plan, new_tensors, slim, data, tolerance):
     graph = plan.graph
     keys = [key for call in graph.calls for key in call.outputs if key in new_tensors]
     probe = keras.Model(slim.inputs, [new_tensors[key] for key in keys])
-    slim_values = dict(zip(keys, tree.flatten(probe(_slice_inputs(plan, data))), strict=True))
+    slim_values = dict(zip(keys, _call(probe, _slice_inputs(plan, data)), strict=True))
     replay = _Replay(graph)
     replay([ops.convert_to_tensor(x) for x in data])
     source_values = replay.values
