@@ -121,7 +121,17 @@ def test_b3_int8_quantized_model_keeps_its_scales():
     )
 
 
-def test_b3_quantized_layer_is_not_resized():
+def _change(layer, mode):
+    if mode == "lora":
+        layer.enable_lora(2)
+        # A trained adapter: without it LoRA adds nothing and hides any mistake.
+        layer.lora_kernel_b.assign(np.full(layer.lora_kernel_b.shape, 0.5, "float32"))
+    else:
+        layer.quantize(mode)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4", "float8", "lora"])
+def test_b3_quantized_or_lora_layer_is_not_resized(mode):
     inputs = keras.Input((3,))
     hidden = keras.layers.Dense(4, activation="relu", name="h")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
@@ -131,8 +141,8 @@ def test_b3_quantized_layer_is_not_resized():
     assert slim_model(model).get_layer("h").units == 3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        model.quantize("int8")
-    # The int8 kernel comes with a per-unit scale the Dense rule does not slice.
+        _change(model.get_layer("h"), mode)
+    # The layer now holds weights (scales, adapters) the Dense rule does not slice.
     assert not rules.holds_only_known_weights(model.get_layer("h"), "dense")
     slim = slim_model(model)
     assert slim.get_layer("h").units == 4
