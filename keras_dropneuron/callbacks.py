@@ -143,18 +143,8 @@ class PruneCallback(keras.callbacks.Callback):
             self._masks_synced = True
 
     def on_train_batch_end(self, batch, logs=None):
-        # With `steps_per_execution=k` Keras calls this once per k batches, with
-        # `batch` the index of the execution's last batch; a shorter last
-        # execution still reports `first + k - 1`, so clip to the epoch's length.
-        done = batch + 1
-        steps = (self.params or {}).get("steps")
-        if steps:
-            done = min(done, steps)
-        before = self._batches_seen
-        self._batches_seen += max(done - self._epoch_batches_done, 0)
-        self._epoch_batches_done = done
-        if self.frequency != "epoch" and self._pruning_started():
-            if self._batches_seen // self.frequency > before // self.frequency:
+        if self.frequency != "epoch" and self._count_batches(batch):
+            if self._pruning_started():
                 self._update_masks(self.threshold)
                 return
         if not self._in_train_step:
@@ -181,6 +171,23 @@ class PruneCallback(keras.callbacks.Callback):
         for layout, value in last_layout_of.values():
             alive += int(np.count_nonzero(pruning.group_alive(value, layout.output_axes)))
         return {"sparsity": zeros / max(total, 1), "alive_units": alive}
+
+    def _count_batches(self, batch):
+        """Counts the batches up to index `batch`; True if a multiple of `frequency` was passed.
+
+        With `steps_per_execution=k` Keras calls the batch hook once per `k`
+        batches, with `batch` the index of the execution's last batch; a
+        shorter last execution still reports `first + k - 1`, so the count is
+        clipped to the epoch's length.
+        """
+        done = batch + 1
+        steps = (self.params or {}).get("steps")
+        if steps:
+            done = min(done, steps)
+        before = self._batches_seen
+        self._batches_seen += max(done - self._epoch_batches_done, 0)
+        self._epoch_batches_done = done
+        return self._batches_seen // self.frequency > before // self.frequency
 
     def _pruning_started(self):
         return self._epoch >= self.warmup_epochs
