@@ -178,7 +178,8 @@ class PruneCallback(keras.callbacks.Callback):
         With `steps_per_execution=k` Keras calls the batch hook once per `k`
         batches, with `batch` the index of the execution's last batch; a
         shorter last execution still reports `first + k - 1`, so the count is
-        clipped to the epoch's length.
+        clipped to the epoch's length (when Keras knows it: not for a dataset
+        of unknown length without `steps_per_epoch`).
         """
         done = batch + 1
         steps = (self.params or {}).get("steps")
