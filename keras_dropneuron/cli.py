@@ -11,9 +11,14 @@ Example:
 import argparse
 import os
 import sys
+import zipfile
+
+from keras_dropneuron import __version__
+from keras_dropneuron.checks import argparse_type, check_int, check_non_negative_float
 
 PROG = "keras-dropneuron"
-_MODEL_SUFFIXES = (".keras", ".h5")
+_MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+_MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which keras.utils.set_random_seed uses
 
 
 class CommandError(Exception):
@@ -35,32 +40,91 @@ def _one_line(error):
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _check_input(path):
+    """Checks the input model file before anything loads it (nothing ever writes to it)."""
+    if not os.path.exists(path):
+        raise CommandError(f"input model not found: {path}")
+    if os.path.isdir(path):
+        raise CommandError(f"input model is a directory, expected a .keras or .h5 file: {path}")
+    if not path.endswith(_MODEL_SUFFIXES):
+        raise CommandError(f"input model must be a .keras or .h5 file, received: {path}")
+    if not os.access(path, os.R_OK):
+        raise CommandError(f"input model is not readable (permission denied): {path}")
+
+
 def _load_model(path):
     import keras
 
     try:
+        if path.endswith(".keras"):
+            # Keras reports a damaged zip as "File not found"; name the real reason.
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+            if damaged:
+                raise zipfile.BadZipFile(f"damaged archive member {damaged}")
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # any failure to read is the same to the user
-        raise CommandError(f"cannot load model {path}: {_one_line(error)}") from error
+        raise CommandError(f"cannot read {path} as a Keras model: {_one_line(error)}") from error
 
 
-def _check_paths(args):
-    if not os.path.isfile(args.input):
-        raise CommandError(f"input model not found: {args.input}")
-    for path in (args.output, args.saved_model, args.tflite):
-        if path and os.path.exists(args.input) and os.path.exists(path):
-            if os.path.samefile(path, args.input):
-                raise CommandError(f"refusing to overwrite the input model: {path}")
+def _check_directory(option, path):
+    if not os.path.exists(path):
+        raise CommandError(f"{option}: the directory {path} does not exist")
+    if not os.path.isdir(path):
+        raise CommandError(f"{option}: {path} is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CommandError(f"{option}: the directory {path} is not writable")
+
+
+def _check_output(option, path, input_path, directory=False):
+    """Checks that `path` can be written, before anything is written."""
+    _check_directory(option, os.path.dirname(path) or os.curdir)
+    if os.path.exists(path) and os.path.samefile(path, input_path):
+        raise CommandError(f"refusing to overwrite the input model: {path}")
+    if directory and os.path.exists(path):
+        raise CommandError(f"{option} directory already exists: {path}")
+    if os.path.isdir(path):
+        raise CommandError(f"{option} is a directory, expected a file: {path}")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise CommandError(f"{option}: {path} is not writable")
+
+
+def _check_outputs(args):
     if not args.output.endswith(_MODEL_SUFFIXES):
         raise CommandError(f"output must end with .keras or .h5, received: {args.output}")
-    if args.saved_model and os.path.exists(args.saved_model):
-        raise CommandError(f"--saved-model directory already exists: {args.saved_model}")
-    if args.threshold < 0 or args.threshold != args.threshold:
-        raise CommandError(f"--threshold must be >= 0, received: {args.threshold}")
+    outputs = [
+        ("-o/--output", args.output, False),
+        ("--saved-model", args.saved_model, True),
+        ("--tflite", args.tflite, False),
+    ]
+    written = {}
+    for option, path, directory in outputs:
+        if not path:
+            continue
+        _check_output(option, path, args.input, directory)
+        same = written.setdefault(os.path.realpath(path), option)
+        if same != option:
+            raise CommandError(f"{same} and {option} name the same path: {path}")
+
+
+def _check_out_directory(option, path):
+    """Checks that `path` is a writable directory or can be made one."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    _check_directory(option, existing)
+
+
+def _write(path, save, *args):
+    try:
+        save(*args)
+    except OSError as error:
+        raise CommandError(f"cannot write {path}: {_one_line(error)}") from error
 
 
 def _slim(args):
-    _check_paths(args)
+    _check_input(args.input)
+    _check_outputs(args)
 
     from keras_dropneuron.surgery import slim_model
     from keras_dropneuron.surgery.export import export_saved_model, export_tflite
@@ -70,14 +134,14 @@ def _slim(args):
         slim, report = slim_model(model, threshold=args.threshold, return_report=True)
     except (TypeError, ValueError) as error:
         raise CommandError(f"unsupported model {args.input}: {_one_line(error)}") from error
-    slim.save(args.output)
+    _write(args.output, slim.save, args.output)
     print(report)
     sizes = [("model file", args.input, args.output)]
     if args.saved_model:
-        export_saved_model(slim, args.saved_model)
+        _write(args.saved_model, export_saved_model, slim, args.saved_model)
         sizes.append(("SavedModel", None, args.saved_model))
     if args.tflite:
-        export_tflite(slim, args.tflite)
+        _write(args.tflite, export_tflite, slim, args.tflite)
         sizes.append(("TFLite file", None, args.tflite))
     for label, before, after in sizes:
         if before:
@@ -100,7 +164,7 @@ def _add_slim(subparsers):
     parser.add_argument("--tflite", metavar="FILE", help="also write a TFLite file")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=_THRESHOLD,
         default=0.0,
         help="weights with |w| <= threshold count as zero (default: 0, exact)",
     )
@@ -108,8 +172,7 @@ def _add_slim(subparsers):
 
 
 def _report(args):
-    if not os.path.isfile(args.input):
-        raise CommandError(f"input model not found: {args.input}")
+    _check_input(args.input)
 
     from keras_dropneuron import sparsity_report
 
@@ -131,41 +194,40 @@ def _add_report(subparsers):
     parser.add_argument("input", help="model file (.keras or .h5)")
     parser.add_argument(
         "--threshold",
-        type=_non_negative_float,
+        type=_THRESHOLD,
         default=0.0,
         help="weights with |w| <= threshold count as zero (default: 0)",
     )
     parser.set_defaults(handler=_report)
 
 
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, received: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, received: {text}")
-    return value
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, received: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received: {text}")
-    return value
+_THRESHOLD = argparse_type("--threshold", check_non_negative_float)
 
 
 def _penalty(text):
     key, sep, value = text.partition("=")
-    try:
-        if not sep or not key:
-            raise ValueError
-        return key.strip(), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, received: {text!r}") from None
+    key = key.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, received: {text!r}")
+    return key, argparse_type(f"--penalty {key}", check_non_negative_float)(value)
+
+
+class _ExperimentNames:
+    """The choices of `reproduce`, read from the paper harness only when argparse needs them.
+
+    So `keras-dropneuron --help`, `slim` and `report` never import the harness.
+    """
+
+    def _names(self):
+        from keras_dropneuron.experiments.setups import SETUPS
+
+        return [*SETUPS, "all"]
+
+    def __contains__(self, name):
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
 
 
 def _reproduce(args):
@@ -173,7 +235,11 @@ def _reproduce(args):
     from keras_dropneuron.experiments.setups import SETUPS
 
     names = list(SETUPS) if args.experiment == "all" else [args.experiment]
-    seeds = [args.seed + i for i in range(args.seeds)]
+    last = args.seed + args.seeds - 1
+    if last > _MAX_SEED:
+        raise CommandError(f"--seed + --seeds - 1 must be at most {_MAX_SEED}, received: {last}")
+    seeds = list(range(args.seed, last + 1))
+    _check_out_directory("--out", args.out)
     penalties = dict(args.penalty or [])
     try:
         for name in names:
@@ -191,7 +257,8 @@ def _reproduce(args):
             mnist=args.mnist,
             out=args.out,
             plots=args.plots,
-            verbose=2 if args.verbose else 0,
+            # One line per epoch if asked, else a progress bar on a terminal only.
+            verbose=2 if args.verbose else int(sys.stdout.isatty()),
             auto_threshold=args.auto_threshold,
             penalties=penalties,
         )
@@ -203,8 +270,6 @@ def _reproduce(args):
 
 
 def _add_reproduce(subparsers):
-    from keras_dropneuron.experiments.setups import SETUPS
-
     parser = subparsers.add_parser(
         "reproduce",
         help="run the paper's experiments: train, prune, slim, report",
@@ -212,10 +277,29 @@ def _add_reproduce(subparsers):
         "PruneCallback, slims it with slim_model and prints a table next to the "
         "paper's figures; writes results.json, summary.json and results.md.",
     )
-    parser.add_argument("experiment", choices=[*SETUPS, "all"])
-    parser.add_argument("--epochs", type=_positive_int, help="override the paper's epochs")
-    parser.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
-    parser.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds")
+    parser.add_argument(
+        "experiment",
+        choices=_ExperimentNames(),
+        metavar="EXPERIMENT",  # argparse would list the choices, so import the harness, at once
+        help="one of: %(choices)s",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=argparse_type("--epochs", check_int, convert=int, minimum=1),
+        help="override the paper's epochs",
+    )
+    parser.add_argument(
+        "--seed",
+        type=argparse_type("--seed", check_int, convert=int, minimum=0),
+        default=0,
+        help="first seed (default: 0)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=argparse_type("--seeds", check_int, convert=int, minimum=1),
+        default=1,
+        help="number of seeds",
+    )
     parser.add_argument("--quick", action="store_true", help="a few batches, for CI")
     parser.add_argument(
         "--method",
@@ -234,7 +318,7 @@ def _add_reproduce(subparsers):
     parser.add_argument(
         "--auto-threshold",
         metavar="TOLERANCE",
-        type=_non_negative_float,
+        type=argparse_type("--auto-threshold", check_non_negative_float),
         help="after training, also prune the units below the largest threshold that "
         "loses at most TOLERANCE (error in %%, or MSE) on 10%% of the training data "
         "held out for validation",
@@ -244,7 +328,11 @@ def _add_reproduce(subparsers):
     )
     parser.add_argument("--out", metavar="DIR", default="runs", help="output folder")
     parser.add_argument("--plots", action="store_true", help="save PNG figures (matplotlib)")
-    parser.add_argument("--verbose", action="store_true", help="per-epoch progress lines")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="one progress line per epoch (default: a progress bar on a terminal, else none)",
+    )
     parser.set_defaults(handler=_reproduce)
 
 
@@ -253,6 +341,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG, description="Structured pruning for Keras (DropNeuron)."
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
     _add_slim(subparsers)
     _add_report(subparsers)

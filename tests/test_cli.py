@@ -1,14 +1,18 @@
-"""The `keras-dropneuron slim` command."""
+"""The `keras-dropneuron` command line: verbs, options and one-line errors."""
 
 import hashlib
+import importlib.metadata
 import os
+import pathlib
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 
+from keras_dropneuron import cli
 from keras_dropneuron.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
@@ -69,33 +73,150 @@ class Subclassed(keras.Model):
 
 
 def bad_inputs(tmp_path, pruned):
+    data = bytearray(pathlib.Path(pruned[1]).read_bytes())
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"not a zip file")
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(data[:500])
+    text = tmp_path / "model.txt"
+    text.write_bytes(data)
+    damaged = tmp_path / "damaged.keras"
+    data[100] ^= 0xFF  # inside the first member: its CRC no longer matches
+    damaged.write_bytes(data)
+    not_keras = tmp_path / "not_keras.keras"
+    with zipfile.ZipFile(not_keras, "w") as archive:
+        archive.writestr("notes.txt", "a zip, not a model")
+    garbage_h5 = tmp_path / "garbage.h5"
+    garbage_h5.write_bytes(b"not an HDF5 file")
+    directory = tmp_path / "model_dir.keras"
+    directory.mkdir()
     subclassed = Subclassed()
     subclassed(np.zeros((1, 3), "float32"))
     subclassed_path = tmp_path / "subclassed.keras"
     subclassed.save(subclassed_path)
     return {
         "missing": (str(tmp_path / "missing.keras"), "input model not found"),
-        "corrupt": (str(corrupt), "cannot load model"),
+        "corrupt": (str(corrupt), "as a Keras model: BadZipFile: File is not a zip file"),
+        "truncated": (str(truncated), "as a Keras model: BadZipFile"),
+        "damaged": (str(damaged), "as a Keras model: BadZipFile: damaged archive member"),
+        "not_keras": (str(not_keras), "as a Keras model: KeyError"),
+        "garbage_h5": (str(garbage_h5), "as a Keras model: OSError"),
+        "directory": (str(directory), "input model is a directory"),
+        "extension": (str(text), "input model must be a .keras or .h5 file"),
         "subclassed": (str(subclassed_path), "unsupported model"),
         "same_output": (pruned[1], "refusing to overwrite"),
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "subclassed", "same_output"])
-def test_errors_are_one_line(case, pruned, tmp_path, capsys):
+def listing(folder):
+    return sorted(
+        (os.path.relpath(os.path.join(root, name), folder), digest(os.path.join(root, name)))
+        for root, _, names in os.walk(folder)
+        for name in names
+    )
+
+
+INPUT_CASES = [
+    "missing",
+    "corrupt",
+    "truncated",
+    "damaged",
+    "not_keras",
+    "garbage_h5",
+    "directory",
+    "extension",
+]
+
+
+@pytest.mark.parametrize(
+    "verb, case",
+    [("slim", case) for case in [*INPUT_CASES, "subclassed", "same_output"]]
+    + [("report", case) for case in INPUT_CASES],
+)
+def test_errors_are_one_line(verb, case, pruned, tmp_path, capsys):
     path, message = bad_inputs(tmp_path, pruned)[case]
     out = path if case == "same_output" else str(tmp_path / "out.keras")
-    before = digest(path) if os.path.exists(path) else None
-    assert main(["slim", path, "-o", out]) == 1
+    before = listing(tmp_path)
+    assert main([verb, path] + (["-o", out] if verb == "slim" else [])) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert err.startswith("keras-dropneuron: error: ")
-    if before:
-        assert digest(path) == before
-    if case != "same_output":
-        assert not os.path.exists(out)
+    assert "File not found" not in err
+    assert listing(tmp_path) == before  # nothing written, the input untouched
+
+
+def bad_outputs(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_dir.keras").mkdir()
+    (tmp_path / "sm").mkdir()
+    ok = str(tmp_path / "slim.keras")
+    missing = str(tmp_path / "nodir" / "x")
+    return {
+        "output_dir_missing": (["-o", missing + ".keras"], "-o/--output: the directory"),
+        "output_parent_is_a_file": (["-o", str(tmp_path / "a_file" / "x.keras")], "not a dir"),
+        "output_is_a_dir": (["-o", str(tmp_path / "a_dir.keras")], "-o/--output is a directory"),
+        "output_extension": (["-o", str(tmp_path / "slim.tflite")], "must end with .keras"),
+        "tflite_dir_missing": (["-o", ok, "--tflite", missing + ".tflite"], "--tflite: the"),
+        "saved_model_dir_missing": (["-o", ok, "--saved-model", missing], "--saved-model: the"),
+        "saved_model_exists": (["-o", ok, "--saved-model", str(tmp_path / "sm")], "exists"),
+        "same_outputs": (["-o", ok, "--tflite", ok], "-o/--output and --tflite name the same"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "output_dir_missing",
+        "output_parent_is_a_file",
+        "output_is_a_dir",
+        "output_extension",
+        "tflite_dir_missing",
+        "saved_model_dir_missing",
+        "saved_model_exists",
+        "same_outputs",
+    ],
+)
+def test_output_paths_are_checked_before_anything_is_written(case, pruned, tmp_path, capsys):
+    options, message = bad_outputs(tmp_path)[case]
+    before = listing(tmp_path)
+    assert main(["slim", pruned[1], *options]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("keras-dropneuron: error: ")
+    assert message in err
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_output_directory(pruned, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert main(["slim", pruned[1], "-o", str(locked / "slim.keras")]) == 1
+    assert "is not writable" in capsys.readouterr().err
+    assert not os.listdir(locked)
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-1", "abc"])
+@pytest.mark.parametrize("verb", ["slim", "report"])
+def test_bad_threshold_is_a_usage_error(verb, value, tmp_path, capsys, monkeypatch):
+    def load(path):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(cli, "_load_model", load)
+    args = [verb, str(tmp_path / "missing.keras"), "--threshold", value]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + (["-o", str(tmp_path / "out.keras")] if verb == "slim" else []))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --threshold: expected a" in err
+    assert "unsupported model" not in err and not os.listdir(tmp_path)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    version = importlib.metadata.version("keras-dropneuron")
+    assert capsys.readouterr().out == f"keras-dropneuron {version}\n"
 
 
 def test_no_verb_is_usage_error(capsys):
@@ -131,3 +252,58 @@ def test_report_verb(pruned, tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing.keras")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not found" in err
+
+
+def fake_reproduce(monkeypatch):
+    from keras_dropneuron.experiments import runner
+
+    calls = []
+    monkeypatch.setattr(runner, "reproduce", lambda names, **kwargs: calls.append(kwargs))
+    return calls
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--seed", "-1"], "argument --seed: expected an int >= 0"),
+        (["--seeds", "0"], "argument --seeds: expected an int >= 1"),
+        (["--epochs", "1.5"], "argument --epochs: expected an int"),
+        (["--penalty", "li=inf"], "argument --penalty: expected a finite float >= 0"),
+        (["--penalty", "li=x"], "argument --penalty: expected a float"),
+    ],
+)
+def test_reproduce_bad_numbers_are_usage_errors(options, message, monkeypatch, capsys):
+    calls = fake_reproduce(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "sparse-regression", *options])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not calls
+
+
+@pytest.mark.parametrize("where", ["file", "below_a_file"])
+def test_reproduce_out_must_be_a_directory(where, monkeypatch, tmp_path, capsys):
+    calls = fake_reproduce(monkeypatch)
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / ("" if where == "file" else "runs")
+    assert main(["reproduce", "sparse-regression", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out:" in err and "is not a directory" in err
+    assert not calls
+
+
+def test_reproduce_seeds_stay_in_numpy_range(monkeypatch, capsys):
+    calls = fake_reproduce(monkeypatch)
+    args = ["reproduce", "sparse-regression", "--seed", str(2**32 - 1)]
+    assert main([*args, "--seeds", "2"]) == 1
+    assert "at most 4294967295" in capsys.readouterr().err and not calls
+    assert main(args) == 0 and calls[0]["seeds"] == [2**32 - 1]
+
+
+@pytest.mark.parametrize(
+    "options, tty, verbose", [([], False, 0), ([], True, 1), (["--verbose"], False, 2)]
+)
+def test_reproduce_shows_progress_on_a_terminal(options, tty, verbose, monkeypatch):
+    calls = fake_reproduce(monkeypatch)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
+    assert main(["reproduce", "sparse-regression", *options]) == 0
+    assert calls[0]["verbose"] == verbose
