@@ -67,11 +67,14 @@ def filter_log(text, level):
 @contextlib.contextmanager
 def native_stderr_filtered(level):
     """Captures file descriptor 2 and writes back only what `filter_log` keeps."""
-    if level <= 0:
+    try:
+        saved = os.dup(2) if level > 0 else None
+    except OSError:  # no stderr to filter
+        saved = None
+    if saved is None:
         yield
         return
     sys.stderr.flush()
-    saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
@@ -81,8 +84,10 @@ def native_stderr_filtered(level):
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            sys.stderr.write(filter_log(captured.read().decode(errors="replace"), level))
-            sys.stderr.flush()
+            kept = filter_log(captured.read().decode(errors="replace"), level)
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
 
 
 def main() -> int:
