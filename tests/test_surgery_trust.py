@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from keras_dropneuron import SlimVerificationError, slim_model
 from keras_dropneuron.surgery import rules
+from keras_dropneuron.surgery.graph import build_graph
 
 
 def _outputs(model, x):
@@ -65,17 +66,16 @@ def test_b1_batchnorm_in_training_mode_is_a_barrier():
 
 def test_b1_barrier_rule_reads_the_call_arguments():
     inputs = keras.Input((3,))
-    bn = keras.layers.BatchNormalization()
-    bn(inputs, training=True)
-    other, frozen = keras.layers.BatchNormalization(), keras.layers.BatchNormalization()
-    other(inputs)
-    frozen(inputs, training=False)
-    assert rules.sets_training(bn._inbound_nodes[0])
-    assert rules.runs_in_training_mode(bn, bn._inbound_nodes[0], leaked=False)
-    assert not rules.runs_in_training_mode(other, other._inbound_nodes[0], leaked=False)
+    x = keras.layers.BatchNormalization(name="on")(inputs, training=True)
+    x = keras.layers.BatchNormalization(name="inherits")(x)
+    x = keras.layers.BatchNormalization(name="off")(x, training=False)
+    calls = {call.name: call for call in build_graph(keras.Model(inputs, x)).calls}
+    assert [calls[n].training for n in ("on", "inherits", "off")] == [True, None, False]
+    assert rules.runs_in_training_mode(calls["on"].layer, calls["on"].training, leaked=False)
+    assert not rules.runs_in_training_mode(calls["inherits"].layer, None, leaked=False)
     # Keras hands an explicit training=True on to later layers of the same call.
-    assert rules.runs_in_training_mode(other, other._inbound_nodes[0], leaked=True)
-    assert not rules.runs_in_training_mode(frozen, frozen._inbound_nodes[0], leaked=True)
+    assert rules.runs_in_training_mode(calls["inherits"].layer, None, leaked=True)
+    assert not rules.runs_in_training_mode(calls["off"].layer, False, leaked=True)
 
 
 def test_b1_training_mode_reaches_later_layers():
@@ -424,3 +424,124 @@ def test_dict_inputs_and_outputs_are_verified():
     expected, got = model(batch), slim(batch)
     for key in outputs:
         np.testing.assert_allclose(np.asarray(got[key]), np.asarray(expected[key]), atol=1e-6)
+
+
+# ------------------------------------------- found by trying it as a new user
+
+
+def test_dict_passed_to_a_nested_model_goes_by_input_name():
+    z, a = keras.Input((4,), name="z"), keras.Input((4,), name="a")
+    inner = keras.Model([z, a], keras.layers.Dense(3)(keras.layers.Concatenate()([z, a])))
+    first, second = keras.Input((4,)), keras.Input((4,))
+    # Keras matches the dict to the submodel's inputs by name, not by sorted key.
+    outputs = inner({"z": keras.ops.sqrt(first), "a": keras.ops.sqrt(second)})
+    model = keras.Model([first, second], keras.layers.Dense(2)(outputs))
+    slim = slim_model(model)
+    rng = np.random.default_rng(10)
+    x = [rng.poisson(3, (4, 4)).astype("float32") for _ in range(2)]
+    np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-5)
+
+
+def test_outputs_that_are_never_finite_cannot_be_verified():
+    inputs = keras.Input((3,))
+    nan = keras.layers.Lambda(lambda t: t * np.nan)(keras.layers.Dense(4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(nan))
+    with pytest.raises(ValueError, match="outputs NaN or infinite values on random data"):
+        slim_model(model)
+    with pytest.raises(ValueError, match="expected finite values"):
+        slim_model(model, verify_inputs=np.full((2, 3), np.nan, "float32"))
+    assert slim_model(model, verify=False).count_params() == model.count_params()
+
+
+class CenteredDense(keras.layers.Dense):
+    """Same weights as a Dense, but its call() mixes the output channels."""
+
+    def call(self, x):
+        y = super().call(x)
+        return y - keras.ops.mean(y, axis=-1, keepdims=True)
+
+
+def test_subclass_overriding_call_is_kept_whole():
+    inputs = keras.Input((6,))
+    small = keras.layers.Dense(3, name="d2")(CenteredDense(8, name="centered")(inputs))
+    large = keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(2e4))(inputs)
+    model = keras.Model(inputs, keras.layers.Concatenate()([small, large]))
+    kernel = model.get_layer("d2").kernel.numpy()
+    kernel[[0, 1]] = 0
+    model.get_layer("d2").kernel.assign(kernel)
+    slim = slim_model(model)
+    assert slim.get_layer("centered").units == 8
+    x = np.random.default_rng(11).standard_normal((5, 6)).astype("float32")
+    np.testing.assert_allclose(_outputs(slim, x)[:, :3], _outputs(model, x)[:, :3], atol=1e-6)
+
+
+def test_a_large_output_channel_does_not_hide_an_error_in_a_small_one(monkeypatch):
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, activation="relu", name="h")(inputs)
+    small = keras.layers.Dense(2, name="out")(hidden)
+    large = keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(2e4))(inputs)
+    model = keras.Model(inputs, keras.layers.Concatenate()([small, large]))
+    _dead_constant_unit(model.get_layer("h"), 1, 0.7)
+    monkeypatch.setattr(rules, "fold_bias", lambda layer, kind, constants: 0.0)
+    # The error (about 0.7 * |kernel|) is far below 3.5e-4 * 2e4 = 7.
+    with pytest.raises(SlimVerificationError, match="'out'"):
+        slim_model(model)
+
+
+def test_training_flag_of_a_nested_call_is_kept():
+    inner_inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8)(inner_inputs)
+    normed = keras.layers.BatchNormalization(name="bn")(hidden)
+    inner = keras.Model(inner_inputs, keras.layers.Dense(3)(normed))
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs, training=True)))
+    statistics = model.get_layer(inner.name).get_layer("bn").moving_mean.numpy().copy()
+    slim = slim_model(model)  # verifies in the same (training) mode as the source
+    bn = model.get_layer(inner.name).get_layer("bn")
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), statistics)
+    x = np.random.default_rng(12).standard_normal((5, 6)).astype("float32")
+    np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-5)
+
+
+class RunningMax(keras.layers.Layer):
+    """A calibration layer: it updates a non-trainable weight on every call."""
+
+    def build(self, shape):
+        self.peak = self.add_weight(shape=(shape[-1],), initializer="zeros", trainable=False)
+
+    def call(self, x):
+        self.peak.assign(keras.ops.maximum(self.peak, keras.ops.max(keras.ops.abs(x), axis=0)))
+        return x
+
+
+def test_verification_leaves_layer_state_as_it_was():
+    inputs = keras.Input((4,))
+    model = keras.Model(
+        inputs, keras.layers.Dense(2)(RunningMax(name="peak")(keras.layers.Dense(6)(inputs)))
+    )
+    slim = slim_model(model)
+    np.testing.assert_array_equal(model.get_layer("peak").peak.numpy(), np.zeros(6))
+    np.testing.assert_array_equal(slim.get_layer("peak").peak.numpy(), np.zeros(6))
+
+
+class LayerScale(keras.layers.Layer):
+    """Like ConvNeXt's layer scale: a weight created without a name."""
+
+    def build(self, shape):
+        self.gamma = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.gamma
+
+
+def test_weights_created_without_a_name_are_copied():
+    inputs = keras.Input((6,))
+    scale = LayerScale(name="scale")
+    model = keras.Model(
+        inputs, keras.layers.Dense(3)(keras.layers.Dense(8)(scale(keras.layers.Dense(6)(inputs))))
+    )
+    scale.gamma.assign(np.arange(1, 7, dtype="float32"))
+    slim = slim_model(model)
+    np.testing.assert_array_equal(slim.get_layer("scale").gamma.numpy(), scale.gamma.numpy())
+    x = np.random.default_rng(13).standard_normal((5, 6)).astype("float32")
+    np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-5)

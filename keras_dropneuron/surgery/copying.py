@@ -126,12 +126,27 @@ def _copy_through_hooks(source, target):
         _copy_through_hooks(old, new)
 
 
-def _weights_by_path(layer):
+def _relative_path(layer, weight):
     prefix = f"{layer.path or layer.name}/"
-    return {
-        weight.path[len(prefix) :] if weight.path.startswith(prefix) else weight.path: weight
-        for weight in layer.weights
-    }
+    return weight.path[len(prefix) :] if weight.path.startswith(prefix) else weight.path
+
+
+def _paired_weights(source, target):
+    """Pairs the weights of two layers built from one config, or returns `None`.
+
+    By path where the paths agree; else by position, as weights created without
+    a name get a fresh automatic one (`variable_3`) in the copy.
+    """
+    old, new = source.weights, target.weights
+    if len(old) != len(new):
+        return None
+    by_path = {_relative_path(target, w): w for w in new}
+    if len(by_path) == len(new) and all(_relative_path(source, w) in by_path for w in old):
+        return [(w, by_path[_relative_path(source, w)]) for w in old]
+    pairs = list(zip(old, new, strict=True))
+    if all(a.shape == b.shape and a.dtype == b.dtype for a, b in pairs):
+        return pairs
+    return None
 
 
 def _finalize(layer):
@@ -145,8 +160,9 @@ def copy_state(source, target):
 
     `target` must be built from the same config. The state goes through the
     hooks `model.save()` uses, sublayers included; a weight those hooks leave
-    out (a subclass's extra variable) is then copied by its path, and the load
-    hook `finalize_state()` runs again.
+    out (a subclass's extra variable) is then copied by its path (by position
+    for weights created without a name), and the load hook `finalize_state()`
+    runs again.
 
     Raises:
         LayerCopyError: If the two layers do not hold the same weights.
@@ -156,19 +172,20 @@ def copy_state(source, target):
         hooks_failed = None
     except Exception as error:
         hooks_failed = error
-    old, new = _weights_by_path(source), _weights_by_path(target)
-    if old.keys() != new.keys() or len(old) != len(source.weights):
+    pairs = _paired_weights(source, target)
+    if pairs is None:
         reason = f" Received error: {hooks_failed}" if hooks_failed else ""
         raise LayerCopyError(
             f"Cannot copy the state of layer {source.name!r} of type "
             f"{type(source).__name__}: the re-created layer holds the weights "
-            f"{sorted(new)}, the source {sorted(old)}.{reason}"
+            f"{[w.path for w in target.weights]}, the source "
+            f"{[w.path for w in source.weights]}.{reason}"
         )
     stale = False
-    for path, weight in old.items():
+    for weight, copy in pairs:
         value = np.asarray(ops.convert_to_numpy(weight))
-        if not np.array_equal(np.asarray(ops.convert_to_numpy(new[path])), value):
-            new[path].assign(value)
+        if not np.array_equal(np.asarray(ops.convert_to_numpy(copy)), value):
+            copy.assign(value)
             stale = True
     if stale or hooks_failed:
         _finalize(target)

@@ -28,6 +28,10 @@ class Call:
         inputs: Canonical keys of the input tensors.
         outputs: Canonical keys of the output tensors.
         name: Name the layer gets in the rebuilt model.
+        training: The `training` value the call runs with whatever the model
+            is called with (`None` when that decides). Keras hands an enclosing
+            submodel's explicit `training` to every layer inside it, over the
+            layer's own, so inlining must keep it.
     """
 
     layer: object
@@ -36,6 +40,16 @@ class Call:
     inputs: list
     outputs: list
     name: str
+    training: bool | None = None
+
+    def arguments(self, known):
+        """`(args, kwargs)` to replay the call, `known`: input `id()` -> value."""
+        args, kwargs = self.node.arguments.fill_in(known)
+        if self.training is not None and "training" in getattr(
+            self.layer, "_call_context_args", ()
+        ):
+            kwargs["training"] = self.training
+        return args, kwargs
 
 
 @dataclasses.dataclass
@@ -96,6 +110,25 @@ def _is_graph_model(layer):
     return isinstance(layer, keras.Sequential | Functional)
 
 
+def _explicit_training(node):
+    training = node.arguments.kwargs.get("training")
+    return None if training is None else bool(training)
+
+
+def _submodel_inputs(fn, node):
+    """The node's input tensors in `fn.inputs` order, matched as Keras does.
+
+    A dict passed to a submodel with list inputs goes by input name, not by
+    the sorted keys that `node.input_tensors` follows.
+    """
+    given = node.arguments.args[0] if node.arguments.args else node.arguments.kwargs.get("inputs")
+    if isinstance(given, dict) and not isinstance(fn._inputs_struct, dict):
+        names = [tensor.name for tensor in fn.inputs]
+        if set(names) <= set(given):
+            return [given[name] for name in names]
+    return list(node.input_tensors)
+
+
 def build_graph(model):
     """Flattens `model` into a `Graph`.
 
@@ -128,7 +161,7 @@ def build_graph(model):
 
     names_of_layer = {}
 
-    def walk(fn, input_keys, prefix):
+    def walk(fn, input_keys, prefix, training):
         counter[0] += 1
         scope = counter[0]
         alias = {id(x): key for x, key in zip(fn.inputs, input_keys, strict=True)}
@@ -146,10 +179,13 @@ def build_graph(model):
                 if not op or node.is_input:
                     continue
                 in_keys = [key_of(x) for x in node.input_tensors]
+                explicit = _explicit_training(node)
                 if _is_graph_model(op):
                     inner = functional_view(op)
                     inner_prefix = f"{prefix}_{op.name}" if prefix else op.name
-                    out_keys = walk(inner, in_keys, inner_prefix)
+                    inner_keys = [key_of(x) for x in _submodel_inputs(inner, node)]
+                    inherited = training if training is not None else explicit
+                    out_keys = walk(inner, inner_keys, inner_prefix, inherited)
                     for x, key in zip(node.outputs, out_keys, strict=True):
                         alias[id(x)] = key
                     continue
@@ -163,6 +199,7 @@ def build_graph(model):
                         inputs=in_keys,
                         outputs=[key_of(x) for x in node.outputs],
                         name=names_of_layer[id(op)],
+                        training=training if training is not None else explicit,
                     )
                 )
         return [key_of(x) for x in fn.outputs]
@@ -171,7 +208,7 @@ def build_graph(model):
     for key, x in zip(input_keys, functional.inputs, strict=True):
         tensors[key] = x
         used_names[x._keras_history.operation.name] = x
-    output_keys = walk(functional, input_keys, "")
+    output_keys = walk(functional, input_keys, "", None)
     calls_of_layer = {}
     for i, call in enumerate(calls):
         calls_of_layer.setdefault(id(call.layer), []).append(i)

@@ -60,11 +60,11 @@ def _components(size, edges):
 
 def _kinds(graph):
     kinds = []
-    leaked = any(rules.sets_training(call.node) for call in graph.calls)
+    leaked = any(call.training and rules.takes_training(call.layer) for call in graph.calls)
     for call in graph.calls:
         ins = [graph.tensors[k] for k in call.inputs]
         outs = [graph.tensors[k] for k in call.outputs]
-        kinds.append(rules.classify_call(call.layer, call.node, ins, outs, leaked))
+        kinds.append(rules.classify_call(call, ins, outs, leaked))
     # A shared layer is sliced once, so all its calls must agree.
     for indices in graph.calls_of_layer.values():
         if len({kinds[i] for i in indices}) > 1:

@@ -164,7 +164,7 @@ def rebuild(plan, *, keep_regularizers=True, progress=None):
         known = {
             raw: new_tensors[key] for raw, key in zip(call.raw_inputs, call.inputs, strict=True)
         }
-        args, kwargs = call.node.arguments.fill_in(known)
+        args, kwargs = call.arguments(known)
         outputs = tree.flatten(new(*args, **kwargs))
         for key, output in zip(call.outputs, outputs, strict=True):
             new_tensors[key] = output

@@ -111,36 +111,46 @@ def holds_only_known_weights(layer, kind):
     return all(id(weight) in known for weight in layer.weights)
 
 
-def sets_training(node):
-    """Whether a call passes `training=True` explicitly."""
-    return bool(node.arguments.kwargs.get("training", False))
+def takes_training(layer):
+    """Whether Keras passes the `training` flag to `layer`."""
+    return "training" in getattr(layer, "_call_context_args", ())
 
 
-def runs_in_training_mode(layer, node, leaked):
+def runs_in_training_mode(layer, training, leaked):
     """Whether a call may run in training mode when the model runs on data.
 
     Such a layer uses batch statistics or random masks, so the constant a dead
-    unit takes is not carried through it. Keras passes an explicit
-    `training=True` on to every layer called after it in the same model call
-    (the call context), so once any call in the model sets it (`leaked`),
-    every training-aware layer without its own `training=False` counts.
+    unit takes is not carried through it. `training` is the call's explicit
+    flag (`Call.training`). Keras hands an explicit `training=True` on to every
+    layer called after it in the same model call (the call context), so once
+    any call in the model sets it (`leaked`), every training-aware layer
+    without its own `training=False` counts.
     """
-    if not getattr(layer, "_call_has_training_arg", False):
+    if not takes_training(layer):
         return False
-    training = node.arguments.kwargs.get("training")
-    return bool(training) if training is not None else leaked
+    return training if training is not None else leaked
 
 
-def classify_call(layer, node, in_tensors, out_tensors, leaked=False):
-    """Returns the kind of one call, `"barrier"` unless fully understood.
+def classify_call(call, in_tensors, out_tensors, leaked=False):
+    """Returns the kind of one `graph.Call`, `"barrier"` unless fully understood.
 
     A call is a barrier when the layer holds a weight its kind does not know,
-    or when it may run in training mode (see `runs_in_training_mode`).
+    when its class overrides `call()` (a subclass computes something else
+    with the same weights), or when it may run in training mode.
     """
+    layer = call.layer
     kind = classify(layer, in_tensors, out_tensors)
-    if kind == "barrier" or runs_in_training_mode(layer, node, leaked):
+    if kind == "barrier" or runs_in_training_mode(layer, call.training, leaked):
         return "barrier"
-    return kind if holds_only_known_weights(layer, kind) else "barrier"
+    if not computes_like_keras(layer) or not holds_only_known_weights(layer, kind):
+        return "barrier"
+    return kind
+
+
+def computes_like_keras(layer):
+    """Whether the `call()` that `layer` runs is the one of a Keras layer class."""
+    module = getattr(type(layer).call, "__module__", "") or ""
+    return module == "keras" or module.startswith("keras.")
 
 
 def classify(layer, in_tensors, out_tensors):

@@ -12,8 +12,6 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from keras_dropneuron.surgery import rules
-
 VERIFY_BATCH_SIZE = 2
 _BFLOAT16_EPS = 2.0**-7  # numpy has no bfloat16 to ask
 
@@ -38,7 +36,8 @@ def relative_tolerance(model):
     """`sqrt(eps)` of the least precise float dtype the model computes in.
 
     float64 gives 1.5e-8, float32 3.5e-4, float16 3.1e-2, bfloat16 8.8e-2. A
-    difference is accepted when `|slim - source| <= tol * (1 + max|source|)`.
+    difference is accepted when `|slim - source| <= tol * (1 + max|source|)`,
+    the maximum taken over the output channel (see `_compare`).
     """
     dtypes = {str(t.dtype) for t in model.outputs}
     for layer in model._flatten_layers(include_self=False):
@@ -56,10 +55,11 @@ def _is_float(dtype):
         return False
 
 
-def random_inputs(model, batch_size=VERIFY_BATCH_SIZE, seed=0):
+def random_inputs(model, batch_size=VERIFY_BATCH_SIZE, seed=0, positive=False):
     """Random inputs matching `model.inputs` (unknown dims become 8).
 
-    Float inputs are standard normal. Integer inputs draw ids below the
+    Float inputs are standard normal, or uniform in [0, 1) when `positive`.
+    Integer inputs draw ids below the
     smallest `input_dim` of the model's Embedding layers (2 when it has none),
     so every id is valid.
 
@@ -82,7 +82,7 @@ def random_inputs(model, batch_size=VERIFY_BATCH_SIZE, seed=0):
         if "int" in dtype:
             values = rng.integers(0, vocab, shape)
         elif _is_float(dtype):
-            values = rng.standard_normal(shape)
+            values = rng.random(shape) if positive else rng.standard_normal(shape)
         else:
             raise ValueError(
                 "Cannot verify the slim model on random data: input "
@@ -131,6 +131,12 @@ def input_list(model, verify_inputs):
         ok = value.ndim == len(expected) + 1 and all(
             d is None or d == s for d, s in zip(expected, value.shape[1:], strict=True)
         )
+        finite = not _is_float(str(value.dtype)) or np.all(np.isfinite(value))
+        if not finite:
+            raise ValueError(
+                "Invalid value for argument `verify_inputs`: expected finite values. "
+                f"Received: NaN or infinite values for input {tensor.name!r}"
+            )
         if not ok or value.shape[0] == 0:
             raise ValueError(
                 "Invalid value for argument `verify_inputs`: expected a batch of "
@@ -157,36 +163,45 @@ def _slice_inputs(plan, data):
     ]
 
 
-def _worst(reference, candidate, tolerance):
-    """(largest |difference|, largest accepted difference) over all outputs."""
-    deviation, allowed, failed = 0.0, np.inf, False
+def _compare(reference, candidate, tolerance):
+    """Compares outputs channel by channel.
+
+    Each output channel (last axis) is held to `tolerance * (1 + max|reference|)`
+    over that channel, so a channel of large values cannot hide an error in a
+    channel of small ones.
+
+    Returns:
+        `(deviation, failure)`: the largest absolute difference, and for the
+        worst channel over its limit `(difference, limit)`, else `None`.
+    """
+    deviation, failure, worst_ratio = 0.0, None, 1.0
     for a, b in zip(reference, candidate, strict=True):
-        a64, b64 = a.astype(np.float64), b.astype(np.float64)
-        both_nan = np.isnan(a64) & np.isnan(b64)
-        diff = np.where(both_nan, 0.0, np.abs(a64 - b64))
-        worst = float(np.nan_to_num(diff.max(initial=0.0), nan=np.inf))
-        limit = tolerance * (1.0 + float(np.nanmax(np.abs(a64), initial=0.0)))
-        deviation = max(deviation, worst)
-        allowed = min(allowed, limit)
-        failed = failed or worst > limit
-    return deviation, allowed, failed
+        a, b = np.atleast_1d(a).astype(np.float64), np.atleast_1d(b).astype(np.float64)
+        if a.shape != b.shape:
+            return np.inf, (np.inf, 0.0)
+        diff = np.nan_to_num(np.abs(a - b), nan=np.inf)
+        scale = np.abs(a).reshape(-1, a.shape[-1]).max(axis=0) if a.ndim > 1 else np.abs(a)
+        limit = np.broadcast_to(tolerance * (1.0 + scale), a.shape)
+        ratio = diff / limit
+        deviation = max(deviation, float(diff.max()))
+        worst = int(np.argmax(ratio))
+        if ratio.flat[worst] > worst_ratio:
+            worst_ratio = ratio.flat[worst]
+            failure = (float(diff.flat[worst]), float(limit.flat[worst]))
+    return deviation, failure
 
 
 class _RestoredState:
-    """Restores the non-trainable state of layers that may run in training mode.
+    """Gives both models back their non-trainable state after verification.
 
-    A BatchNormalization running in training mode updates its moving
-    statistics on every call; verification must not change the user's model.
+    Running a model can change it: a BatchNormalization in training mode
+    updates its moving statistics, a calibration layer its running maximum,
+    a Dropout its random seed. Verification must leave the user's model (and
+    the slim copy) as they were.
     """
 
-    def __init__(self, graph, models):
-        self.variables = []
-        if not any(rules.sets_training(call.node) for call in graph.calls):
-            return
-        for model in models:
-            for layer in model._flatten_layers(include_self=False):
-                if getattr(layer, "_call_has_training_arg", False):
-                    self.variables += layer.non_trainable_weights
+    def __init__(self, models):
+        self.variables = [v for model in models for v in model.non_trainable_variables]
 
     def __enter__(self):
         self.values = [np.array(ops.convert_to_numpy(v)) for v in self.variables]
@@ -216,7 +231,7 @@ class _Replay(keras.layers.Layer):
             known = {
                 raw: values[key] for raw, key in zip(call.raw_inputs, call.inputs, strict=True)
             }
-            args, kwargs = call.node.arguments.fill_in(known)
+            args, kwargs = call.arguments(known)
             values.update(
                 zip(call.outputs, tree.flatten(call.layer(*args, **kwargs)), strict=True)
             )
@@ -244,9 +259,35 @@ def first_difference(plan, new_tensors, slim, data, tolerance):
             candidate = np.asarray(ops.convert_to_numpy(slim_values[key]))
             if source.shape != candidate.shape:
                 return call.name
-            if _worst([source], [candidate], tolerance)[2]:
+            if _compare([source], [candidate], tolerance)[1] is not None:
                 return call.name
     return None
+
+
+def _finite_reference(source, verify_inputs):
+    """A batch on which `source` outputs only finite values, and those outputs.
+
+    Random data is standard normal first, then uniform in [0, 1) for models
+    that take square roots or logarithms of their inputs.
+
+    Raises:
+        ValueError: If no such batch is found: NaN outputs would agree with
+            anything, so nothing would be verified.
+    """
+    if verify_inputs is not None:
+        candidates = [input_list(source, verify_inputs)]
+    else:
+        candidates = [random_inputs(source), random_inputs(source, positive=True)]
+    for data in candidates:
+        reference = _call(source, data)
+        if all(np.all(np.isfinite(y)) for y in reference if _is_float(str(y.dtype))):
+            return data, reference
+    where = "on `verify_inputs`" if verify_inputs is not None else "on random data"
+    raise ValueError(
+        f"Cannot verify the slim model of {source.name!r}: the model outputs NaN or "
+        f"infinite values {where}, which would agree with anything. Pass "
+        "`verify_inputs=` (a batch on which its outputs are finite) or `verify=False`."
+    )
 
 
 def verify(plan, new_tensors, source, slim, verify_inputs=None, strict=True):
@@ -263,24 +304,22 @@ def verify(plan, new_tensors, source, slim, verify_inputs=None, strict=True):
 
     Returns:
         `(deviation, tolerance)`: the largest absolute output difference and
-        the largest one that was accepted; `(None, None)` when the source model
-        is not deterministic at inference and cannot be verified.
+        the relative tolerance (see `relative_tolerance`); `(None, None)` when
+        the source model is not deterministic and cannot be verified.
 
     Raises:
         SlimVerificationError: If the outputs differ beyond the tolerance.
+        ValueError: If the source model's outputs are not finite on the
+            verification batch.
     """
-    if verify_inputs is None:
-        data = random_inputs(source)
-    else:
-        data = input_list(source, verify_inputs)
     tolerance = relative_tolerance(source)
-    with _RestoredState(plan.graph, [source, slim]):
-        reference = _call(source, data)
+    with _RestoredState([source, slim]):
+        data, reference = _finite_reference(source, verify_inputs)
         candidate = _call(slim, _slice_inputs(plan, data))
-        deviation, allowed, failed = _worst(reference, candidate, tolerance)
-        if not failed or not strict:
-            return deviation, allowed
-        if _worst(reference, _call(source, data), tolerance)[2]:
+        deviation, failure = _compare(reference, candidate, tolerance)
+        if failure is None or not strict:
+            return deviation, tolerance
+        if _compare(reference, _call(source, data), tolerance)[1] is not None:
             warnings.warn(
                 f"slim_model could not verify model {source.name!r}: its outputs "
                 "change from one call to the next on the same data (a random "
@@ -295,13 +334,14 @@ def verify(plan, new_tensors, source, slim, verify_inputs=None, strict=True):
         if layer
         else " No single layer's output could be singled out."
     )
+    difference, limit = failure
     raise SlimVerificationError(
         f"The slim model of {source.name!r} does not compute the same function: "
-        f"the largest output difference on a verification batch is {deviation:.3g}, "
-        f"above the tolerance {allowed:.3g}.{where} This is a bug in "
-        "keras-dropneuron; please report it with the model. Pass `verify=False` "
-        "to get the unverified model anyway.",
+        f"an output differs by {difference:.3g} on a verification batch, above the "
+        f"{limit:.3g} allowed there (largest difference {deviation:.3g}).{where} "
+        "This is a bug in keras-dropneuron; please report it with the model. Pass "
+        "`verify=False` to get the unverified model anyway.",
         deviation=deviation,
-        tolerance=allowed,
+        tolerance=limit,
         layer=layer,
     )
