@@ -126,12 +126,16 @@ def _slim(args):
     _check_input(args.input)
     _check_outputs(args)
 
-    from keras_dropneuron.surgery import slim_model
+    from keras_dropneuron.surgery import SlimVerificationError, slim_model
     from keras_dropneuron.surgery.export import export_saved_model, export_tflite
 
     model = _load_model(args.input)
     try:
-        slim, report = slim_model(model, threshold=args.threshold, return_report=True)
+        slim, report = slim_model(
+            model, threshold=args.threshold, return_report=True, verify=args.verify
+        )
+    except SlimVerificationError as error:
+        raise CommandError(f"verification failed, nothing written: {_one_line(error)}") from error
     except (TypeError, ValueError) as error:
         raise CommandError(f"unsupported model {args.input}: {_one_line(error)}") from error
     _write(args.output, slim.save, args.output)
@@ -167,6 +171,12 @@ def _add_slim(subparsers):
         type=_THRESHOLD,
         default=0.0,
         help="weights with |w| <= threshold count as zero (default: 0, exact)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip checking that the slim model computes the same outputs (default: check)",
     )
     parser.set_defaults(handler=_slim)
 

@@ -62,6 +62,26 @@ def test_threshold_option(pruned, tmp_path):
     assert keras.saving.load_model(out).get_layer("hidden").units == 1
 
 
+def test_slim_verb_refuses_a_model_that_fails_verification(pruned, tmp_path, capsys, monkeypatch):
+    from keras_dropneuron.surgery import rules
+
+    _, path = pruned
+    out = str(tmp_path / "slim.keras")
+    kernel = np.zeros((8, 32), "float32")  # hidden units become constants ...
+    model = keras.saving.load_model(path)
+    model.get_layer("hidden").kernel.assign(kernel)
+    model.get_layer("hidden").bias.assign(np.ones(32, "float32"))
+    model.save(path)
+    # ... and a broken fold (a stand-in for a surgeon bug) gets them wrong.
+    monkeypatch.setattr(rules, "fold_bias", lambda layer, kind, constants: 0.0)
+    assert main(["slim", path, "-o", out]) == 1
+    err = capsys.readouterr().err
+    assert "verification failed, nothing written" in err and "'out'" in err
+    assert not os.path.exists(out)
+    assert main(["slim", path, "-o", out, "--no-verify"]) == 0
+    assert os.path.exists(out)
+
+
 @keras.saving.register_keras_serializable(package="test_cli")
 class Subclassed(keras.Model):
     def __init__(self, **kwargs):
