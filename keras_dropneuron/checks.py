@@ -18,7 +18,8 @@ import numbers
 
 import keras
 import numpy as np
-from keras.src.models.functional import Functional
+
+from keras_dropneuron import keras_internals
 
 SUPPORTED_MODEL_KINDS = "a Sequential or Functional keras.Model (nested ones included)"
 
@@ -224,7 +225,7 @@ def check_model(name, value):
     """
     if not isinstance(value, keras.Model):
         raise invalid_type(name, SUPPORTED_MODEL_KINDS, value)
-    if not isinstance(value, keras.Sequential | Functional):
+    if not keras_internals.is_graph_model(value):
         raise ValueError(
             f"Unsupported model for argument `{name}`: subclassed models such as "
             f"{type(value).__name__} have no inspectable graph. Expected "

@@ -3,8 +3,8 @@
 import numpy as np
 
 from keras_dropneuron import checks, model_utils, pruning, supported_layers
-from keras_dropneuron.surgery import rules
-from keras_dropneuron.surgery.graph import build_graph, channels
+from keras_dropneuron.surgery.graph import build_graph
+from keras_dropneuron.surgery.plan import make_plan
 
 _COLUMNS = (
     ("layer", "Layer (type)"),
@@ -12,6 +12,7 @@ _COLUMNS = (
     ("units_alive_incoming", "Units alive (in)"),
     ("units_alive_outgoing", "Units alive (out)"),
     ("units_alive", "Units alive (both)"),
+    ("units_after_slim", "Slim keeps"),
     ("nonzero_weights", "Non-zero / total"),
     ("compression", "Compression"),
 )
@@ -31,12 +32,18 @@ class SparsityReport:
       nested models; a unit that is a model output, or that a layer of another
       kind reads, counts as read;
     - `units_alive` / `units`: alive on both sides, the paper's neuron count;
+    - `units_after_slim`: the units `slim_model` keeps. It comes from the
+      surgeon's own analysis, so it can be larger than `units_alive`: a dead
+      unit stays when removing it cannot be proven exact (a constant read by
+      a padded convolution, a unit feeding a barrier or a model output);
     - `nonzero_weights` / `total_weights` and `compression` (total / non-zero).
 
-    `totals` sums the weights and units over the layers.
+    `totals` sums the weights and units over the layers, and gives the
+    model's `params` and `params_after_slim`, the parameter count of the model
+    `slim_model(model, threshold=threshold)` returns.
     """
 
-    def __init__(self, rows, model_name):
+    def __init__(self, rows, model_name, params=0, params_after_slim=None):
         self.rows = rows
         self.model_name = model_name
         nonzero = sum(row["nonzero_weights"] for row in rows)
@@ -44,9 +51,12 @@ class SparsityReport:
         self.totals = {
             "units": sum(row["units"] for row in rows),
             "units_alive": sum(row["units_alive"] for row in rows),
+            "units_after_slim": sum(row.get("units_after_slim", row["units"]) for row in rows),
             "nonzero_weights": nonzero,
             "total_weights": total,
             "compression": _compression(total, nonzero),
+            "params": params,
+            "params_after_slim": params if params_after_slim is None else params_after_slim,
         }
 
     def to_list(self):
@@ -60,6 +70,7 @@ class SparsityReport:
             f"{row['units_alive_incoming']}/{row['units']}",
             f"{row['units_alive_outgoing']}/{row['units']}",
             f"{row['units_alive']}/{row['units']}",
+            f"{row.get('units_after_slim', row['units'])}/{row['units']}",
             f"{row['nonzero_weights']:,}/{row['total_weights']:,}",
             f"{row['compression']:.2f}x",
         ]
@@ -74,6 +85,7 @@ class SparsityReport:
             "",
             "",
             f"{totals['units_alive']}/{totals['units']}",
+            f"{totals['units_after_slim']}/{totals['units']}",
             f"{totals['nonzero_weights']:,}/{totals['total_weights']:,}",
             f"{totals['compression']:.2f}x",
         ]
@@ -86,6 +98,9 @@ class SparsityReport:
         lines = [f'Sparsity report: "{self.model_name}"', rule, line(header), rule]
         lines += [line(cells) for cells in body]
         lines += [rule, line(footer), rule]
+        lines.append(
+            f"slim_model keeps {totals['params_after_slim']:,} of {totals['params']:,} parameters"
+        )
         return "\n".join(lines)
 
     def __repr__(self):
@@ -117,39 +132,27 @@ def _layer_sides(layer, threshold):
     return inputs, outputs, values
 
 
-def _channels_read(graph, threshold):
-    """Which channels of each tensor of `graph` some consumer still reads.
+def _units_after_slim(layer, width, graph, plan):
+    """How many output units of `layer` `slim_model` keeps (same analysis)."""
+    calls = graph.calls_of_layer.get(id(layer))
+    return int(len(plan.kept[graph.calls[calls[0]].outputs[0]])) if calls else width
 
-    Walks the flattened graph (nested models inlined, so a tensor is followed
-    into and out of them) from the outputs back: a model output is read on
-    every channel; a supported layer reads the input channels whose outgoing
-    weights are not all zero; per-channel layers, merges and Flatten read what
-    their own output's readers read, as the surgeon classifies them
-    (`keras_dropneuron.surgery.rules`); any other consumer reads every channel.
 
-    Returns:
-        A dict from the graph's tensor keys to boolean arrays over channels.
-        Tensors that nothing reads are missing.
-    """
-    read = {key: np.ones(channels(graph.tensors[key]), dtype=bool) for key in graph.outputs}
-    for call in reversed(graph.calls):  # every reader of a tensor comes before its producer
-        ins = [graph.tensors[key] for key in call.inputs]
-        outs = [graph.tensors[key] for key in call.outputs]
-        kind = rules.classify(call.layer, ins, outs)
-        out_read = read.get(call.outputs[0]) if call.outputs else None
-        for key, tensor in zip(call.inputs, ins, strict=True):
-            width = channels(tensor)
-            reads = np.ones(width, dtype=bool)
-            if kind in rules.WEIGHTED_KINDS and supported_layers.is_supported(call.layer):
-                reads = _layer_sides(call.layer, threshold)[0]
-            elif kind in ("pass", "bn", "prelu", "merge") and out_read is not None:
-                reads = out_read
-            elif kind == "flatten" and out_read is not None:
-                reads = out_read.reshape(-1, width).any(axis=0)
-            if reads.size != width:
-                reads = np.ones(width, dtype=bool)
-            read[key] = read[key] | reads if key in read else reads
-    return read
+def params_after_slim(plan):
+    """The parameter count of the model `slim_model` builds from `plan`."""
+    total = 0
+    for indices in plan.graph.calls_of_layer.values():
+        index = indices[0]
+        call = plan.graph.calls[index]
+        layer = call.layer
+        if not plan.resized(index):
+            total += layer.count_params() if getattr(layer, "built", False) else 0
+            continue
+        kept_in = plan.kept[call.inputs[0]] if call.inputs else None
+        kept_out = plan.kept[call.outputs[0]]
+        sliced = plan.rules[index].slice(layer, kept_in, kept_out, plan.folds.get(index))
+        total += sum(int(np.size(value)) for value in sliced.values())
+    return total
 
 
 def _outgoing_alive(layer, width, graph, read):
@@ -195,13 +198,13 @@ def sparsity_report(model, threshold=0.0):
     checks.check_model("model", model)
     model_utils.check_finite_weights(model_utils.select_layers(model), "report on")
     graph = build_graph(model)
-    read = _channels_read(graph, threshold)
+    plan = make_plan(graph, threshold=threshold, drop_inputs=False, approximate=False)
     rows = []
     for layer in model_utils.iter_layers(model):
         if not supported_layers.is_supported(layer):
             continue
         inputs, incoming, values = _layer_sides(layer, threshold)
-        outgoing = _outgoing_alive(layer, incoming.size, graph, read)
+        outgoing = _outgoing_alive(layer, incoming.size, graph, plan.read)
         nonzero = sum(int(np.count_nonzero(np.abs(v) > threshold)) for v in values)
         total = sum(int(v.size) for v in values)
         rows.append(
@@ -214,9 +217,12 @@ def sparsity_report(model, threshold=0.0):
                 "units_alive_incoming": int(incoming.sum()),
                 "units_alive_outgoing": int(outgoing.sum()),
                 "units_alive": int((incoming & outgoing).sum()),
+                "units_after_slim": _units_after_slim(layer, incoming.size, graph, plan),
                 "nonzero_weights": nonzero,
                 "total_weights": total,
                 "compression": _compression(total, nonzero),
             }
         )
-    return SparsityReport(rows, model.name)
+    return SparsityReport(
+        rows, model.name, params=model.count_params(), params_after_slim=params_after_slim(plan)
+    )

@@ -1,8 +1,9 @@
-"""The one table of layers whose weights DropNeuron regularizes and prunes.
+"""The weights DropNeuron regularizes and prunes, per layer type.
 
-Each supported layer type maps to its weight tensors. For every tensor the table
-says which axes index an *input* unit (channel) and which index an *output* unit
-(filter), following the layer's meaning rather than the raw storage order:
+A view of the registry of layer rules (`keras_dropneuron.layer_rules`): each
+rule declares its weights and, for every weight, which axes index an *input*
+unit (channel) and which an *output* unit (filter), following the layer's
+meaning rather than the raw storage order:
 
 | layer | weight attribute | shape | input axes | output axes |
 |---|---|---|---|---|
@@ -19,51 +20,18 @@ incoming group is `kernel[..., i, m]` and the outgoing group of input channel `i
 is `kernel[..., i, :]`.
 """
 
-import dataclasses
+from keras_dropneuron.layer_rules import RULES, WeightLayout, rule_for
 
-import keras
-
-
-@dataclasses.dataclass(frozen=True)
-class WeightLayout:
-    """Where the unit axes of one weight tensor are.
-
-    Attributes:
-        attribute: Name of the layer attribute that holds the weight.
-        regularizer_argument: Constructor argument that regularizes it.
-        input_axes: Axes that index the layer's input units (channels).
-        output_axes: Axes that index the layer's output units (filters).
-    """
-
-    attribute: str
-    regularizer_argument: str
-    input_axes: tuple[int, ...]
-    output_axes: tuple[int, ...]
-
-
-_DENSE_LIKE = WeightLayout("kernel", "kernel_regularizer", (-2,), (-1,))
-_TRANSPOSED = WeightLayout("kernel", "kernel_regularizer", (-1,), (-2,))
-_DEPTHWISE = WeightLayout("kernel", "depthwise_regularizer", (-2,), (-2, -1))
+__all__ = [
+    "WEIGHT_LAYOUTS",
+    "WeightLayout",
+    "is_supported",
+    "supported_layer_names",
+    "weight_layouts",
+]
 
 WEIGHT_LAYOUTS: dict[type, tuple[WeightLayout, ...]] = {
-    keras.layers.Dense: (_DENSE_LIKE,),
-    keras.layers.Conv1D: (_DENSE_LIKE,),
-    keras.layers.Conv2D: (_DENSE_LIKE,),
-    keras.layers.Conv3D: (_DENSE_LIKE,),
-    keras.layers.Conv1DTranspose: (_TRANSPOSED,),
-    keras.layers.Conv2DTranspose: (_TRANSPOSED,),
-    keras.layers.Conv3DTranspose: (_TRANSPOSED,),
-    keras.layers.DepthwiseConv1D: (_DEPTHWISE,),
-    keras.layers.DepthwiseConv2D: (_DEPTHWISE,),
-    keras.layers.SeparableConv1D: (
-        dataclasses.replace(_DEPTHWISE, attribute="depthwise_kernel"),
-        WeightLayout("pointwise_kernel", "pointwise_regularizer", (-2,), (-1,)),
-    ),
-    keras.layers.SeparableConv2D: (
-        dataclasses.replace(_DEPTHWISE, attribute="depthwise_kernel"),
-        WeightLayout("pointwise_kernel", "pointwise_regularizer", (-2,), (-1,)),
-    ),
-    keras.layers.Embedding: (WeightLayout("embeddings", "embeddings_regularizer", (-2,), (-1,)),),
+    cls: rule.weights for rule in RULES if rule.weights for cls in rule.types
 }
 
 
@@ -73,10 +41,7 @@ def weight_layouts(layer):
     The most specific registered class wins, so user subclasses of `Dense` and
     friends are handled like their parent.
     """
-    for cls in type(layer).__mro__:
-        if cls in WEIGHT_LAYOUTS:
-            return WEIGHT_LAYOUTS[cls]
-    return ()
+    return rule_for(layer).weights
 
 
 def is_supported(layer):

@@ -518,14 +518,19 @@ def test_layer_that_is_already_dead_is_left_alone():
 
 
 def test_report_of_a_model_without_supported_layers_is_empty():
-    report = sparsity_report(no_supported_layers())
+    model = no_supported_layers()
+    report = sparsity_report(model)
     assert report.rows == []
     assert report.totals == {
         "units": 0,
         "units_alive": 0,
+        "units_after_slim": 0,
         "nonzero_weights": 0,
         "total_weights": 0,
         "compression": 1.0,
+        # Nothing to remove: the slim model keeps every parameter.
+        "params": model.count_params(),
+        "params_after_slim": model.count_params(),
     }
     assert "Total" in str(report)
 

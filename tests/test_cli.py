@@ -63,7 +63,7 @@ def test_threshold_option(pruned, tmp_path):
 
 
 def test_slim_verb_refuses_a_model_that_fails_verification(pruned, tmp_path, capsys, monkeypatch):
-    from keras_dropneuron.surgery import rules
+    from keras_dropneuron.layer_rules.dense import DenseRule
 
     _, path = pruned
     out = str(tmp_path / "slim.keras")
@@ -73,7 +73,7 @@ def test_slim_verb_refuses_a_model_that_fails_verification(pruned, tmp_path, cap
     model.get_layer("hidden").bias.assign(np.ones(32, "float32"))
     model.save(path)
     # ... and a broken fold (a stand-in for a surgeon bug) gets them wrong.
-    monkeypatch.setattr(rules, "fold_bias", lambda layer, kind, constants: 0.0)
+    monkeypatch.setattr(DenseRule, "fold_bias", lambda self, layer, constants: 0.0)
     assert main(["slim", path, "-o", out]) == 1
     err = capsys.readouterr().err
     assert "verification failed, nothing written" in err and "'out'" in err

@@ -5,6 +5,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keras_dropneuron import sparsity_report
 from keras_dropneuron.surgery import slim_model
 
 
@@ -75,6 +76,13 @@ def test_random_stacks(spec):
         producer.bias.assign(bias)
         reader.kernel.assign(read)
     slim = slim_model(model)
+    # The report reads the surgeon's own analysis: it predicts the slim model.
+    report = sparsity_report(model)
+    assert report.totals["params_after_slim"] == slim.count_params()
+    for row in report.rows:
+        layer = slim.get_layer(row["layer"])
+        width = layer.units if isinstance(layer, keras.layers.Dense) else layer.filters
+        assert row["units_after_slim"] == width
     data = rng.standard_normal((3,) + tuple(inputs.shape[1:])).astype("float32")
     expected_out = np.asarray(model(data))
     deviation = np.max(np.abs(np.asarray(slim(data)) - expected_out))

@@ -15,8 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_dropneuron import SlimVerificationError, slim_model
-from keras_dropneuron.surgery import rules
+from keras_dropneuron import SlimVerificationError, slim_model, sparsity_report
+from keras_dropneuron.layer_rules import rule_for
+from keras_dropneuron.layer_rules.dense import DenseRule
+from keras_dropneuron.surgery import plan
 from keras_dropneuron.surgery.graph import build_graph
 
 
@@ -71,11 +73,11 @@ def test_b1_barrier_rule_reads_the_call_arguments():
     x = keras.layers.BatchNormalization(name="off")(x, training=False)
     calls = {call.name: call for call in build_graph(keras.Model(inputs, x)).calls}
     assert [calls[n].training for n in ("on", "inherits", "off")] == [True, None, False]
-    assert rules.runs_in_training_mode(calls["on"].layer, calls["on"].training, leaked=False)
-    assert not rules.runs_in_training_mode(calls["inherits"].layer, None, leaked=False)
+    assert plan.runs_in_training_mode(calls["on"].layer, calls["on"].training, leaked=False)
+    assert not plan.runs_in_training_mode(calls["inherits"].layer, None, leaked=False)
     # Keras hands an explicit training=True on to later layers of the same call.
-    assert rules.runs_in_training_mode(calls["inherits"].layer, None, leaked=True)
-    assert not rules.runs_in_training_mode(calls["off"].layer, False, leaked=True)
+    assert plan.runs_in_training_mode(calls["inherits"].layer, None, leaked=True)
+    assert not plan.runs_in_training_mode(calls["off"].layer, False, leaked=True)
 
 
 def test_b1_training_mode_reaches_later_layers():
@@ -143,7 +145,8 @@ def test_b3_quantized_or_lora_layer_is_not_resized(mode):
         warnings.simplefilter("ignore", UserWarning)
         _change(model.get_layer("h"), mode)
     # The layer now holds weights (scales, adapters) the Dense rule does not slice.
-    assert not rules.holds_only_known_weights(model.get_layer("h"), "dense")
+    layer = model.get_layer("h")
+    assert not plan.holds_only_known_weights(layer, rule_for(layer))
     slim = slim_model(model)
     assert slim.get_layer("h").units == 4
     x = np.random.default_rng(3).standard_normal((8, 3)).astype("float32")
@@ -245,7 +248,7 @@ def _foldable_model():
 
 def test_verification_catches_a_wrong_slim_model(monkeypatch):
     model = _foldable_model()
-    monkeypatch.setattr(rules, "fold_bias", lambda layer, kind, constants: 0.0)
+    monkeypatch.setattr(DenseRule, "fold_bias", lambda self, layer, constants: 0.0)
     with pytest.raises(SlimVerificationError, match="first layer whose output differs is 'out'"):
         slim_model(model)
     try:
@@ -399,6 +402,7 @@ def test_exotic_stacks_verify_or_are_refused(spec):
         assert "Cannot copy layer" in str(error)
         return
     assert report.max_deviation <= report.tolerance
+    assert sparsity_report(model).totals["params_after_slim"] == slim.count_params()
     got = _outputs(slim, x)
     np.testing.assert_allclose(got, expected, atol=1e-5 * (1 + np.max(np.abs(expected))))
     assert slim.count_params() <= model.count_params()
@@ -482,7 +486,7 @@ def test_a_large_output_channel_does_not_hide_an_error_in_a_small_one(monkeypatc
     large = keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(2e4))(inputs)
     model = keras.Model(inputs, keras.layers.Concatenate()([small, large]))
     _dead_constant_unit(model.get_layer("h"), 1, 0.7)
-    monkeypatch.setattr(rules, "fold_bias", lambda layer, kind, constants: 0.0)
+    monkeypatch.setattr(DenseRule, "fold_bias", lambda self, layer, constants: 0.0)
     # The error (about 0.7 * |kernel|) is far below 3.5e-4 * 2e4 = 7.
     with pytest.raises(SlimVerificationError, match="'out'"):
         slim_model(model)

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dropneuron import keras_internals
+
 # Constructor arguments that hold callables. They are passed on as the live
 # objects, so unregistered functions, lambdas and regularizers without
 # `get_config` survive (the source model holds the same objects).
@@ -104,7 +106,7 @@ def new_layer(layer, config):
 
 
 def _sublayers(layer):
-    return list(layer._flatten_layers(include_self=False, recursive=False))
+    return keras_internals.sublayers(layer, recursive=False)
 
 
 def _copy_through_hooks(source, target):
@@ -150,7 +152,7 @@ def _paired_weights(source, target):
 
 
 def _finalize(layer):
-    for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+    for sublayer in keras_internals.sublayers(layer, include_self=True):
         if hasattr(sublayer, "finalize_state"):
             sublayer.finalize_state()
 

@@ -9,7 +9,9 @@ a name that would clash gets the submodel name as prefix).
 import dataclasses
 
 import keras
-from keras.src.models.functional import Functional  # no public alias exists
+
+from keras_dropneuron import keras_internals
+from keras_dropneuron.layer_rules.base import channels  # noqa: F401 (re-exported)
 
 SUPPORTED_MODEL_KINDS = (
     "a Functional model (`keras.Model(inputs, outputs)`) or a built "
@@ -44,10 +46,8 @@ class Call:
 
     def arguments(self, known):
         """`(args, kwargs)` to replay the call, `known`: input `id()` -> value."""
-        args, kwargs = self.node.arguments.fill_in(known)
-        if self.training is not None and "training" in getattr(
-            self.layer, "_call_context_args", ()
-        ):
+        args, kwargs = keras_internals.call_arguments(self.node, known)
+        if self.training is not None and keras_internals.takes_training(self.layer):
             kwargs["training"] = self.training
         return args, kwargs
 
@@ -89,7 +89,7 @@ def functional_view(model):
             f"{type(model).__name__}"
         )
     if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
+        functional = keras_internals.functional_of(model)
         if functional is None:
             raise ValueError(
                 "Invalid value for argument `model`: expected a built "
@@ -97,7 +97,7 @@ def functional_view(model):
                 f"Received: model={model.name!r}, which is not built"
             )
         return functional
-    if isinstance(model, Functional):
+    if keras_internals.is_graph_model(model):
         return model
     raise ValueError(
         f"Invalid value for argument `model`: expected {SUPPORTED_MODEL_KINDS}. "
@@ -106,12 +106,8 @@ def functional_view(model):
     )
 
 
-def _is_graph_model(layer):
-    return isinstance(layer, keras.Sequential | Functional)
-
-
 def _explicit_training(node):
-    training = node.arguments.kwargs.get("training")
+    training = keras_internals.node_training(node)
     return None if training is None else bool(training)
 
 
@@ -121,8 +117,8 @@ def _submodel_inputs(fn, node):
     A dict passed to a submodel with list inputs goes by input name, not by
     the sorted keys that `node.input_tensors` follows.
     """
-    given = node.arguments.args[0] if node.arguments.args else node.arguments.kwargs.get("inputs")
-    if isinstance(given, dict) and not isinstance(fn._inputs_struct, dict):
+    given = keras_internals.node_call_input(node)
+    if isinstance(given, dict) and not isinstance(keras_internals.inputs_struct(fn), dict):
         names = [tensor.name for tensor in fn.inputs]
         if set(names) <= set(given):
             return [given[name] for name in names]
@@ -173,41 +169,40 @@ def build_graph(model):
             tensors[key] = x
             return key
 
-        for depth in sorted(fn._nodes_by_depth, reverse=True):
-            for node in fn._nodes_by_depth[depth]:
-                op = node.operation
-                if not op or node.is_input:
-                    continue
-                in_keys = [key_of(x) for x in node.input_tensors]
-                explicit = _explicit_training(node)
-                if _is_graph_model(op):
-                    inner = functional_view(op)
-                    inner_prefix = f"{prefix}_{op.name}" if prefix else op.name
-                    inner_keys = [key_of(x) for x in _submodel_inputs(inner, node)]
-                    inherited = training if training is not None else explicit
-                    out_keys = walk(inner, inner_keys, inner_prefix, inherited)
-                    for x, key in zip(node.outputs, out_keys, strict=True):
-                        alias[id(x)] = key
-                    continue
-                if id(op) not in names_of_layer:
-                    names_of_layer[id(op)] = unique_name(op, prefix)
-                calls.append(
-                    Call(
-                        layer=op,
-                        node=node,
-                        raw_inputs=[id(x) for x in node.input_tensors],
-                        inputs=in_keys,
-                        outputs=[key_of(x) for x in node.outputs],
-                        name=names_of_layer[id(op)],
-                        training=training if training is not None else explicit,
-                    )
+        for node in keras_internals.nodes_in_order(fn):
+            op = node.operation
+            if not op or node.is_input:
+                continue
+            in_keys = [key_of(x) for x in node.input_tensors]
+            explicit = _explicit_training(node)
+            if keras_internals.is_graph_model(op):
+                inner = functional_view(op)
+                inner_prefix = f"{prefix}_{op.name}" if prefix else op.name
+                inner_keys = [key_of(x) for x in _submodel_inputs(inner, node)]
+                inherited = training if training is not None else explicit
+                out_keys = walk(inner, inner_keys, inner_prefix, inherited)
+                for x, key in zip(node.outputs, out_keys, strict=True):
+                    alias[id(x)] = key
+                continue
+            if id(op) not in names_of_layer:
+                names_of_layer[id(op)] = unique_name(op, prefix)
+            calls.append(
+                Call(
+                    layer=op,
+                    node=node,
+                    raw_inputs=[id(x) for x in node.input_tensors],
+                    inputs=in_keys,
+                    outputs=[key_of(x) for x in node.outputs],
+                    name=names_of_layer[id(op)],
+                    training=training if training is not None else explicit,
                 )
+            )
         return [key_of(x) for x in fn.outputs]
 
     input_keys = [("input", i) for i in range(len(functional.inputs))]
     for key, x in zip(input_keys, functional.inputs, strict=True):
         tensors[key] = x
-        used_names[x._keras_history.operation.name] = x
+        used_names[keras_internals.input_name(x)] = x
     output_keys = walk(functional, input_keys, "", None)
     calls_of_layer = {}
     for i, call in enumerate(calls):
@@ -221,11 +216,3 @@ def build_graph(model):
         tensors=tensors,
         calls_of_layer=calls_of_layer,
     )
-
-
-def channels(tensor):
-    """Size of the last (channel) axis of a KerasTensor, or 0 if unknown."""
-    shape = tensor.shape
-    if not shape or shape[-1] is None:
-        return 0
-    return int(shape[-1])

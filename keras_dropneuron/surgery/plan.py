@@ -1,19 +1,22 @@
-"""Decides which channels to cut: the channel-dependency analysis.
+"""Decides which channels to cut: the one analysis of what is dead, and why.
 
-Every channel of every tensor is a *slot*. Layers that pass a channel through
-(activations, BN, pooling, merges, Concatenate, Flatten, depthwise) join slots
-into groups that must be kept or removed together. A group is removed only if
-every slot in it is *safe*: every layer reading it either ignores it (all its
-outgoing weights are within `threshold`) or can absorb its constant value into
-its bias. Barriers and model outputs make their slots unsafe.
+Every channel of every tensor is a *slot*. Each call's layer rule
+(`keras_dropneuron.layer_rules`) joins slots that must be kept or removed
+together (per-channel layers, merges, Concatenate, Flatten, depthwise blocks),
+marks the slots it must keep, and says which input channels its weights still
+read. A group of slots is removed only if no slot in it must be kept: every
+layer reading it either ignores it (all its outgoing weights are within
+`threshold`) or can absorb its constant value into its bias. Barriers and
+model outputs keep their slots. `slim_model` builds from the `Plan`, and
+`sparsity_report` reads the same `Plan`.
 """
 
 import dataclasses
 
 import numpy as np
 
-from keras_dropneuron.surgery import rules
-from keras_dropneuron.surgery.graph import channels
+from keras_dropneuron import keras_internals, layer_rules
+from keras_dropneuron.layer_rules.base import channels
 
 
 @dataclasses.dataclass
@@ -22,19 +25,76 @@ class Plan:
 
     Attributes:
         graph: The flattened source model.
-        kinds: Kind of each call (see `rules`).
+        rules: The layer rule of each call (`layer_rules.BARRIER` when kept whole).
+        reasons: Per call, why it is kept whole, or `None`.
         kept: Canonical tensor key -> kept channel indices.
+        read: Canonical tensor key -> which channels some consumer reads
+            (the model outputs read all of theirs).
         folds: Call index -> per-input-channel constants folded into its bias.
         inexact: Whether some fold is only approximately right.
         kept_inputs: Model input name -> kept channel indices.
     """
 
     graph: object
-    kinds: list
+    rules: list
+    reasons: list
     kept: dict
+    read: dict
     folds: dict
     inexact: bool
     kept_inputs: dict
+
+    def resized(self, index):
+        """Whether the call's layer loses channels or takes a folded constant."""
+        call = self.graph.calls[index]
+        if index in self.folds:
+            return True
+        if self.rules[index] is layer_rules.BARRIER:
+            return False
+        keys = call.inputs[:1] + call.outputs[:1]
+        return any(len(self.kept[key]) != channels(self.graph.tensors[key]) for key in keys)
+
+
+class Analysis:
+    """The state the layer rules fill in, one call at a time."""
+
+    def __init__(self, graph, threshold, approximate):
+        self.graph = graph
+        self.threshold = threshold
+        self.approximate = approximate
+        self.offsets, size = {}, 0
+        for key, tensor in graph.tensors.items():
+            self.offsets[key] = size
+            size += channels(tensor)
+        self.size = size
+        self.kept = np.zeros(size, dtype=bool)
+        self.reads = np.zeros(size, dtype=bool)
+        self.edges = []
+        self.inexact_consumers = set()
+
+    def tensor(self, key):
+        return self.graph.tensors[key]
+
+    def slots(self, key):
+        """The slot numbers of the channels of tensor `key`."""
+        return np.arange(self.offsets[key], self.offsets[key] + channels(self.tensor(key)))
+
+    def join(self, a, b):
+        """Slots `a[i]` and `b[i]` are kept or removed together."""
+        self.edges.append((np.asarray(a), np.asarray(b)))
+
+    def keep(self, key, mask=None):
+        """Channels of tensor `key` (all, or where `mask`) must stay."""
+        slots = self.slots(key)
+        self.kept[slots if mask is None else slots[mask]] = True
+
+    def read(self, key, mask=None):
+        """Some consumer reads these channels of tensor `key`."""
+        slots = self.slots(key)
+        self.reads[slots if mask is None else slots[mask]] = True
+
+    def is_shared(self, call):
+        return len(self.graph.calls_of_layer[id(call.layer)]) > 1
 
 
 def _components(size, edges):
@@ -58,19 +118,71 @@ def _components(size, edges):
             return labels
 
 
-def _kinds(graph):
-    kinds = []
-    leaked = any(call.training and rules.takes_training(call.layer) for call in graph.calls)
+def holds_only_known_weights(layer, rule):
+    """Whether every weight of `layer` is one `rule` knows how to slice."""
+    known = {
+        id(weight) for name in rule.state if (weight := getattr(layer, name, None)) is not None
+    }
+    return all(id(weight) in known for weight in layer.weights)
+
+
+def computes_like_keras(layer):
+    """Whether the `call()` that `layer` runs is the one of a Keras layer class."""
+    module = getattr(type(layer).call, "__module__", "") or ""
+    return module == "keras" or module.startswith("keras.")
+
+
+def runs_in_training_mode(layer, training, leaked):
+    """Whether a call may run in training mode when the model runs on data.
+
+    Such a layer uses batch statistics or random masks, so the constant a dead
+    unit takes is not carried through it. `training` is the call's explicit
+    flag (`Call.training`). Keras hands an explicit `training=True` on to every
+    layer called after it in the same model call (the call context), so once
+    any call in the model sets it (`leaked`), every training-aware layer
+    without its own `training=False` counts.
+    """
+    if not keras_internals.takes_training(layer):
+        return False
+    return training if training is not None else leaked
+
+
+def rule_of_call(call, in_tensors, out_tensors, leaked=False):
+    """The rule that analyses `call`, and why it is a barrier (or `None`)."""
+    layer = call.layer
+    rule = layer_rules.rule_for(layer)
+    if rule is layer_rules.BARRIER:
+        return rule, rule.reason
+    if not all(channels(t) for t in in_tensors + out_tensors):
+        return layer_rules.BARRIER, "channel count not known"
+    reason = rule.barrier_reason(layer, in_tensors, out_tensors)
+    if reason is None and runs_in_training_mode(layer, call.training, leaked):
+        reason = "runs in training mode (batch statistics or random masks)"
+    if reason is None and not computes_like_keras(layer):
+        reason = f"{type(layer).__name__} overrides call()"
+    if reason is None and not holds_only_known_weights(layer, rule):
+        reason = "holds weights its rule does not know (quantization scales, LoRA, extras)"
+    return (layer_rules.BARRIER, reason) if reason else (rule, None)
+
+
+def _rules(graph):
+    leaked = any(
+        call.training and keras_internals.takes_training(call.layer) for call in graph.calls
+    )
+    rules, reasons = [], []
     for call in graph.calls:
         ins = [graph.tensors[k] for k in call.inputs]
         outs = [graph.tensors[k] for k in call.outputs]
-        kinds.append(rules.classify_call(call, ins, outs, leaked))
+        rule, reason = rule_of_call(call, ins, outs, leaked)
+        rules.append(rule)
+        reasons.append(reason)
     # A shared layer is sliced once, so all its calls must agree.
     for indices in graph.calls_of_layer.values():
-        if len({kinds[i] for i in indices}) > 1:
+        if len({id(rules[i]) for i in indices}) > 1:
             for i in indices:
-                kinds[i] = "barrier"
-    return kinds
+                reasons[i] = reasons[i] or "shared layer whose calls disagree"
+                rules[i] = layer_rules.BARRIER
+    return rules, reasons
 
 
 def make_plan(graph, *, threshold, drop_inputs, approximate):
@@ -85,117 +197,73 @@ def make_plan(graph, *, threshold, drop_inputs, approximate):
     Returns:
         A `Plan`.
     """
-    kinds = _kinds(graph)
-    offsets, size = {}, 0
-    for key, tensor in graph.tensors.items():
-        offsets[key] = size
-        size += channels(tensor)
-
-    def slots(key):
-        return np.arange(offsets[key], offsets[key] + channels(graph.tensors[key]))
-
-    unsafe = np.zeros(size, dtype=bool)
-    edges = []
+    rules, reasons = _rules(graph)
+    analysis = Analysis(graph, threshold, approximate)
     constants = {}
-    inexact_consumers = set()
+
+    def unknown(key):
+        return np.full(channels(graph.tensors[key]), np.nan)
+
     for key in graph.inputs:
-        constants[key] = np.full(channels(graph.tensors[key]), np.nan)
+        constants[key] = unknown(key)
         if not drop_inputs:
-            unsafe[slots(key)] = True
-
-    def join(a, b):
-        edges.append((np.asarray(a), np.asarray(b)))
-
-    for index, (call, kind) in enumerate(zip(graph.calls, kinds, strict=True)):
-        layer = call.layer
-        ins = [constants.get(k, np.full(channels(graph.tensors[k]), np.nan)) for k in call.inputs]
-        outs = call.outputs
-        shared = graph.calls_of_layer[id(layer)]
-        if kind == "barrier":
-            for key in call.inputs + outs:
-                unsafe[slots(key)] = True
-            for key in outs:
-                constants[key] = np.full(channels(graph.tensors[key]), np.nan)
-            continue
-        if kind in rules.CONSUMER_KINDS:
-            ignored = rules.outgoing_zero(layer, kind, threshold)
-            known = ~np.isnan(ins[0])
-            exact = rules.fold_is_exact(layer, kind) and len(shared) == 1
-            foldable = known & (exact | (ins[0] == 0) | (approximate and len(shared) == 1))
-            unsafe[slots(call.inputs[0])] |= ~(ignored | foldable)
-            if approximate and not exact:
-                inexact_consumers.add(index)
-        elif kind == "embedding":
-            unsafe[slots(call.inputs[0])] = True
-        if kind in rules.WEIGHTED_KINDS and rules.mixes_output_channels(layer):
-            value = np.full(channels(graph.tensors[outs[0]]), np.nan)
-            unsafe[slots(outs[0])] = True
-        elif kind in rules.PRODUCER_KINDS or kind == "depthwise":
-            value = rules.output_constants(layer, kind, threshold, ins, approximate)
-        elif kind in ("bn", "prelu", "pass"):
-            value = rules.per_channel_constants(layer, kind, ins)
-            join(slots(call.inputs[0]), slots(outs[0]))
-        elif kind == "merge":
-            value = rules.merge_constants(layer, ins)
-            for key in call.inputs:
-                join(slots(key), slots(outs[0]))
-        elif kind == "concat":
-            value = np.concatenate(ins)
-            join(np.concatenate([slots(k) for k in call.inputs]), slots(outs[0]))
-        elif kind == "flatten":
-            width = len(ins[0])
-            repeats = channels(graph.tensors[outs[0]]) // width
-            value = np.tile(ins[0], repeats)
-            out_slots = slots(outs[0])
-            join(out_slots, offsets[call.inputs[0]] + np.arange(len(out_slots)) % width)
-        if kind == "depthwise":
-            out_slots = slots(outs[0])
-            multiplier = len(out_slots) // len(ins[0])
-            join(
-                out_slots,
-                offsets[call.inputs[0]] + np.arange(len(out_slots)) // multiplier,
-            )
-        constants[outs[0]] = value
+            analysis.keep(key)
+    for index, (call, rule) in enumerate(zip(graph.calls, rules, strict=True)):
+        ins = [constants.get(k, unknown(k)) for k in call.inputs]
+        value = rule.analyze(analysis, index, call, ins)
+        for i, key in enumerate(call.outputs):
+            constants[key] = value if i == 0 and value is not None else unknown(key)
         # Calls of a shared layer read and write the same weight rows/columns.
-        if kind in rules.WEIGHTED_KINDS + ("bn", "prelu", "embedding"):
-            first = graph.calls[shared[0]]
-            if first is not call:
-                join(slots(first.inputs[0]), slots(call.inputs[0]))
-                join(slots(first.outputs[0]), slots(outs[0]))
-
+        first = graph.calls[graph.calls_of_layer[id(call.layer)][0]]
+        if rule.state and first is not call:
+            analysis.join(analysis.slots(first.inputs[0]), analysis.slots(call.inputs[0]))
+            analysis.join(analysis.slots(first.outputs[0]), analysis.slots(call.outputs[0]))
     for key in graph.outputs:
-        unsafe[slots(key)] = True
+        analysis.keep(key)
+        analysis.read(key)
 
-    labels = _components(size, edges)
-    group_unsafe = np.zeros(size, dtype=bool)
-    np.logical_or.at(group_unsafe, labels, unsafe)
-    removed = ~group_unsafe[labels]
+    labels = _components(analysis.size, analysis.edges)
+    group_kept = np.zeros(analysis.size, dtype=bool)
+    np.logical_or.at(group_kept, labels, analysis.kept)
+    removed = ~group_kept[labels]
     # Never leave a tensor without channels: keep the group of its channel 0.
     changed = True
     while changed:
         changed = False
         for key, tensor in graph.tensors.items():
             width = channels(tensor)
-            if width and removed[offsets[key] : offsets[key] + width].all():
-                removed[labels == labels[offsets[key]]] = False
+            start = analysis.offsets[key]
+            if width and removed[start : start + width].all():
+                removed[labels == labels[start]] = False
                 changed = True
+    group_read = np.zeros(analysis.size, dtype=bool)
+    np.logical_or.at(group_read, labels, analysis.reads)
+    read = group_read[labels]
 
-    kept = {key: np.flatnonzero(~removed[slots(key)]) for key in graph.tensors}
+    kept = {key: np.flatnonzero(~removed[analysis.slots(key)]) for key in graph.tensors}
     folds = {}
     inexact = False
-    for index, (call, kind) in enumerate(zip(graph.calls, kinds, strict=True)):
-        if kind not in rules.CONSUMER_KINDS:
+    for index, (call, rule) in enumerate(zip(graph.calls, rules, strict=True)):
+        if not rule.consumes:
             continue
         key = call.inputs[0]
         value = constants.get(key)
-        gone = removed[slots(key)] & ~np.isnan(value)
+        gone = removed[analysis.slots(key)] & ~np.isnan(value)
         if gone.any():
             folds[index] = np.where(gone, np.nan_to_num(value), 0.0)
-            if index in inexact_consumers and np.any(folds[index] != 0):
+            if index in analysis.inexact_consumers and np.any(folds[index] != 0):
                 inexact = True
     kept_inputs = {}
     if drop_inputs:
         for key in graph.inputs:
-            tensor = graph.tensors[key]
-            kept_inputs[tensor._keras_history.operation.name] = kept[key]
-    return Plan(graph, kinds, kept, folds, inexact, kept_inputs)
+            kept_inputs[keras_internals.input_name(graph.tensors[key])] = kept[key]
+    return Plan(
+        graph=graph,
+        rules=rules,
+        reasons=reasons,
+        kept=kept,
+        read={key: read[analysis.slots(key)] for key in graph.tensors},
+        folds=folds,
+        inexact=inexact,
+        kept_inputs=kept_inputs,
+    )

@@ -8,73 +8,11 @@ model is only read.
 """
 
 import keras
-import numpy as np
 from keras import tree
 
-from keras_dropneuron.surgery import copying, rules
-from keras_dropneuron.surgery.graph import channels
-
-_WIDTH_ARGUMENT = {
-    "dense": "units",
-    "conv": "filters",
-    "conv_transpose": "filters",
-    "separable": "filters",
-    "embedding": "output_dim",
-}
-
-
-def _sliced_weights(layer, kind, kin, kout, fold):
-    """Attribute name -> new value for a layer whose channels were cut."""
-    n = rules.numpy
-    if kind in ("dense", "conv", "conv_transpose", "separable"):
-        if kind == "dense":
-            weights = {"kernel": n(layer.kernel)[np.ix_(kin, kout)]}
-        elif kind == "conv":
-            weights = {"kernel": n(layer.kernel)[..., kin, :][..., kout]}
-        elif kind == "conv_transpose":
-            weights = {"kernel": n(layer.kernel)[..., kout, :][..., kin]}
-        else:
-            depthwise = n(layer.depthwise_kernel)
-            multiplier = depthwise.shape[-1]
-            rows = (kin[:, None] * multiplier + np.arange(multiplier)).reshape(-1)
-            weights = {
-                "depthwise_kernel": depthwise[..., kin, :],
-                "pointwise_kernel": n(layer.pointwise_kernel)[..., rows, :][..., kout],
-            }
-        width = n(layer.kernel if kind != "separable" else layer.pointwise_kernel)
-        width = width.shape[-2 if kind == "conv_transpose" else -1]
-        bias = rules.bias_or_zeros(layer, width)
-        if fold is not None:
-            bias = bias + rules.fold_bias(layer, kind, fold)
-        if layer.use_bias or fold is not None and np.any(bias != 0):
-            weights["bias"] = bias[kout]
-        return weights
-    if kind == "depthwise":
-        kernel = n(layer.kernel)
-        weights = {"kernel": kernel[..., kin, :]}
-        if layer.use_bias:
-            weights["bias"] = n(layer.bias).reshape(kernel.shape[-2], -1)[kin].ravel()
-        return weights
-    if kind == "embedding":
-        return {"embeddings": n(layer.embeddings)[:, kout]}
-    if kind == "bn":
-        names = ("gamma", "beta", "moving_mean", "moving_variance")
-        return {
-            a: n(getattr(layer, a))[kout] for a in names if getattr(layer, a, None) is not None
-        }
-    if kind == "prelu":
-        alpha = n(layer.alpha)
-        return {"alpha": alpha[..., kout] if alpha.shape[-1] > 1 else alpha}
-    return {}
-
-
-def _resized(plan, index):
-    """Whether the call's layer loses channels or takes a folded constant."""
-    call = plan.graph.calls[index]
-    if plan.kinds[index] == "barrier" or index in plan.folds:
-        return index in plan.folds
-    keys = call.inputs[:1] + call.outputs[:1]
-    return any(len(plan.kept[key]) != channels(plan.graph.tensors[key]) for key in keys)
+from keras_dropneuron import keras_internals
+from keras_dropneuron.layer_rules.base import channels
+from keras_dropneuron.surgery import copying
 
 
 def _new_layer(plan, index, keep_regularizers):
@@ -89,7 +27,7 @@ def _new_layer(plan, index, keep_regularizers):
     layer = call.layer
     if not isinstance(layer, keras.layers.Layer):
         return layer, None  # a stateless operation
-    if not _resized(plan, index):
+    if not plan.resized(index):
         try:
             config = copying.layer_config(layer, call.name, keep_regularizers)
             return copying.new_layer(layer, config), layer
@@ -100,12 +38,12 @@ def _new_layer(plan, index, keep_regularizers):
                 raise
             return layer, None
     config = copying.layer_config(layer, call.name, keep_regularizers)
-    kind = plan.kinds[index]
-    kin = plan.kept[call.inputs[0]] if call.inputs else None
-    kout = plan.kept[call.outputs[0]]
-    weights = _sliced_weights(layer, kind, kin, kout, plan.folds.get(index))
-    if kind in _WIDTH_ARGUMENT:
-        config[_WIDTH_ARGUMENT[kind]] = len(kout)
+    rule = plan.rules[index]
+    kept_in = plan.kept[call.inputs[0]] if call.inputs else None
+    kept_out = plan.kept[call.outputs[0]]
+    weights = rule.slice(layer, kept_in, kept_out, plan.folds.get(index))
+    if rule.width_argument:
+        config[rule.width_argument] = len(kept_out)
     if "bias" in weights and "use_bias" in config:
         config["use_bias"] = True
     return copying.new_layer(layer, config), weights
@@ -129,7 +67,7 @@ def _new_input(tensor, width):
         batch_size=tensor.shape[0],
         dtype=tensor.dtype,
         sparse=tensor.sparse,
-        name=tensor._keras_history.operation.name,
+        name=keras_internals.input_name(tensor),
     )
 
 
@@ -173,8 +111,8 @@ def rebuild(plan, *, keep_regularizers=True, progress=None):
         if progress is not None:
             progress.add(1)
     functional = graph.functional
-    inputs = tree.pack_sequence_as(functional._inputs_struct, new_inputs)
+    inputs = tree.pack_sequence_as(keras_internals.inputs_struct(functional), new_inputs)
     outputs = tree.pack_sequence_as(
-        functional._outputs_struct, [new_tensors[k] for k in graph.outputs]
+        keras_internals.outputs_struct(functional), [new_tensors[k] for k in graph.outputs]
     )
     return keras.Model(inputs=inputs, outputs=outputs, name=graph.model.name), new_tensors

@@ -1,32 +1,10 @@
 """`SlimReport`: what `slim_model` removed, layer by layer."""
 
 import dataclasses
-import math
 
-from keras_dropneuron.surgery import rules
-from keras_dropneuron.surgery.graph import build_graph, channels
-
-
-def _spatial(shape):
-    return math.prod(d or 1 for d in shape[1:-1])
-
-
-def _macs(layer, kind, tensor_in, tensor_out):
-    """Multiply-adds of one call (0 for layers without a kernel)."""
-    c_in, c_out = channels(tensor_in), channels(tensor_out)
-    if kind == "dense":
-        return _spatial(tensor_out.shape) * c_in * c_out
-    if kind == "conv":
-        return _spatial(tensor_out.shape) * math.prod(layer.kernel_size) * c_in * c_out
-    if kind == "conv_transpose":
-        return _spatial(tensor_in.shape) * math.prod(layer.kernel_size) * c_in * c_out
-    if kind == "depthwise":
-        return _spatial(tensor_out.shape) * math.prod(layer.kernel_size) * c_out
-    if kind == "separable":
-        middle = c_in * layer.depth_multiplier
-        taps = math.prod(layer.kernel_size)
-        return _spatial(tensor_out.shape) * middle * (taps + c_out)
-    return 0
+from keras_dropneuron import layer_rules
+from keras_dropneuron.layer_rules.base import channels
+from keras_dropneuron.surgery.graph import build_graph
 
 
 def layer_stats(graph):
@@ -38,8 +16,7 @@ def layer_stats(graph):
             continue
         tensor_in = graph.tensors[call.inputs[0]]
         tensor_out = graph.tensors[call.outputs[0]]
-        kind = rules.classify(layer, [tensor_in], [tensor_out])
-        macs = _macs(layer, kind, tensor_in, tensor_out)
+        macs = layer_rules.rule_for(layer).macs(layer, tensor_in, tensor_out)
         params = layer.count_params() if layer.built else 0
         if call.name in stats:  # shared layer: parameters once, work per call
             name, units, params_, macs_ = stats[call.name]

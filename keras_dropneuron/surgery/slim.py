@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from keras_dropneuron import checks
-from keras_dropneuron.surgery import rules
+from keras_dropneuron.layer_rules.base import numpy
 from keras_dropneuron.surgery import verify as verification
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
@@ -21,7 +21,7 @@ def _check_finite_weights(graph):
     """Refuses NaN or infinite weights: the slim model would hide them."""
     for call in graph.calls:
         for weight in getattr(call.layer, "weights", ()):
-            value = rules.numpy(weight)
+            value = numpy(weight)
             if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
                 raise ValueError(
                     f"Invalid value for argument `model`: expected finite weights. "

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 from keras import ops, tree
 
+from keras_dropneuron import keras_internals
+
 VERIFY_BATCH_SIZE = 2
 _BFLOAT16_EPS = 2.0**-7  # numpy has no bfloat16 to ask
 
@@ -40,7 +42,7 @@ def relative_tolerance(model):
     the maximum taken over the output channel (see `_compare`).
     """
     dtypes = {str(t.dtype) for t in model.outputs}
-    for layer in model._flatten_layers(include_self=False):
+    for layer in keras_internals.sublayers(model):
         dtypes.add(str(getattr(layer, "compute_dtype", "float32")))
     eps = [_BFLOAT16_EPS if d == "bfloat16" else np.finfo(d).eps for d in dtypes if _is_float(d)]
     return float(np.sqrt(max(eps, default=np.finfo(np.float32).eps)))
@@ -70,7 +72,7 @@ def random_inputs(model, batch_size=VERIFY_BATCH_SIZE, seed=0, positive=False):
     vocab = min(
         (
             layer.input_dim
-            for layer in model._flatten_layers(include_self=False)
+            for layer in keras_internals.sublayers(model)
             if isinstance(layer, keras.layers.Embedding)
         ),
         default=2,
@@ -100,7 +102,7 @@ def input_list(model, verify_inputs):
         TypeError: If it is not an array, a list/tuple or a dict of arrays.
         ValueError: If it does not match the model's inputs.
     """
-    names = [t._keras_history.operation.name for t in model.inputs]
+    names = [keras_internals.input_name(t) for t in model.inputs]
     if isinstance(verify_inputs, dict):
         missing = sorted(set(names) - set(verify_inputs))
         if missing:
@@ -149,8 +151,8 @@ def input_list(model, verify_inputs):
 def _call(model, data):
     # No `training` argument: an explicit `training=True` inside the graph then
     # applies, as in `model(x)`; a call with `training=False` would override it.
-    functional = getattr(model, "_functional", None) or model  # a Sequential's graph
-    inputs = tree.pack_sequence_as(functional._inputs_struct, data)
+    functional = keras_internals.functional_of(model)
+    inputs = tree.pack_sequence_as(keras_internals.inputs_struct(functional), data)
     return [np.asarray(ops.convert_to_numpy(y)) for y in tree.flatten(model(inputs))]
 
 

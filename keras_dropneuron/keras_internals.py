@@ -1,0 +1,93 @@
+"""Every private Keras API the library uses, in one place.
+
+Keras 3 has no public way to walk a Functional graph, replay a call with its
+arguments or list a layer's direct sublayers, so the surgeon and the reports
+use the attributes below. Tested with Keras 3.15.1 (TensorFlow 2.21); when a
+Keras release moves one of them, this module is the one to change.
+"""
+
+from keras.src.models.functional import Functional  # no public alias exists
+
+__all__ = [
+    "Functional",
+    "call_arguments",
+    "functional_of",
+    "input_name",
+    "inputs_struct",
+    "is_graph_model",
+    "node_call_input",
+    "node_training",
+    "nodes_in_order",
+    "outputs_struct",
+    "sublayers",
+    "takes_training",
+]
+
+
+def is_graph_model(obj):
+    """Whether `obj` is a Functional or Sequential model (an inspectable graph)."""
+    import keras
+
+    return isinstance(obj, keras.Sequential | Functional)
+
+
+def functional_of(model):
+    """The Functional graph behind a model (`None` for an unbuilt Sequential)."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    return model
+
+
+def nodes_in_order(functional):
+    """The nodes of a Functional graph, inputs first (by decreasing depth)."""
+    for depth in sorted(functional._nodes_by_depth, reverse=True):
+        yield from functional._nodes_by_depth[depth]
+
+
+def call_arguments(node, known):
+    """`(args, kwargs)` of a node's call with its input tensors replaced.
+
+    Args:
+        node: A Keras graph node.
+        known: `id()` of each input KerasTensor -> the value to pass instead.
+    """
+    return node.arguments.fill_in(known)
+
+
+def node_training(node):
+    """The `training` argument the node was called with (`None` if not given)."""
+    return node.arguments.kwargs.get("training")
+
+
+def node_call_input(node):
+    """The first argument of the node's call, in the structure it was given."""
+    if node.arguments.args:
+        return node.arguments.args[0]
+    return node.arguments.kwargs.get("inputs")
+
+
+def input_name(tensor):
+    """The name of the Input layer a model input KerasTensor comes from."""
+    return tensor._keras_history.operation.name
+
+
+def inputs_struct(functional):
+    """The nested structure (list, dict, tensor) of a Functional's inputs."""
+    return functional._inputs_struct
+
+
+def outputs_struct(functional):
+    """The nested structure (list, dict, tensor) of a Functional's outputs."""
+    return functional._outputs_struct
+
+
+def sublayers(layer, include_self=False, recursive=True):
+    """The layers inside `layer` (nested models included when `recursive`)."""
+    return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
+
+
+def takes_training(layer):
+    """Whether Keras passes the `training` flag to `layer`'s `call()`."""
+    return "training" in getattr(layer, "_call_context_args", ())

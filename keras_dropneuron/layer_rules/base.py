@@ -1,0 +1,169 @@
+"""The base of every layer rule, and the helpers the rules share.
+
+A rule is everything keras-dropneuron knows about one layer family, in one
+place: which weights it regularizes and prunes (with the axes of their input
+and output units), how channels pass through the layer in the surgeon's
+analysis, how its weights are sliced when channels go, whether a constant
+input channel folds into it exactly, its multiply-adds, and the constructor
+argument that sets its width. `keras_dropneuron.layer_rules.rule_for(layer)`
+finds the rule of a layer; a layer without one is a `Barrier`.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+from keras import ops
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightLayout:
+    """Where the unit axes of one weight tensor are.
+
+    Attributes:
+        attribute: Name of the layer attribute that holds the weight.
+        regularizer_argument: Constructor argument that regularizes it.
+        input_axes: Axes that index the layer's input units (channels).
+        output_axes: Axes that index the layer's output units (filters).
+    """
+
+    attribute: str
+    regularizer_argument: str
+    input_axes: tuple[int, ...]
+    output_axes: tuple[int, ...]
+
+
+def numpy(variable):
+    """The value of a variable as a numpy array (`None` stays `None`)."""
+    return None if variable is None else np.asarray(ops.convert_to_numpy(variable))
+
+
+def activate(layer, values):
+    """Applies `layer.activation` (if any) to a 1-D numpy array."""
+    fn = getattr(layer, "activation", None)
+    if fn is None:
+        return values
+    return np.asarray(ops.convert_to_numpy(fn(ops.convert_to_tensor(values))))
+
+
+def bias_or_zeros(layer, size):
+    """The bias of `layer`, or zeros of length `size` when it has none."""
+    bias = numpy(getattr(layer, "bias", None)) if layer.use_bias else None
+    return np.zeros(size, dtype=np.float64) if bias is None else bias
+
+
+def spatial_axes(kernel):
+    """The kernel axes that index positions, not channels."""
+    return tuple(range(kernel.ndim - 2))
+
+
+def spatial_size(shape):
+    """Number of positions of a channels-last tensor shape (batch excluded)."""
+    return math.prod(d or 1 for d in shape[1:-1])
+
+
+def channels(tensor):
+    """Size of the last (channel) axis of a KerasTensor, or 0 if unknown."""
+    shape = tensor.shape
+    if not shape or shape[-1] is None:
+        return 0
+    return int(shape[-1])
+
+
+# Activations that mix channels; a layer using one cannot lose output channels.
+_CHANNEL_MIXING = {"softmax", "log_softmax", "glu", "sparsemax"}
+
+
+def elementwise_activation(fn):
+    """Whether `fn` is a Keras activation applied to each value on its own."""
+    name = getattr(fn, "__name__", "")
+    module = getattr(fn, "__module__", "") or ""
+    return module.startswith("keras") and name not in _CHANNEL_MIXING
+
+
+def channels_first(layer):
+    """Whether `layer` is configured with its channels on axis 1."""
+    if getattr(layer, "data_format", None) == "channels_first":
+        return True
+    axis = getattr(layer, "axis", None)
+    return axis == 1 or axis == [1] or axis == (1,)
+
+
+class LayerRule:
+    """What the library knows about one layer family (the default: nothing).
+
+    Subclasses set the class attributes and override the methods their
+    family needs. The surgeon's analysis calls `barrier_reason` and then
+    `analyze` once per call of a layer; `slice` and `macs` serve the rebuild
+    and the reports.
+
+    Attributes:
+        types: The Keras layer classes the rule covers (subclasses included).
+        weights: The weights DropNeuron regularizes and prunes, with their
+            unit axes.
+        state: Every weight attribute the rule knows how to slice. A layer
+            holding any other weight (a quantization scale, a LoRA factor, a
+            subclass's extra variable) is kept whole.
+        width_argument: The constructor argument that sets the number of
+            output channels, for rules that remove them.
+        consumes: Whether the layer reads input channels through weights that
+            can ignore them, so a dead input channel can be cut (or folded).
+    """
+
+    types: tuple[type, ...] = ()
+    weights: tuple[WeightLayout, ...] = ()
+    state: tuple[str, ...] = ()
+    width_argument: str | None = None
+    consumes = False
+
+    def barrier_reason(self, layer, in_tensors, out_tensors):
+        """Why this call must keep all its channels, or `None`."""
+        return "layer type without a rule"
+
+    def analyze(self, analysis, index, call, constants):
+        """Adds the call's channel coupling to `analysis`.
+
+        Args:
+            analysis: The surgeon's `plan.Analysis`.
+            index: Index of the call in the graph.
+            call: The `graph.Call`.
+            constants: Per input tensor, the constant each channel always
+                takes (NaN where not constant).
+
+        Returns:
+            The constants of the call's first output.
+        """
+        raise NotImplementedError
+
+    def slice(self, layer, kept_in, kept_out, fold):
+        """Attribute name -> new value when channels are cut.
+
+        Args:
+            layer: The source layer.
+            kept_in: Kept input channel indices.
+            kept_out: Kept output channel indices.
+            fold: Per input channel, the constant folded into the bias (0
+                where nothing is folded), or `None`.
+        """
+        return {}
+
+    def macs(self, layer, tensor_in, tensor_out):
+        """Multiply-adds of one call (0 for layers without a kernel)."""
+        return 0
+
+
+class Barrier(LayerRule):
+    """A layer whose channel semantics are not known: all channels are kept."""
+
+    def __init__(self, reason="layer type without a rule"):
+        self.reason = reason
+
+    def barrier_reason(self, layer, in_tensors, out_tensors):
+        return self.reason
+
+    def analyze(self, analysis, index, call, constants):
+        for key in call.inputs + call.outputs:
+            analysis.keep(key)
+        for key in call.inputs:
+            analysis.read(key)
+        return None

@@ -1,0 +1,87 @@
+"""Conv1D/2D/3D and their transposes: filters are removed."""
+
+import math
+
+import numpy as np
+from keras import layers
+
+from keras_dropneuron.layer_rules.base import (
+    WeightLayout,
+    channels,
+    numpy,
+    spatial_axes,
+    spatial_size,
+)
+from keras_dropneuron.layer_rules.dense import DENSE_LIKE
+from keras_dropneuron.layer_rules.resized import ResizedRule
+
+TRANSPOSED = WeightLayout("kernel", "kernel_regularizer", (-1,), (-2,))
+
+
+def is_one_by_one(layer):
+    """Whether every kernel dimension of `layer` is 1 (padding is a no-op)."""
+    return all(k == 1 for k in layer.kernel_size)
+
+
+def _all_zero_along(kernel, axis, threshold):
+    flat = np.moveaxis(np.abs(kernel), axis, 0)
+    return np.all(flat.reshape(flat.shape[0], -1) <= threshold, axis=1)
+
+
+class ConvRule(ResizedRule):
+    """`kernel (*k, in, out)`: filter `j` is `kernel[..., j]`."""
+
+    types = (layers.Conv1D, layers.Conv2D, layers.Conv3D)
+    weights = (DENSE_LIKE,)
+    state = ("kernel", "bias")
+    width_argument = "filters"
+
+    def outgoing_zero(self, layer, threshold):
+        return _all_zero_along(numpy(layer.kernel), -2, threshold)
+
+    def fold_is_exact(self, layer):
+        # A padded convolution sees zeros, not the constant, near the border.
+        return layer.padding == "valid" or is_one_by_one(layer)
+
+    def fold_bias(self, layer, constants):
+        kernel = numpy(layer.kernel)
+        return constants @ kernel.sum(axis=spatial_axes(kernel))
+
+    def slice(self, layer, kept_in, kept_out, fold):
+        kernel = numpy(layer.kernel)
+        weights = {"kernel": kernel[..., kept_in, :][..., kept_out]}
+        return self.sliced_bias(layer, kernel.shape[-1], kept_out, fold, weights)
+
+    def macs(self, layer, tensor_in, tensor_out):
+        taps = math.prod(layer.kernel_size)
+        return spatial_size(tensor_out.shape) * taps * channels(tensor_in) * channels(tensor_out)
+
+
+class ConvTransposeRule(ResizedRule):
+    """`kernel (*k, out, in)`: filter `j` is `kernel[..., j, :]`."""
+
+    types = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
+    weights = (TRANSPOSED,)
+    state = ("kernel", "bias")
+    width_argument = "filters"
+    output_axis = -2
+
+    def outgoing_zero(self, layer, threshold):
+        return _all_zero_along(numpy(layer.kernel), -1, threshold)
+
+    def fold_is_exact(self, layer):
+        # Each output position sums a different number of taps.
+        return False
+
+    def fold_bias(self, layer, constants):
+        kernel = numpy(layer.kernel)
+        return kernel.sum(axis=spatial_axes(kernel)) @ constants
+
+    def slice(self, layer, kept_in, kept_out, fold):
+        kernel = numpy(layer.kernel)
+        weights = {"kernel": kernel[..., kept_out, :][..., kept_in]}
+        return self.sliced_bias(layer, kernel.shape[-2], kept_out, fold, weights)
+
+    def macs(self, layer, tensor_in, tensor_out):
+        taps = math.prod(layer.kernel_size)
+        return spatial_size(tensor_in.shape) * taps * channels(tensor_in) * channels(tensor_out)

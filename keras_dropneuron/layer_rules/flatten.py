@@ -1,0 +1,25 @@
+"""Flatten (channels last): output channel `p * C + c` is input channel `c`."""
+
+import numpy as np
+from keras import layers
+
+from keras_dropneuron.layer_rules.base import LayerRule, channels_first
+
+
+class FlattenRule(LayerRule):
+    """The Dense rows `p * C + c` of every position `p` belong to channel `c`."""
+
+    types = (layers.Flatten,)
+
+    def barrier_reason(self, layer, in_tensors, out_tensors):
+        if channels_first(layer):
+            return "channels_first: the surgeon follows channels on the last axis"
+        if any(d is None for d in in_tensors[0].shape[1:]):
+            return "input shape not fully known"
+        return None
+
+    def analyze(self, analysis, index, call, constants):
+        width = len(constants[0])
+        out = analysis.slots(call.outputs[0])
+        analysis.join(out, analysis.slots(call.inputs[0])[np.arange(len(out)) % width])
+        return np.tile(constants[0], len(out) // width)

@@ -1,0 +1,134 @@
+"""Layers that map channel `c` in to channel `c` out: BN, PReLU, pass-through."""
+
+import numpy as np
+from keras import layers, ops
+
+from keras_dropneuron.layer_rules.base import (
+    LayerRule,
+    channels,
+    channels_first,
+    elementwise_activation,
+    numpy,
+)
+
+
+class PerChannelRule(LayerRule):
+    """Channel `c` in is channel `c` out: both are kept or removed together."""
+
+    def barrier_reason(self, layer, in_tensors, out_tensors):
+        if channels_first(layer):
+            return "channels_first: the surgeon follows channels on the last axis"
+        if len({channels(t) for t in in_tensors + out_tensors}) != 1:
+            return "input and output widths differ"
+        return None
+
+    def constants(self, layer, x):
+        """The constant each channel takes after the layer (NaN if unknown)."""
+        return x
+
+    def analyze(self, analysis, index, call, constants):
+        analysis.join(analysis.slots(call.inputs[0]), analysis.slots(call.outputs[0]))
+        return self.constants(call.layer, constants[0])
+
+    def slice(self, layer, kept_in, kept_out, fold):
+        return {
+            name: numpy(getattr(layer, name))[..., kept_out]
+            for name in self.state
+            if getattr(layer, name, None) is not None
+        }
+
+
+class BatchNormalizationRule(PerChannelRule):
+    """Per-channel statistics and affine weights, sliced with the channels."""
+
+    types = (layers.BatchNormalization,)
+    state = ("gamma", "beta", "moving_mean", "moving_variance")
+
+    def barrier_reason(self, layer, in_tensors, out_tensors):
+        axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
+        rank = len(in_tensors[0].shape)
+        if axis not in (-1, rank - 1, (-1,), (rank - 1,)):
+            return f"normalizes axis {layer.axis}, not the channels on the last axis"
+        return super().barrier_reason(layer, in_tensors, out_tensors)
+
+    def constants(self, layer, x):
+        mean = numpy(layer.moving_mean)
+        variance = numpy(layer.moving_variance)
+        gamma = numpy(layer.gamma) if layer.scale else 1.0
+        beta = numpy(layer.beta) if layer.center else 0.0
+        return gamma * (x - mean) / np.sqrt(variance + layer.epsilon) + beta
+
+
+class PReLURule(PerChannelRule):
+    """A learned slope per channel (or one shared slope)."""
+
+    types = (layers.PReLU,)
+    state = ("alpha",)
+
+    def constants(self, layer, x):
+        # Negative values meet a per-position slope unless shared: not folded.
+        return np.where(x >= 0, x, np.nan)
+
+    def slice(self, layer, kept_in, kept_out, fold):
+        alpha = numpy(layer.alpha)
+        return {"alpha": alpha[..., kept_out] if alpha.shape[-1] > 1 else alpha}
+
+
+class ActivationRule(PerChannelRule):
+    """An elementwise activation: the constant it outputs is `f(constant)`."""
+
+    types = (layers.Activation, layers.ReLU, layers.LeakyReLU, layers.ELU)
+
+    def barrier_reason(self, layer, in_tensors, out_tensors):
+        fn = getattr(layer, "activation", None)
+        if fn is not None and not elementwise_activation(fn):
+            return "activation mixes channels (softmax and the like)"
+        return super().barrier_reason(layer, in_tensors, out_tensors)
+
+    def constants(self, layer, x):
+        known = np.nan_to_num(x)
+        out = np.asarray(ops.convert_to_numpy(layer(known[None].astype("float32"))))
+        return np.where(np.isnan(x), np.nan, out[0])
+
+
+class ZeroPaddingRule(PerChannelRule):
+    """Pads with zeros: only a constant 0 stays constant."""
+
+    types = (layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D)
+
+    def constants(self, layer, x):
+        return np.where(x == 0, x, np.nan)
+
+
+class PassThroughRule(PerChannelRule):
+    """Pooling, dropout, cropping, upsampling: each channel on its own."""
+
+    types = (
+        layers.Dropout,
+        layers.SpatialDropout1D,
+        layers.SpatialDropout2D,
+        layers.SpatialDropout3D,
+        layers.GaussianNoise,
+        layers.GaussianDropout,
+        layers.AlphaDropout,
+        layers.ActivityRegularization,
+        layers.Identity,
+        layers.MaxPooling1D,
+        layers.MaxPooling2D,
+        layers.MaxPooling3D,
+        layers.AveragePooling1D,
+        layers.AveragePooling2D,
+        layers.AveragePooling3D,
+        layers.GlobalMaxPooling1D,
+        layers.GlobalMaxPooling2D,
+        layers.GlobalMaxPooling3D,
+        layers.GlobalAveragePooling1D,
+        layers.GlobalAveragePooling2D,
+        layers.GlobalAveragePooling3D,
+        layers.UpSampling1D,
+        layers.UpSampling2D,
+        layers.UpSampling3D,
+        layers.Cropping1D,
+        layers.Cropping2D,
+        layers.Cropping3D,
+    )

@@ -1,0 +1,86 @@
+"""The shared rule of layers whose output channels are new units (Dense, Conv)."""
+
+import numpy as np
+
+from keras_dropneuron.layer_rules.base import (
+    LayerRule,
+    activate,
+    bias_or_zeros,
+    channels_first,
+    elementwise_activation,
+    numpy,
+)
+
+
+class ResizedRule(LayerRule):
+    """A layer that reads input channels and makes new output channels.
+
+    It is where units are cut. An input channel it does not read (all its
+    outgoing weights within the threshold) can go; so can a constant input
+    channel whose value folds into the bias exactly. An output unit whose
+    incoming weights are all zero is the constant `activation(bias)`.
+
+    Subclasses say where the output axis of `kernel_attribute` is and how to
+    test, fold, slice and count.
+    """
+
+    consumes = True
+    kernel_attribute = "kernel"
+    output_axis = -1
+
+    def barrier_reason(self, layer, in_tensors, out_tensors):
+        if channels_first(layer):
+            return "channels_first: the surgeon follows channels on the last axis"
+        if getattr(layer, "groups", 1) != 1:
+            return (
+                f"grouped convolution (groups={layer.groups}): removing channels "
+                "would leave the groups unequal"
+            )
+        return None
+
+    def outgoing_zero(self, layer, threshold):
+        """Per input channel: are all weights that read it within `threshold`?"""
+        raise NotImplementedError
+
+    def fold_is_exact(self, layer):
+        """Whether a constant input channel folds into the bias exactly."""
+        return True
+
+    def fold_bias(self, layer, constants):
+        """Bias change when input channels with `constants` are removed."""
+        raise NotImplementedError
+
+    def output_constants(self, layer, threshold, constants, approximate):
+        """Per output channel: the constant value it always takes, else NaN."""
+        kernel = numpy(getattr(layer, self.kernel_attribute))
+        flat = np.moveaxis(np.abs(kernel), self.output_axis, 0)
+        dead = np.all(flat.reshape(flat.shape[0], -1) <= threshold, axis=1)
+        bias = bias_or_zeros(layer, kernel.shape[self.output_axis])
+        return np.where(dead, activate(layer, bias), np.nan)
+
+    def analyze(self, analysis, index, call, constants):
+        layer, key = call.layer, call.inputs[0]
+        read = ~self.outgoing_zero(layer, analysis.threshold)
+        analysis.read(key, read)
+        shared = analysis.is_shared(call)
+        exact = self.fold_is_exact(layer) and not shared
+        known = ~np.isnan(constants[0])
+        foldable = known & (exact | (constants[0] == 0) | (analysis.approximate and not shared))
+        analysis.keep(key, read & ~foldable)
+        if analysis.approximate and not exact:
+            analysis.inexact_consumers.add(index)
+        activation = getattr(layer, "activation", None)
+        if activation is not None and not elementwise_activation(activation):
+            # softmax and friends mix the outputs: they all stay.
+            analysis.keep(call.outputs[0])
+            return None
+        return self.output_constants(layer, analysis.threshold, constants, analysis.approximate)
+
+    def sliced_bias(self, layer, width, kept_out, fold, weights):
+        """Adds the (folded) bias to `weights` when the new layer needs one."""
+        bias = bias_or_zeros(layer, width)
+        if fold is not None:
+            bias = bias + self.fold_bias(layer, fold)
+        if layer.use_bias or fold is not None and np.any(bias != 0):
+            weights["bias"] = bias[kept_out]
+        return weights
