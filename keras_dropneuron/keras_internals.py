@@ -90,4 +90,6 @@ def sublayers(layer, include_self=False, recursive=True):
 
 def takes_training(layer):
     """Whether Keras passes the `training` flag to `layer`'s `call()`."""
-    return "training" in getattr(layer, "_call_context_args", ())
+    if "training" not in getattr(layer, "_call_context_args", ()):
+        return False
+    return bool(getattr(layer, "_call_has_context_arg", {}).get("training", False))

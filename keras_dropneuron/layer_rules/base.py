@@ -108,6 +108,9 @@ class LayerRule:
             output channels, for rules that remove them.
         consumes: Whether the layer reads input channels through weights that
             can ignore them, so a dead input channel can be cut (or folded).
+        training_sensitive: Whether the layer computes differently in training
+            mode (batch statistics, random masks); such a call is kept whole
+            when it may run in training mode.
     """
 
     types: tuple[type, ...] = ()
@@ -115,6 +118,7 @@ class LayerRule:
     state: tuple[str, ...] = ()
     width_argument: str | None = None
     consumes = False
+    training_sensitive = False
 
     def barrier_reason(self, layer, in_tensors, out_tensors):
         """Why this call must keep all its channels, or `None`."""

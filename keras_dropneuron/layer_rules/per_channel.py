@@ -43,6 +43,7 @@ class BatchNormalizationRule(PerChannelRule):
 
     types = (layers.BatchNormalization,)
     state = ("gamma", "beta", "moving_mean", "moving_variance")
+    training_sensitive = True  # batch statistics
 
     def barrier_reason(self, layer, in_tensors, out_tensors):
         axis = layer.axis if isinstance(layer.axis, int) else tuple(layer.axis)
@@ -102,6 +103,8 @@ class ZeroPaddingRule(PerChannelRule):
 
 class PassThroughRule(PerChannelRule):
     """Pooling, dropout, cropping, upsampling: each channel on its own."""
+
+    training_sensitive = True  # the dropout and noise layers
 
     types = (
         layers.Dropout,

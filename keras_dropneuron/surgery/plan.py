@@ -132,17 +132,17 @@ def computes_like_keras(layer):
     return module == "keras" or module.startswith("keras.")
 
 
-def runs_in_training_mode(layer, training, leaked):
+def runs_in_training_mode(layer, rule, training, leaked):
     """Whether a call may run in training mode when the model runs on data.
 
     Such a layer uses batch statistics or random masks, so the constant a dead
     unit takes is not carried through it. `training` is the call's explicit
     flag (`Call.training`). Keras hands an explicit `training=True` on to every
     layer called after it in the same model call (the call context), so once
-    any call in the model sets it (`leaked`), every training-aware layer
-    without its own `training=False` counts.
+    any call in the model sets it (`leaked`), every layer whose rule is
+    `training_sensitive` without its own `training=False` counts.
     """
-    if not keras_internals.takes_training(layer):
+    if not rule.training_sensitive or not keras_internals.takes_training(layer):
         return False
     return training if training is not None else leaked
 
@@ -156,7 +156,7 @@ def rule_of_call(call, in_tensors, out_tensors, leaked=False):
     if not all(channels(t) for t in in_tensors + out_tensors):
         return layer_rules.BARRIER, "channel count not known"
     reason = rule.barrier_reason(layer, in_tensors, out_tensors)
-    if reason is None and runs_in_training_mode(layer, call.training, leaked):
+    if reason is None and runs_in_training_mode(layer, rule, call.training, leaked):
         reason = "runs in training mode (batch statistics or random masks)"
     if reason is None and not computes_like_keras(layer):
         reason = f"{type(layer).__name__} overrides call()"
