@@ -3,6 +3,7 @@
 import numpy as np
 
 from keras_dropneuron import checks, model_utils, pruning, supported_layers
+from keras_dropneuron.layer_rules.base import cached_values
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
 
@@ -198,7 +199,9 @@ def sparsity_report(model, threshold=0.0):
     checks.check_model("model", model)
     model_utils.check_finite_weights(model_utils.select_layers(model), "report on")
     graph = build_graph(model)
-    plan = make_plan(graph, threshold=threshold, drop_inputs=False, approximate=False)
+    with cached_values():
+        plan = make_plan(graph, threshold=threshold, drop_inputs=False, approximate=False)
+        params_after = params_after_slim(plan)
     rows = []
     for layer in model_utils.iter_layers(model):
         if not supported_layers.is_supported(layer):
@@ -224,5 +227,5 @@ def sparsity_report(model, threshold=0.0):
             }
         )
     return SparsityReport(
-        rows, model.name, params=model.count_params(), params_after_slim=params_after_slim(plan)
+        rows, model.name, params=model.count_params(), params_after_slim=params_after
     )

@@ -554,3 +554,21 @@ def test_weights_created_without_a_name_are_copied():
     np.testing.assert_array_equal(slim.get_layer("scale").gamma.numpy(), scale.gamma.numpy())
     x = np.random.default_rng(13).standard_normal((5, 6)).astype("float32")
     np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-5)
+
+
+def test_slim_layers_keep_their_initializers():
+    # Weights are built as zeros and then overwritten; the config must not say so.
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, kernel_initializer="he_normal", name="h")(inputs)
+    normed = keras.layers.BatchNormalization(gamma_initializer="ones", name="bn")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(normed))
+    kernel = model.get_layer("out").kernel.numpy()
+    kernel[0] = 0
+    model.get_layer("out").kernel.assign(kernel)
+    slim = slim_model(model)
+    assert slim.get_layer("h").units == 3
+    for name in ("h", "bn", "out"):
+        assert slim.get_layer(name).get_config() == {
+            **model.get_layer(name).get_config(),
+            **({"units": 3} if name == "h" else {}),
+        }

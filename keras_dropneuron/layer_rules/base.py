@@ -9,6 +9,7 @@ argument that sets its width. `keras_dropneuron.layer_rules.rule_for(layer)`
 finds the rule of a layer; a layer without one is a `Barrier`.
 """
 
+import contextlib
 import dataclasses
 import math
 
@@ -33,9 +34,39 @@ class WeightLayout:
     output_axes: tuple[int, ...]
 
 
+_cache = None
+
+
+@contextlib.contextmanager
+def cached_values():
+    """Within it, `numpy(variable)` reads each variable once (and values are read-only).
+
+    One `slim_model` call reads every weight for the NaN check, the analysis,
+    the slicing and the copies; without the cache each read is a conversion.
+    """
+    global _cache
+    outer, _cache = _cache, {}
+    try:
+        yield
+    finally:
+        _cache = outer
+
+
 def numpy(variable):
-    """The value of a variable as a numpy array (`None` stays `None`)."""
-    return None if variable is None else np.asarray(ops.convert_to_numpy(variable))
+    """The value of a variable as a numpy array (`None` stays `None`).
+
+    Inside `cached_values()` the array is shared and read-only.
+    """
+    if variable is None:
+        return None
+    if _cache is None:
+        return np.asarray(ops.convert_to_numpy(variable))
+    key = id(variable)
+    if key not in _cache:
+        value = np.asarray(ops.convert_to_numpy(variable))
+        value.flags.writeable = False
+        _cache[key] = (variable, value)  # the variable keeps its id alive
+    return _cache[key][1]
 
 
 def activate(layer, values):

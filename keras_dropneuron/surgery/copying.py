@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from keras_dropneuron import keras_internals
+from keras_dropneuron.layer_rules.base import numpy
 
 # Constructor arguments that hold callables. They are passed on as the live
 # objects, so unregistered functions, lambdas and regularizers without
@@ -93,8 +94,21 @@ def layer_config(layer, name, keep_regularizers):
     return config
 
 
-def new_layer(layer, config):
-    """`type(layer).from_config(config)`, with a clear error on failure."""
+def _is_initializer(argument, value):
+    return argument.endswith("_initializer") and value is not None
+
+
+def new_layer(layer, config, placeholder_initializers=False):
+    """`type(layer).from_config(config)`, with a clear error on failure.
+
+    With `placeholder_initializers`, the weights are created as zeros: every
+    one of them is overwritten once the layer is built, and drawing random
+    values for millions of parameters costs more than the rest of the copy.
+    `restore_initializers` then puts the layer's own initializers back, so
+    its config is the source layer's.
+    """
+    if placeholder_initializers:
+        config = {k: "zeros" if _is_initializer(k, v) else v for k, v in config.items()}
     try:
         return type(layer).from_config(config)
     except Exception as error:
@@ -103,6 +117,13 @@ def new_layer(layer, config):
             "`from_config(get_config())` failed, so it cannot be re-created. "
             f"Received error: {type(error).__name__}: {error}"
         ) from error
+
+
+def restore_initializers(new, config):
+    """Sets the initializers `config` names on the built layer `new`."""
+    for argument, value in config.items():
+        if _is_initializer(argument, value) and hasattr(new, argument):
+            setattr(new, argument, keras.initializers.get(value))
 
 
 def _sublayers(layer):
@@ -185,7 +206,7 @@ def copy_state(source, target):
         )
     stale = False
     for weight, copy in pairs:
-        value = np.asarray(ops.convert_to_numpy(weight))
+        value = numpy(weight)
         if not np.array_equal(np.asarray(ops.convert_to_numpy(copy)), value):
             copy.assign(value)
             stale = True

@@ -10,7 +10,7 @@ model is only read.
 import keras
 from keras import tree
 
-from keras_dropneuron import keras_internals
+from keras_dropneuron import keras_internals, layer_rules
 from keras_dropneuron.layer_rules.base import channels
 from keras_dropneuron.surgery import copying
 
@@ -18,25 +18,29 @@ from keras_dropneuron.surgery import copying
 def _new_layer(plan, index, keep_regularizers):
     """The layer for one call, and how to fill it once built.
 
-    Returns `(layer, weights)`: `weights` is a dict of sliced weights for a
-    resized layer, the source layer for one copied whole, or `None` when the
-    source layer itself is reused (a weightless layer that cannot be
-    re-created, under its own name).
+    Returns `(layer, weights, config)`: `weights` is a dict of sliced weights
+    for a resized layer, the source layer for one copied whole, or `None` when
+    the source layer itself is reused (a weightless layer that cannot be
+    re-created, under its own name); `config` holds the initializers to put
+    back once the weights are filled, or is `None`.
     """
     call = plan.graph.calls[index]
     layer = call.layer
     if not isinstance(layer, keras.layers.Layer):
-        return layer, None  # a stateless operation
+        return layer, None, None  # a stateless operation
+    # Layers with a rule are Keras's own: they may be built with zeros.
+    known = plan.rules[index] is not layer_rules.BARRIER
     if not plan.resized(index):
         try:
             config = copying.layer_config(layer, call.name, keep_regularizers)
-            return copying.new_layer(layer, config), layer
+            new = copying.new_layer(layer, config, placeholder_initializers=known)
+            return new, layer, config if known else None
         except copying.LayerCopyError:
             # A weightless layer (a Lambda, say) can be shared with the
             # source: it holds nothing that training the copy would change.
             if layer.weights or call.name != layer.name:
                 raise
-            return layer, None
+            return layer, None, None
     config = copying.layer_config(layer, call.name, keep_regularizers)
     rule = plan.rules[index]
     kept_in = plan.kept[call.inputs[0]] if call.inputs else None
@@ -46,7 +50,7 @@ def _new_layer(plan, index, keep_regularizers):
         config[rule.width_argument] = len(kept_out)
     if "bias" in weights and "use_bias" in config:
         config["use_bias"] = True
-    return copying.new_layer(layer, config), weights
+    return copying.new_layer(layer, config, placeholder_initializers=True), weights, config
 
 
 def _fill(new, weights):
@@ -98,7 +102,7 @@ def rebuild(plan, *, keep_regularizers=True, progress=None):
         fresh = id(call.layer) not in new_layers
         if fresh:
             new_layers[id(call.layer)] = _new_layer(plan, index, keep_regularizers)
-        new, weights = new_layers[id(call.layer)]
+        new, weights, config = new_layers[id(call.layer)]
         known = {
             raw: new_tensors[key] for raw, key in zip(call.raw_inputs, call.inputs, strict=True)
         }
@@ -108,6 +112,8 @@ def rebuild(plan, *, keep_regularizers=True, progress=None):
             new_tensors[key] = output
         if fresh and weights is not None:
             _fill(new, weights)
+        if fresh and config is not None:
+            copying.restore_initializers(new, config)
         if progress is not None:
             progress.add(1)
     functional = graph.functional

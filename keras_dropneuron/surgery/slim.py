@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from keras_dropneuron import checks
-from keras_dropneuron.layer_rules.base import numpy
+from keras_dropneuron.layer_rules.base import cached_values, numpy
 from keras_dropneuron.surgery import verify as verification
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
@@ -122,17 +122,18 @@ def slim_model(
     graph = build_graph(model)
     if verify_inputs is not None:
         verify_inputs = verification.input_list(model, verify_inputs)
-    _check_finite_weights(graph)
-    plan = make_plan(
-        graph,
-        threshold=float(threshold),
-        drop_inputs=bool(drop_inputs),
-        approximate=bool(approximate),
-    )
-    progress = None
-    if len(graph.calls) >= _PROGRESS_MIN_CALLS and sys.stdout.isatty():
-        progress = keras.utils.Progbar(len(graph.calls), verbose=1)
-    slim, new_tensors = rebuild(plan, keep_regularizers=keep_regularizers, progress=progress)
+    with cached_values():  # every weight is converted to numpy once
+        _check_finite_weights(graph)
+        plan = make_plan(
+            graph,
+            threshold=float(threshold),
+            drop_inputs=bool(drop_inputs),
+            approximate=bool(approximate),
+        )
+        progress = None
+        if len(graph.calls) >= _PROGRESS_MIN_CALLS and sys.stdout.isatty():
+            progress = keras.utils.Progbar(len(graph.calls), verbose=1)
+        slim, new_tensors = rebuild(plan, keep_regularizers=keep_regularizers, progress=progress)
     deviation = tolerance = None
     if verify or approximate:
         exact = threshold == 0 and not plan.inexact
