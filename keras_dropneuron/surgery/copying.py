@@ -130,12 +130,25 @@ def _sublayers(layer):
     return keras_internals.sublayers(layer, recursive=False)
 
 
+def _value(value):
+    if isinstance(value, keras.Variable):
+        return numpy(value)  # read once per slim_model call
+    return np.array(ops.convert_to_numpy(value))
+
+
+def _keras_own(layer):
+    """Whether `layer` and every layer inside it are Keras's own classes."""
+    return all(
+        type(sublayer).__module__.startswith("keras.")
+        for sublayer in keras_internals.sublayers(layer, include_self=True)
+    )
+
+
 def _copy_through_hooks(source, target):
     """Copies state with the per-layer hooks `model.save()`/`load_model()` use."""
     store = {}
     source.save_own_variables(store)
-    store = {key: np.array(ops.convert_to_numpy(value)) for key, value in store.items()}
-    target.load_own_variables(store)
+    target.load_own_variables({key: _value(value) for key, value in store.items()})
     if hasattr(source, "save_assets") and hasattr(target, "load_assets"):
         with tempfile.TemporaryDirectory() as directory:
             source.save_assets(directory)
@@ -185,7 +198,7 @@ def copy_state(source, target):
     hooks `model.save()` uses, sublayers included; a weight those hooks leave
     out (a subclass's extra variable) is then copied by its path (by position
     for weights created without a name), and the load hook `finalize_state()`
-    runs again.
+    runs again. Only layers of Keras's own classes skip that check.
 
     Raises:
         LayerCopyError: If the two layers do not hold the same weights.
@@ -195,6 +208,8 @@ def copy_state(source, target):
         hooks_failed = None
     except Exception as error:
         hooks_failed = error
+    if hooks_failed is None and _keras_own(source):
+        return  # Keras's own hooks save and load every weight: .keras files rely on it
     pairs = _paired_weights(source, target)
     if pairs is None:
         reason = f" Received error: {hooks_failed}" if hooks_failed else ""
