@@ -35,9 +35,12 @@ class ConvRule(ResizedRule):
     weights = (DENSE_LIKE,)
     state = ("kernel", "bias")
     width_argument = "filters"
+    input_axis = -2
+    # Multiply-adds happen once per output position (per input one when transposed).
+    positions_of = "output"
 
     def outgoing_zero(self, layer, threshold):
-        return _all_zero_along(numpy(layer.kernel), -2, threshold)
+        return _all_zero_along(numpy(layer.kernel), self.input_axis, threshold)
 
     def fold_is_exact(self, layer):
         # A padded convolution sees zeros, not the constant, near the border.
@@ -49,25 +52,24 @@ class ConvRule(ResizedRule):
 
     def slice(self, layer, kept_in, kept_out, fold):
         kernel = numpy(layer.kernel)
-        weights = {"kernel": kernel[..., kept_in, :][..., kept_out]}
-        return self.sliced_bias(layer, kernel.shape[-1], kept_out, fold, weights)
+        sliced = np.take(np.take(kernel, kept_in, self.input_axis), kept_out, self.output_axis)
+        width = kernel.shape[self.output_axis]
+        return self.sliced_bias(layer, width, kept_out, fold, {"kernel": sliced})
 
     def macs(self, layer, tensor_in, tensor_out):
         taps = math.prod(layer.kernel_size)
-        return spatial_size(tensor_out.shape) * taps * channels(tensor_in) * channels(tensor_out)
+        positions = (tensor_out if self.positions_of == "output" else tensor_in).shape
+        return spatial_size(positions) * taps * channels(tensor_in) * channels(tensor_out)
 
 
-class ConvTransposeRule(ResizedRule):
+class ConvTransposeRule(ConvRule):
     """`kernel (*k, out, in)`: filter `j` is `kernel[..., j, :]`."""
 
     types = (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)
     weights = (TRANSPOSED,)
-    state = ("kernel", "bias")
-    width_argument = "filters"
+    input_axis = -1
     output_axis = -2
-
-    def outgoing_zero(self, layer, threshold):
-        return _all_zero_along(numpy(layer.kernel), -1, threshold)
+    positions_of = "input"
 
     def fold_is_exact(self, layer):
         # Each output position sums a different number of taps.
@@ -76,12 +78,3 @@ class ConvTransposeRule(ResizedRule):
     def fold_bias(self, layer, constants):
         kernel = numpy(layer.kernel)
         return kernel.sum(axis=spatial_axes(kernel)) @ constants
-
-    def slice(self, layer, kept_in, kept_out, fold):
-        kernel = numpy(layer.kernel)
-        weights = {"kernel": kernel[..., kept_out, :][..., kept_in]}
-        return self.sliced_bias(layer, kernel.shape[-2], kept_out, fold, weights)
-
-    def macs(self, layer, tensor_in, tensor_out):
-        taps = math.prod(layer.kernel_size)
-        return spatial_size(tensor_in.shape) * taps * channels(tensor_in) * channels(tensor_out)
