@@ -185,7 +185,34 @@ def _rules(graph):
     return rules, reasons
 
 
-def make_plan(graph, *, threshold, drop_inputs, approximate):
+def _round_widths(graph, rules, analysis, labels, removed, multiple):
+    """Keeps dead channels until each resized layer's width is a multiple of `multiple`.
+
+    Keeping a dead channel is always exact, so this only costs work. A layer
+    keeps its whole width when rounding up would reach it. Channels coupled
+    to others (a residual `Add`) come back together, so a kept count may end
+    above the next multiple.
+    """
+    keys = [
+        call.outputs[0]
+        for call, rule in zip(graph.calls, rules, strict=True)
+        if rule.width_argument
+    ]
+    changed = True
+    while changed:
+        changed = False
+        for key in keys:
+            slots = analysis.slots(key)
+            gone = slots[removed[slots]]
+            kept = len(slots) - len(gone)
+            target = min(len(slots), -(-kept // multiple) * multiple)
+            for slot in gone[: target - kept]:
+                if removed[slot]:
+                    removed[labels == labels[slot]] = False
+                    changed = True
+
+
+def make_plan(graph, *, threshold, drop_inputs, approximate, round_to=1):
     """Runs the analysis.
 
     Args:
@@ -193,6 +220,8 @@ def make_plan(graph, *, threshold, drop_inputs, approximate):
         threshold: Weights with absolute value `<= threshold` count as zero.
         drop_inputs: Whether model input channels may be removed.
         approximate: Whether constants may be folded where it is not exact.
+        round_to: Resized layers keep a multiple of this many channels (or
+            all of them), by keeping some dead ones. Defaults to `1`.
 
     Returns:
         A `Plan`.
@@ -236,6 +265,8 @@ def make_plan(graph, *, threshold, drop_inputs, approximate):
             if width and removed[start : start + width].all():
                 removed[labels == labels[start]] = False
                 changed = True
+    if round_to > 1:
+        _round_widths(graph, rules, analysis, labels, removed, round_to)
     group_read = np.zeros(analysis.size, dtype=bool)
     np.logical_or.at(group_read, labels, analysis.reads)
     read = group_read[labels]

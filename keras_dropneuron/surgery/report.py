@@ -41,13 +41,17 @@ class SlimReport:
             source and the slim model that verification measured, or `None`
             when it did not run (`verify=False`) or could not (a model that is
             random at inference).
-        tolerance: The largest difference verification accepted, or `None`.
+        tolerance: The relative tolerance verification applied, or `None`.
+        latency: With `slim_model(..., benchmark=BATCH)`, the measured median
+            `predict_on_batch` time of both models at that batch size on this
+            machine: `batch_size`, `before_ms`, `after_ms`, `speedup`.
     """
 
     rows: list
     kept_inputs: dict = dataclasses.field(default_factory=dict)
     max_deviation: float | None = None
     tolerance: float | None = None
+    latency: dict | None = None
 
     @classmethod
     def compare(cls, before, after, **kwargs):
@@ -56,7 +60,7 @@ class SlimReport:
         Args:
             before: The source model.
             after: The slim model.
-            **kwargs: `kept_inputs`, `max_deviation` and `tolerance`.
+            **kwargs: `kept_inputs`, `max_deviation`, `tolerance`, `latency`.
 
         Returns:
             A `SlimReport`.
@@ -128,8 +132,15 @@ class SlimReport:
         if self.max_deviation is not None:
             line = f"Max output deviation (verified batch): {self.max_deviation:.3g}"
             if self.tolerance is not None:
-                line += f" (tolerance {self.tolerance:.3g})"
+                line += f" (relative tolerance {self.tolerance:.3g} per output channel)"
             out.append(line)
+        if self.latency is not None and totals and totals["macs_after"]:
+            mac_ratio = totals["macs_before"] / totals["macs_after"]
+            out.append(
+                f"Latency at batch {self.latency['batch_size']} (this machine): "
+                f"{self.latency['before_ms']:.2f} ms -> {self.latency['after_ms']:.2f} ms, "
+                f"{self.latency['speedup']:.2f}x faster (multiply-adds {mac_ratio:.2f}x fewer)"
+            )
         if self.kept_inputs:
             for name, kept in self.kept_inputs.items():
                 out.append(f"Input {name!r}: kept {len(kept)} channels")

@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_dropneuron import checks
 from keras_dropneuron.layer_rules.base import cached_values, numpy
+from keras_dropneuron.surgery import latency
 from keras_dropneuron.surgery import verify as verification
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
@@ -40,6 +41,8 @@ def slim_model(
     return_report: bool = False,
     verify: bool = True,
     verify_inputs=None,
+    round_to: int = 1,
+    benchmark: int | None = None,
 ):
     """Rebuilds `model` physically smaller, without its dead units.
 
@@ -79,6 +82,15 @@ def slim_model(
             `sqrt(eps) * (1 + max|output|)` of the least precise float dtype
             they compute in. With `threshold > 0` or `approximate=True` the
             difference is only measured. Defaults to `True`.
+        round_to: Every resized layer keeps a multiple of this many units
+            (or all of them) by keeping some dead ones, which is exact; wide
+            vector units and GPUs can run such widths faster. Defaults to `1`
+            (remove every dead unit; see `benchmarks/RESULTS.md` for when
+            rounding pays on this machine).
+        benchmark: A batch size: the report then holds the measured
+            latency of both models at that batch size on this machine
+            (`SlimReport.latency`; implies `return_report`). Defaults to
+            `None` (not measured).
         verify_inputs: The batch to verify on (an array, a list or a dict of
             arrays, as `model` takes them), e.g. to stay in the input range a
             model was trained on. Defaults to `None`: 2 random samples
@@ -119,6 +131,9 @@ def slim_model(
         ("verify", verify),
     ):
         checks.check_bool(name, value)
+    round_to = checks.check_int("round_to", round_to, 1)
+    if benchmark is not None:
+        benchmark = checks.check_int("benchmark", benchmark, 1)
     graph = build_graph(model)
     if verify_inputs is not None:
         verify_inputs = verification.input_list(model, verify_inputs)
@@ -129,6 +144,7 @@ def slim_model(
             threshold=float(threshold),
             drop_inputs=bool(drop_inputs),
             approximate=bool(approximate),
+            round_to=round_to,
         )
         progress = None
         if len(graph.calls) >= _PROGRESS_MIN_CALLS and sys.stdout.isatty():
@@ -140,7 +156,7 @@ def slim_model(
         deviation, tolerance = verification.verify(
             plan, new_tensors, model, slim, verify_inputs, strict=bool(verify and exact)
         )
-    if not return_report:
+    if not return_report and benchmark is None:
         return slim
     report = SlimReport.compare(
         model,
@@ -148,5 +164,6 @@ def slim_model(
         kept_inputs=plan.kept_inputs,
         max_deviation=deviation,
         tolerance=tolerance,
+        latency=None if benchmark is None else latency.measure(plan, model, slim, benchmark),
     )
     return slim, report

@@ -148,15 +148,21 @@ def input_list(model, verify_inputs):
     return values
 
 
+def packed(model, data):
+    """`data` (one array per model input) in the structure `model` takes."""
+    functional = keras_internals.functional_of(model)
+    return tree.pack_sequence_as(keras_internals.inputs_struct(functional), data)
+
+
 def _call(model, data):
     # No `training` argument: an explicit `training=True` inside the graph then
     # applies, as in `model(x)`; a call with `training=False` would override it.
-    functional = keras_internals.functional_of(model)
-    inputs = tree.pack_sequence_as(keras_internals.inputs_struct(functional), data)
-    return [np.asarray(ops.convert_to_numpy(y)) for y in tree.flatten(model(inputs))]
+    outputs = model(packed(model, data))
+    return [np.asarray(ops.convert_to_numpy(y)) for y in tree.flatten(outputs)]
 
 
-def _slice_inputs(plan, data):
+def slice_inputs(plan, data):
+    """The inputs of the slim model: `data` without the dropped input channels."""
     if not plan.kept_inputs:
         return data
     return [
@@ -246,7 +252,7 @@ def first_difference(plan, new_tensors, slim, data, tolerance):
     graph = plan.graph
     keys = [key for call in graph.calls for key in call.outputs if key in new_tensors]
     probe = keras.Model(slim.inputs, [new_tensors[key] for key in keys])
-    slim_values = dict(zip(keys, _call(probe, _slice_inputs(plan, data)), strict=True))
+    slim_values = dict(zip(keys, _call(probe, slice_inputs(plan, data)), strict=True))
     replay = _Replay(graph)
     replay([ops.convert_to_tensor(x) for x in data])
     source_values = replay.values
@@ -317,7 +323,7 @@ def verify(plan, new_tensors, source, slim, verify_inputs=None, strict=True):
     tolerance = relative_tolerance(source)
     with _RestoredState([source, slim]):
         data, reference = _finite_reference(source, verify_inputs)
-        candidate = _call(slim, _slice_inputs(plan, data))
+        candidate = _call(slim, slice_inputs(plan, data))
         deviation, failure = _compare(reference, candidate, tolerance)
         if failure is None or not strict:
             return deviation, tolerance
