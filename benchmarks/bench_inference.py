@@ -19,8 +19,9 @@ Dead units: LeNet-300-100 90% of both hidden layers; LeNet-5 half of each conv l
 filters and 80% of fc1; ResNet50 (32x32 inputs) half the filters of every bottleneck's
 inner convolutions (`*_1_conv`, `*_2_conv`), whose BatchNormalization then outputs 0.
 
-Every variant runs in three runtimes: Keras (`tf.function` of `model(x)`), the SavedModel
-(`tf.saved_model.load(...).serve`) and the TFLite interpreter (all CPU threads), at batch 1
+Every variant runs in four runtimes: Keras (`tf.function` of `model(x)`, and the same
+compiled with XLA: `keras_xla`), the SavedModel (`tf.saved_model.load(...).serve`) and the
+TFLite interpreter (all CPU threads), at batch 1
 (latency) and batch 256 (throughput), the three variants timed alternately. `speedup` is
 masked time / slim time, `efficiency` = speedup / multiply-add ratio (target >= 0.8 at
 batch 256), `unstructured_speedup` = masked time / unstructured time.
@@ -40,7 +41,7 @@ import tensorflow as tf  # noqa: E402
 from keras_dropneuron import export_saved_model, slim_model  # noqa: E402
 
 VARIANTS = ("masked", "slim", "unstructured")
-RUNTIMES = ("keras", "saved_model", "tflite")
+RUNTIMES = ("keras", "keras_xla", "saved_model", "tflite")
 
 
 def _bn_after(model, layer):
@@ -98,8 +99,10 @@ def runner(model, runtime, batch_size, workdir, exported):
     `exported` caches the SavedModel and TFLite artifacts across batch sizes and runtimes.
     """
     x = np.random.default_rng(0).random((batch_size, *model.input_shape[1:]), dtype=np.float32)
-    if runtime == "keras":
-        forward = tf.function(lambda t: model(t, training=False))
+    if runtime in ("keras", "keras_xla"):
+        forward = tf.function(
+            lambda t: model(t, training=False), jit_compile=runtime == "keras_xla"
+        )
         tx = tf.constant(x)
         return lambda: np.asarray(forward(tx))
     # One SavedModel per model serves both the SavedModel runtime and the TFLite converter
@@ -177,7 +180,8 @@ def main(argv=None):
     p = _common.parser(__doc__, repeats=9)
     names = ["lenet-300-100", "lenet-5", "resnet50"]
     p.add_argument("--models", nargs="+", default=names, choices=names)
-    p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
+    default = ["keras", "saved_model", "tflite"]  # keras_xla on request (gpu_check.sh)
+    p.add_argument("--runtimes", nargs="+", default=default, choices=RUNTIMES)
     p.add_argument("--batches", nargs="+", type=int, default=[1, 256])
     args = p.parse_args(argv)
     if args.tiny:

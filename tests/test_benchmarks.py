@@ -69,3 +69,31 @@ def test_surgery(tmp_path, capsys):
         _positive(row, "seconds", "peak_mib")
         assert row["params_slim"] < row["params"]
     assert math.isfinite(result["fits"]["mlp"]["ms_per_layer"])
+
+
+def test_rounding(tmp_path, capsys):
+    printed, result = _run("bench_rounding", tmp_path, capsys)
+    assert "time_per_mac_vs_1" in printed
+    names = [row["rounding"] for row in result["rows"]]
+    assert names == ["round_to=1", "round_to=8", "round_to=16", "round_to=32"]
+    for row in result["rows"]:
+        _positive(row, "ms", "macs", "time_vs_1", "time_per_mac_vs_1")
+    # Rounding keeps dead channels: it can only add multiply-adds.
+    macs = [row["macs"] for row in result["rows"]]
+    assert macs[0] <= min(macs[1:])
+
+
+def test_gpu_check_script_runs_in_tiny_mode(tmp_path):
+    # CI has no GPU: the CPU-only mode keeps the GPU script from rotting.
+    import os
+    import subprocess
+
+    env = {**os.environ, "OUT": str(tmp_path)}
+    subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--tiny"], check=True, env=env
+    )
+    device = json.loads((tmp_path / "device.json").read_text())
+    assert device["tensorflow"] and isinstance(device["gpus"], list)
+    rows = json.loads((tmp_path / "inference.json").read_text())["rows"]
+    assert {row["runtime"] for row in rows} == {"keras", "keras_xla", "saved_model"}
+    assert json.loads((tmp_path / "training.json").read_text())["rows"]
