@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_dropneuron import layer_rules, supported_layers
+from keras_dropneuron import layer_rules, slim_model, supported_layers
 from keras_dropneuron.layer_rules import BARRIER, rule_for
 from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
@@ -122,17 +122,45 @@ def test_conv_transpose_slices_its_own_axes():
     assert ConvTransposeRule().fold_is_exact(layer) is False
 
 
-def test_grouped_and_channels_first_convolutions_are_kept_whole_with_a_reason():
+def test_channels_first_layers_are_kept_whole_with_a_reason():
     inputs = keras.Input((6, 6, 4))
-    grouped = keras.layers.Conv2D(4, 1, groups=2)
-    reason = ConvRule().barrier_reason(grouped, [inputs], [grouped(inputs)])
-    assert reason.startswith("grouped convolution (groups=2)")
     first = keras.layers.Conv2D(4, 1, data_format="channels_first")
     reason = ConvRule().barrier_reason(first, [inputs], [first(inputs)])
     assert reason.startswith("channels_first")
     bn = keras.layers.BatchNormalization(axis=1)
     reason = BatchNormalizationRule().barrier_reason(bn, [inputs], [bn(inputs)])
     assert reason == "normalizes axis 1, not the channels on the last axis"
+
+
+def _grouped_model(dead_filters):
+    inputs = keras.Input((6, 6, 4))
+    grouped = keras.layers.Conv2D(8, 3, groups=2, activation="relu", name="grouped")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(3, 1, name="out")(grouped))
+    randomize(model.get_layer("grouped"))
+    kernel = model.get_layer("out").kernel.numpy()
+    kernel[..., dead_filters, :] = 0  # these filters are never read
+    model.get_layer("out").kernel.assign(kernel)
+    return model
+
+
+def test_grouped_convolution_keeps_its_groups_equal():
+    # Group 0 is filters 0-3, group 1 filters 4-7: three dead in group 0, one in group 1.
+    model = _grouped_model([0, 1, 2, 5])
+    slim = slim_model(model)
+    grouped = slim.get_layer("grouped")
+    assert grouped.filters == 6 and grouped.groups == 2  # 3 per group: one dead one kept
+    x = RNG.standard_normal((2, 6, 6, 4)).astype("float32")
+    np.testing.assert_allclose(slim(x), model(x), atol=1e-5)
+    # With round_to=4 the 6 filters become 8: nothing is removed.
+    assert slim_model(model, round_to=4).get_layer("grouped").filters == 8
+    # Balanced groups remove freely: two dead in each.
+    assert slim_model(_grouped_model([0, 1, 4, 5])).get_layer("grouped").filters == 4
+
+
+def test_grouped_convolution_macs():
+    layer, inputs, outputs = built(keras.layers.Conv2D(8, 3, groups=2), (6, 6, 4))
+    # 4x4 output positions x 3x3 taps x (4 / 2) inputs per filter x 8 filters.
+    assert ConvRule().macs(layer, inputs, outputs) == 16 * 9 * 2 * 8
 
 
 def test_depthwise_and_separable_slices_and_macs():

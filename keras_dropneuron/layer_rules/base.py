@@ -170,6 +170,20 @@ class LayerRule:
         """
         raise NotImplementedError
 
+    def must_keep(self, layer, gone):
+        """Output channels to keep beyond the dead ones the analysis keeps.
+
+        Args:
+            layer: The layer.
+            gone: Per output channel, whether the analysis removes it.
+
+        Returns:
+            Indices of removed output channels that must stay after all (a
+            grouped convolution keeps its groups equal). Keeping a dead
+            channel is always exact.
+        """
+        return ()
+
     def slice(self, layer, kept_in, kept_out, fold):
         """Attribute name -> new value when channels are cut.
 

@@ -46,20 +46,50 @@ class ConvRule(ResizedRule):
         # A padded convolution sees zeros, not the constant, near the border.
         return layer.padding == "valid" or is_one_by_one(layer)
 
+    def analyze(self, analysis, index, call, constants):
+        groups = getattr(call.layer, "groups", 1)
+        if groups == 1:
+            return super().analyze(analysis, index, call, constants)
+        # Grouped: input channel `i` feeds kernel row `i % (C / g)` of its own
+        # group's filters only. Every group shares the kernel's input axis, so
+        # input channels stay; filters go, as many from every group.
+        kernel = np.abs(numpy(call.layer.kernel))
+        per_group = kernel.reshape(*kernel.shape[:-1], groups, -1)
+        read = np.any(per_group > analysis.threshold, axis=(*range(kernel.ndim - 2), -1))
+        analysis.read(call.inputs[0], read.T.reshape(-1))
+        analysis.keep(call.inputs[0])
+        return self.output_constants(call.layer, analysis.threshold, constants, False)
+
+    def must_keep(self, layer, gone):
+        groups = getattr(layer, "groups", 1)
+        if groups == 1:
+            return ()
+        per_group = gone.reshape(groups, -1)
+        kept = (~per_group).sum(axis=1)
+        extra = [
+            group * per_group.shape[1] + np.flatnonzero(per_group[group])[: kept.max() - count]
+            for group, count in enumerate(kept)
+        ]
+        return np.concatenate(extra)
+
     def fold_bias(self, layer, constants):
         kernel = numpy(layer.kernel)
         return constants @ kernel.sum(axis=spatial_axes(kernel))
 
     def slice(self, layer, kept_in, kept_out, fold):
         kernel = numpy(layer.kernel)
-        sliced = np.take(np.take(kernel, kept_in, self.input_axis), kept_out, self.output_axis)
+        sliced = kernel
+        if getattr(layer, "groups", 1) == 1:  # a grouped one keeps its inputs
+            sliced = np.take(kernel, kept_in, self.input_axis)
+        sliced = np.take(sliced, kept_out, self.output_axis)
         width = kernel.shape[self.output_axis]
         return self.sliced_bias(layer, width, kept_out, fold, {"kernel": sliced})
 
     def macs(self, layer, tensor_in, tensor_out):
         taps = math.prod(layer.kernel_size)
         positions = (tensor_out if self.positions_of == "output" else tensor_in).shape
-        return spatial_size(positions) * taps * channels(tensor_in) * channels(tensor_out)
+        per_filter = channels(tensor_in) // getattr(layer, "groups", 1)
+        return spatial_size(positions) * taps * per_filter * channels(tensor_out)
 
 
 class ConvTransposeRule(ConvRule):

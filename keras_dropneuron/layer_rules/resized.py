@@ -31,11 +31,6 @@ class ResizedRule(LayerRule):
     def barrier_reason(self, layer, in_tensors, out_tensors):
         if channels_first(layer):
             return "channels_first: the surgeon follows channels on the last axis"
-        if getattr(layer, "groups", 1) != 1:
-            return (
-                f"grouped convolution (groups={layer.groups}): removing channels "
-                "would leave the groups unequal"
-            )
         return None
 
     def outgoing_zero(self, layer, threshold):

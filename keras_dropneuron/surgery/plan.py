@@ -185,31 +185,46 @@ def _rules(graph):
     return rules, reasons
 
 
-def _round_widths(graph, rules, analysis, labels, removed, multiple):
-    """Keeps dead channels until each resized layer's width is a multiple of `multiple`.
+def _settle(graph, rules, analysis, labels, removed, round_to):
+    """Keeps removed channels until every width constraint holds.
 
-    Keeping a dead channel is always exact, so this only costs work. A layer
-    keeps its whole width when rounding up would reach it. Channels coupled
-    to others (a residual `Add`) come back together, so a kept count may end
-    above the next multiple.
+    - No tensor is left without channels (the group of its channel 0 stays).
+    - A rule's own constraint holds (`LayerRule.must_keep`: a grouped
+      convolution keeps its groups equal).
+    - With `round_to > 1`, each resized layer keeps a multiple of `round_to`
+      channels, or its whole width when rounding up would reach it.
+
+    Keeping a dead channel is always exact, so this only costs work. A kept
+    channel brings its whole group back (a residual `Add` keeps both
+    branches), so a count may end above the next multiple. Channels only
+    ever come back, so the loop ends.
     """
-    keys = [
-        call.outputs[0]
-        for call, rule in zip(graph.calls, rules, strict=True)
-        if rule.width_argument
+
+    def restore(slots):
+        changed = False
+        for slot in slots:
+            if removed[slot]:
+                removed[labels == labels[slot]] = False
+                changed = True
+        return changed
+
+    resized = [
+        (call, rule) for call, rule in zip(graph.calls, rules, strict=True) if rule.width_argument
     ]
     changed = True
     while changed:
         changed = False
-        for key in keys:
+        for key in graph.tensors:
             slots = analysis.slots(key)
+            if len(slots) and removed[slots].all():
+                changed |= restore(slots[:1])
+        for call, rule in resized:
+            slots = analysis.slots(call.outputs[0])
+            changed |= restore(slots[np.asarray(rule.must_keep(call.layer, removed[slots]), int)])
             gone = slots[removed[slots]]
             kept = len(slots) - len(gone)
-            target = min(len(slots), -(-kept // multiple) * multiple)
-            for slot in gone[: target - kept]:
-                if removed[slot]:
-                    removed[labels == labels[slot]] = False
-                    changed = True
+            target = min(len(slots), -(-kept // round_to) * round_to)
+            changed |= restore(gone[: target - kept])
 
 
 def make_plan(graph, *, threshold, drop_inputs, approximate, round_to=1):
@@ -255,18 +270,7 @@ def make_plan(graph, *, threshold, drop_inputs, approximate, round_to=1):
     group_kept = np.zeros(analysis.size, dtype=bool)
     np.logical_or.at(group_kept, labels, analysis.kept)
     removed = ~group_kept[labels]
-    # Never leave a tensor without channels: keep the group of its channel 0.
-    changed = True
-    while changed:
-        changed = False
-        for key, tensor in graph.tensors.items():
-            width = channels(tensor)
-            start = analysis.offsets[key]
-            if width and removed[start : start + width].all():
-                removed[labels == labels[start]] = False
-                changed = True
-    if round_to > 1:
-        _round_widths(graph, rules, analysis, labels, removed, round_to)
+    _settle(graph, rules, analysis, labels, removed, round_to)
     group_read = np.zeros(analysis.size, dtype=bool)
     np.logical_or.at(group_read, labels, analysis.reads)
     read = group_read[labels]
