@@ -13,7 +13,12 @@ from keras_dropneuron.regularizers import (
 )
 from keras_dropneuron.report import SparsityReport, sparsity_report
 from keras_dropneuron.surgery import SlimReport, SlimVerificationError, slim_model
-from keras_dropneuron.surgery.export import export_saved_model, export_tflite
+from keras_dropneuron.surgery.export import (
+    export_model,
+    export_onnx,
+    export_saved_model,
+    export_tflite,
+)
 from keras_dropneuron.threshold import choose_threshold
 
 try:
@@ -32,6 +37,8 @@ __all__ = [
     "SparsityReport",
     "__version__",
     "choose_threshold",
+    "export_model",
+    "export_onnx",
     "export_saved_model",
     "export_tflite",
     "prune_weights",
