@@ -149,9 +149,7 @@ def params_after_slim(plan):
         if not plan.resized(index):
             total += layer.count_params() if getattr(layer, "built", False) else 0
             continue
-        kept_in = plan.kept[call.inputs[0]] if call.inputs else None
-        kept_out = plan.kept[call.outputs[0]]
-        sliced = plan.rules[index].slice(layer, kept_in, kept_out, plan.folds.get(index))
+        sliced = plan.rules[index].resize(layer, {}, plan.cut(index))
         total += sum(int(np.size(value)) for value in sliced.values())
     return total
 

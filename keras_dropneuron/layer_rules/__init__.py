@@ -8,7 +8,8 @@ so a user subclass of `Dense` gets the Dense rule (the surgeon still keeps it
 whole when it adds weights or its own `call()`).
 """
 
-from keras_dropneuron.layer_rules.base import Barrier, LayerRule, WeightLayout
+from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
+from keras_dropneuron.layer_rules.base import Barrier, Cut, LayerRule, WeightLayout
 from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
 from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
@@ -38,6 +39,7 @@ RULES: tuple[LayerRule, ...] = (
     MergeRule(),
     ConcatenateRule(),
     FlattenRule(),
+    MultiHeadAttentionRule(),
 )
 
 _BY_TYPE = {cls: rule for rule in RULES for cls in rule.types}
@@ -53,4 +55,4 @@ def rule_for(layer):
     return BARRIER
 
 
-__all__ = ["BARRIER", "RULES", "Barrier", "LayerRule", "WeightLayout", "rule_for"]
+__all__ = ["BARRIER", "RULES", "Barrier", "Cut", "LayerRule", "WeightLayout", "rule_for"]

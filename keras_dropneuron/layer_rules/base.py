@@ -18,6 +18,25 @@ from keras import ops
 
 
 @dataclasses.dataclass(frozen=True)
+class Cut:
+    """What the analysis removes from one layer.
+
+    Attributes:
+        kept_in: Kept input channel indices (of the first input).
+        kept_out: Kept output channel indices (of the first output).
+        fold: Per input channel, the constant folded into the bias (0 where
+            nothing is folded), or `None`.
+        inner: Kept indices of units inside the layer that are not channels
+            (attention heads), or `None`.
+    """
+
+    kept_in: object
+    kept_out: object
+    fold: object = None
+    inner: object = None
+
+
+@dataclasses.dataclass(frozen=True)
 class WeightLayout:
     """Where the unit axes of one weight tensor are.
 
@@ -50,6 +69,13 @@ def cached_values():
         yield
     finally:
         _cache = outer
+
+
+def attribute(obj, path):
+    """`obj.a.b` for the path `"a.b"` (`None` where an attribute is missing)."""
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+    return obj
 
 
 def numpy(variable):
@@ -183,6 +209,24 @@ class LayerRule:
             channel is always exact.
         """
         return ()
+
+    def resize(self, layer, config, cut):
+        """Adapts `config` to a `Cut` and returns the new weights.
+
+        Args:
+            layer: The source layer.
+            config: Its config, changed in place (width, `use_bias`).
+            cut: The `Cut`.
+
+        Returns:
+            Weight attribute path (`"kernel"`, `"query_dense.kernel"`) -> value.
+        """
+        weights = self.slice(layer, cut.kept_in, cut.kept_out, cut.fold)
+        if self.width_argument:
+            config[self.width_argument] = len(cut.kept_out)
+        if "bias" in weights and "use_bias" in config:
+            config["use_bias"] = True
+        return weights
 
     def slice(self, layer, kept_in, kept_out, fold):
         """Attribute name -> new value when channels are cut.

@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from keras_dropneuron import keras_internals, layer_rules
-from keras_dropneuron.layer_rules.base import channels
+from keras_dropneuron.layer_rules.base import attribute, channels
 
 
 @dataclasses.dataclass
@@ -33,6 +33,8 @@ class Plan:
         folds: Call index -> per-input-channel constants folded into its bias.
         inexact: Whether some fold is only approximately right.
         kept_inputs: Model input name -> kept channel indices.
+        inner: Call index -> kept units inside the layer that are not
+            channels (attention heads), for layers that lose some.
     """
 
     graph: object
@@ -43,11 +45,22 @@ class Plan:
     folds: dict
     inexact: bool
     kept_inputs: dict
+    inner: dict = dataclasses.field(default_factory=dict)
+
+    def cut(self, index):
+        """The `layer_rules.Cut` of one call."""
+        call = self.graph.calls[index]
+        return layer_rules.Cut(
+            kept_in=self.kept[call.inputs[0]] if call.inputs else None,
+            kept_out=self.kept[call.outputs[0]],
+            fold=self.folds.get(index),
+            inner=self.inner.get(index),
+        )
 
     def resized(self, index):
         """Whether the call's layer loses channels or takes a folded constant."""
         call = self.graph.calls[index]
-        if index in self.folds:
+        if index in self.folds or index in self.inner:
             return True
         if self.rules[index] is layer_rules.BARRIER:
             return False
@@ -71,6 +84,7 @@ class Analysis:
         self.reads = np.zeros(size, dtype=bool)
         self.edges = []
         self.inexact_consumers = set()
+        self.inner = {}
 
     def tensor(self, key):
         return self.graph.tensors[key]
@@ -120,9 +134,7 @@ def _components(size, edges):
 
 def holds_only_known_weights(layer, rule):
     """Whether every weight of `layer` is one `rule` knows how to slice."""
-    known = {
-        id(weight) for name in rule.state if (weight := getattr(layer, name, None)) is not None
-    }
+    known = {id(weight) for name in rule.state if (weight := attribute(layer, name)) is not None}
     return all(id(weight) in known for weight in layer.weights)
 
 
@@ -301,4 +313,5 @@ def make_plan(graph, *, threshold, drop_inputs, approximate, round_to=1):
         folds=folds,
         inexact=inexact,
         kept_inputs=kept_inputs,
+        inner=analysis.inner,
     )

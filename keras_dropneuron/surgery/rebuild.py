@@ -11,7 +11,7 @@ import keras
 from keras import tree
 
 from keras_dropneuron import keras_internals, layer_rules
-from keras_dropneuron.layer_rules.base import channels
+from keras_dropneuron.layer_rules.base import attribute, channels
 from keras_dropneuron.surgery import copying
 
 
@@ -42,14 +42,7 @@ def _new_layer(plan, index, keep_regularizers):
                 raise
             return layer, None, None
     config = copying.layer_config(layer, call.name, keep_regularizers)
-    rule = plan.rules[index]
-    kept_in = plan.kept[call.inputs[0]] if call.inputs else None
-    kept_out = plan.kept[call.outputs[0]]
-    weights = rule.slice(layer, kept_in, kept_out, plan.folds.get(index))
-    if rule.width_argument:
-        config[rule.width_argument] = len(kept_out)
-    if "bias" in weights and "use_bias" in config:
-        config["use_bias"] = True
+    weights = plan.rules[index].resize(layer, config, plan.cut(index))
     return copying.new_layer(layer, config, placeholder_initializers=True), weights, config
 
 
@@ -57,8 +50,8 @@ def _fill(new, weights):
     if isinstance(weights, keras.layers.Layer):
         copying.copy_state(weights, new)
         return
-    for attribute, value in weights.items():
-        variable = getattr(new, attribute)
+    for path, value in weights.items():
+        variable = attribute(new, path)
         variable.assign(value.astype(variable.dtype))
 
 

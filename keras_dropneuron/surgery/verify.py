@@ -60,7 +60,8 @@ def _is_float(dtype):
 def random_inputs(model, batch_size=VERIFY_BATCH_SIZE, seed=0, positive=False):
     """Random inputs matching `model.inputs` (unknown dims become 8).
 
-    Float inputs are standard normal, or uniform in [0, 1) when `positive`.
+    Float inputs are standard normal, or uniform in [0, 1) when `positive`;
+    boolean inputs (masks) are True with probability 0.75.
     Integer inputs draw ids below the
     smallest `input_dim` of the model's Embedding layers (2 when it has none),
     so every id is valid.
@@ -83,6 +84,8 @@ def random_inputs(model, batch_size=VERIFY_BATCH_SIZE, seed=0, positive=False):
         dtype = str(tensor.dtype)
         if "int" in dtype:
             values = rng.integers(0, vocab, shape)
+        elif dtype == "bool":  # masks
+            values = rng.random(shape) < 0.75
         elif _is_float(dtype):
             values = rng.random(shape) if positive else rng.standard_normal(shape)
         else:

@@ -1,0 +1,80 @@
+"""MultiHeadAttention: dead heads are removed; its channels pass unchanged."""
+
+import numpy as np
+from keras import layers
+
+from keras_dropneuron.layer_rules.base import LayerRule, channels, numpy, spatial_size
+
+_PROJECTIONS = ("query_dense", "key_dense", "value_dense")
+
+
+class MultiHeadAttentionRule(LayerRule):
+    """Head `h` owns `query/key/value` kernels `[:, h, :]`, their bias rows `[h]`
+    and the output kernel `[h]`.
+
+    The layer's output is the sum over heads of `output_kernel[h]` applied to
+    head `h`'s attention-weighted values, plus the output bias. A head whose
+    value projection (kernel and bias) is zero adds nothing whatever it
+    attends to, and so does a head whose output kernel is zero: either is
+    removed by lowering `num_heads` and slicing the four projections. A head
+    whose query and key are zero is not dead (uniform attention still passes
+    its values) and stays. Input and output channels are all kept: the layer
+    mixes them.
+    """
+
+    types = (layers.MultiHeadAttention,)
+    state = tuple(
+        f"{projection}.{weight}"
+        for projection in (*_PROJECTIONS, "output_dense")
+        for weight in ("kernel", "bias")
+    )
+
+    def barrier_reason(self, layer, in_tensors, out_tensors):
+        return None
+
+    def analyze(self, analysis, index, call, constants):
+        for key in call.inputs + call.outputs:
+            analysis.keep(key)
+        for key in call.inputs:
+            analysis.read(key)
+        if call.node.arguments.kwargs.get("return_attention_scores"):
+            return None  # the scores of every head are an output
+        heads = self.dead_heads(call.layer, analysis.threshold)
+        kept = np.flatnonzero(~heads)
+        if heads.any():
+            analysis.inner[index] = kept if kept.size else np.array([0])
+        return None
+
+    def dead_heads(self, layer, threshold):
+        """Per head: does it add nothing to the output?"""
+        value = np.abs(numpy(layer.value_dense.kernel))  # (dim, heads, value_dim)
+        dead_value = np.all(np.moveaxis(value, 1, 0).reshape(value.shape[1], -1) <= threshold, 1)
+        if layer.value_dense.bias is not None:
+            dead_value &= np.all(np.abs(numpy(layer.value_dense.bias)) <= threshold, axis=1)
+        output = np.abs(numpy(layer.output_dense.kernel))  # (heads, value_dim, dim)
+        dead_output = np.all(output.reshape(output.shape[0], -1) <= threshold, axis=1)
+        return dead_value | dead_output
+
+    def resize(self, layer, config, cut):
+        heads = cut.inner
+        config["num_heads"] = len(heads)
+        weights = {}
+        for projection in _PROJECTIONS:
+            dense = getattr(layer, projection)
+            weights[f"{projection}.kernel"] = numpy(dense.kernel)[:, heads]
+            if dense.bias is not None:
+                weights[f"{projection}.bias"] = numpy(dense.bias)[heads]
+        weights["output_dense.kernel"] = numpy(layer.output_dense.kernel)[heads]
+        if layer.output_dense.bias is not None:
+            weights["output_dense.bias"] = numpy(layer.output_dense.bias)
+        return weights
+
+    def macs(self, layer, tensor_in, tensor_out):
+        # Projections, scores and weighted sums for self-attention of the first input.
+        positions, width = spatial_size(tensor_in.shape), channels(tensor_in)
+        heads, key_dim = layer.num_heads, layer.key_dim
+        value_dim = layer.value_dim or key_dim
+        projections = positions * width * heads * (2 * key_dim + value_dim)
+        attention = positions * positions * heads * (key_dim + value_dim)
+        output = positions * heads * value_dim * channels(tensor_out)
+        return projections + attention + output
