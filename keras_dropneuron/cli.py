@@ -5,7 +5,8 @@ registers its parser and a handler returning the exit status.
 
 Example:
 
-    keras-dropneuron slim pruned.keras -o slim.keras --tflite slim.tflite
+    keras-dropneuron slim pruned.keras -o slim.keras --tflite slim.tflite --onnx slim.onnx
+    keras-dropneuron slim pruned.keras --format litert=slim_int8.tflite --int8 --calibration x.npy
 """
 
 import argparse
@@ -18,6 +19,16 @@ from keras_dropneuron.checks import argparse_type, check_int, check_non_negative
 
 PROG = "keras-dropneuron"
 _MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+# `--format FORMAT=PATH`, as `keras_dropneuron.surgery.export.EXPORT_FORMATS` names them.
+_FORMATS = ("keras", "h5", "saved_model", "litert", "onnx")
+_FORMAT_SUFFIXES = {"keras": (".keras",), "h5": (".h5", ".hdf5")}
+_FORMAT_LABELS = {
+    "keras": "model file",
+    "h5": "model file",
+    "saved_model": "SavedModel",
+    "litert": "TFLite file",
+    "onnx": "ONNX file",
+}
 _MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which keras.utils.set_random_seed uses
 
 
@@ -89,22 +100,85 @@ def _check_output(option, path, input_path, directory=False):
         raise CommandError(f"{option}: {path} is not writable")
 
 
+def _outputs(args):
+    """`(option, format, path)` for every output the command line asks for, in order."""
+    outputs = []
+    if args.output:
+        if not args.output.endswith(_MODEL_SUFFIXES):
+            raise CommandError(f"output must end with .keras or .h5, received: {args.output}")
+        fmt = "keras" if args.output.endswith(".keras") else "h5"
+        outputs.append(("-o/--output", fmt, args.output))
+    for option, fmt, path in (
+        ("--saved-model", "saved_model", args.saved_model),
+        ("--tflite", "litert", args.tflite),
+        ("--onnx", "onnx", args.onnx),
+    ):
+        if path:
+            outputs.append((option, fmt, path))
+    for fmt, path in args.format or []:
+        outputs.append((f"--format {fmt}", fmt, path))
+    if not outputs:
+        raise CommandError(
+            "nothing to write: give -o/--output, --saved-model, --tflite, --onnx or --format"
+        )
+    return outputs
+
+
 def _check_outputs(args):
-    if not args.output.endswith(_MODEL_SUFFIXES):
-        raise CommandError(f"output must end with .keras or .h5, received: {args.output}")
-    outputs = [
-        ("-o/--output", args.output, False),
-        ("--saved-model", args.saved_model, True),
-        ("--tflite", args.tflite, False),
-    ]
+    """Checks every output path, and what the outputs need, before anything is written."""
+    outputs = _outputs(args)
     written = {}
-    for option, path, directory in outputs:
-        if not path:
-            continue
-        _check_output(option, path, args.input, directory)
+    for option, fmt, path in outputs:
+        suffixes = _FORMAT_SUFFIXES.get(fmt)
+        if suffixes and not path.endswith(suffixes):
+            raise CommandError(
+                f"{option}: a {fmt} file must end with {' or '.join(suffixes)}, received: {path}"
+            )
+        _check_output(option, path, args.input, directory=fmt == "saved_model")
         same = written.setdefault(os.path.realpath(path), option)
         if same != option:
             raise CommandError(f"{same} and {option} name the same path: {path}")
+    formats = {fmt for _, fmt, _ in outputs}
+    if args.int8 and "litert" not in formats:
+        raise CommandError(
+            "--int8 quantizes TFLite files: add --tflite FILE or --format litert=FILE"
+        )
+    if args.int8 and not args.calibration:
+        raise CommandError(
+            "--int8 needs --calibration FILE: a .npy of representative inputs (a few hundred "
+            "samples), or a .npz with one array per input name"
+        )
+    if args.calibration and not args.int8:
+        raise CommandError("--calibration is only used with --int8")
+    if "onnx" in formats:
+        from keras_dropneuron.surgery.export import onnx_missing_packages
+
+        missing = onnx_missing_packages()
+        if missing:
+            raise CommandError(
+                f"ONNX export needs {' and '.join(missing)}: pip install 'keras-dropneuron[onnx]'"
+            )
+    return outputs
+
+
+def _load_calibration(path):
+    """The representative inputs of `--calibration`: one array (.npy) or a dict (.npz)."""
+    import numpy as np
+
+    if not os.path.exists(path):
+        raise CommandError(f"--calibration: file not found: {path}")
+    if os.path.isdir(path):
+        raise CommandError(f"--calibration: {path} is a directory, expected a .npy or .npz file")
+    if not path.endswith((".npy", ".npz")):
+        raise CommandError(f"--calibration must be a .npy or .npz file, received: {path}")
+    try:
+        with open(path, "rb") as file:
+            data = np.load(file, allow_pickle=False)
+            if isinstance(data, np.lib.npyio.NpzFile):
+                data = {name: data[name] for name in data.files}
+    except Exception as error:  # any failure to read is the same to the user
+        raise CommandError(f"--calibration: cannot read {path}: {_one_line(error)}") from error
+    return data
 
 
 def _check_out_directory(option, path):
@@ -115,19 +189,20 @@ def _check_out_directory(option, path):
     _check_directory(option, existing)
 
 
-def _write(path, save, *args):
+def _write(path, save, *args, **kwargs):
     try:
-        save(*args)
-    except OSError as error:
+        save(*args, **kwargs)
+    except (OSError, ValueError, ImportError, NotImplementedError) as error:
         raise CommandError(f"cannot write {path}: {_one_line(error)}") from error
 
 
 def _slim(args):
     _check_input(args.input)
-    _check_outputs(args)
+    outputs = _check_outputs(args)
+    calibration = _load_calibration(args.calibration) if args.calibration else None
 
     from keras_dropneuron.surgery import SlimVerificationError, slim_model
-    from keras_dropneuron.surgery.export import export_saved_model, export_tflite
+    from keras_dropneuron.surgery.export import export_model, representative_dataset
 
     model = _load_model(args.input)
     try:
@@ -138,21 +213,38 @@ def _slim(args):
         raise CommandError(f"verification failed, nothing written: {_one_line(error)}") from error
     except (TypeError, ValueError) as error:
         raise CommandError(f"unsupported model {args.input}: {_one_line(error)}") from error
-    _write(args.output, slim.save, args.output)
-    print(report)
-    sizes = [("model file", args.input, args.output)]
-    if args.saved_model:
-        _write(args.saved_model, export_saved_model, slim, args.saved_model)
-        sizes.append(("SavedModel", None, args.saved_model))
-    if args.tflite:
-        _write(args.tflite, export_tflite, slim, args.tflite)
-        sizes.append(("TFLite file", None, args.tflite))
-    for label, before, after in sizes:
-        if before:
-            print(f"{label}: {_size(before):,} -> {_size(after):,} bytes ({after})")
+    if calibration is not None:
+        try:  # checked against the model's inputs before anything is written
+            calibration = representative_dataset(slim, calibration)
+        except (TypeError, ValueError) as error:
+            message = _one_line(error).replace("argument `representative_data`", "the samples")
+            raise CommandError(f"--calibration {args.calibration}: {message}") from error
+    for _, fmt, path in outputs:
+        if fmt in ("keras", "h5"):
+            _write(path, slim.save, path)
+        elif fmt == "litert" and args.int8:
+            _write(path, export_model, slim, path, fmt, int8=True, representative_data=calibration)
         else:
-            print(f"{label}: {_size(after):,} bytes ({after})")
+            _write(path, export_model, slim, path, fmt)
+    print(report)
+    for _, fmt, path in outputs:
+        label = _FORMAT_LABELS[fmt] + (" (int8)" if fmt == "litert" and args.int8 else "")
+        if fmt in ("keras", "h5"):
+            print(f"{label}: {_size(args.input):,} -> {_size(path):,} bytes ({path})")
+        else:
+            print(f"{label}: {_size(path):,} bytes ({path})")
     return 0
+
+
+def _format_output(text):
+    fmt, sep, path = text.partition("=")
+    if not sep or not path:
+        raise argparse.ArgumentTypeError(f"expected FORMAT=PATH, received: {text!r}")
+    if fmt not in _FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {fmt!r}, expected one of: {', '.join(_FORMATS)}"
+        )
+    return fmt, path
 
 
 def _add_slim(subparsers):
@@ -163,9 +255,29 @@ def _add_slim(subparsers):
         "prints a per-layer report with file sizes before and after.",
     )
     parser.add_argument("input", help="pruned model (.keras or .h5)")
-    parser.add_argument("-o", "--output", required=True, help="slim model path")
+    parser.add_argument("-o", "--output", help="slim model path (.keras or .h5)")
     parser.add_argument("--saved-model", metavar="DIR", help="also export a SavedModel")
-    parser.add_argument("--tflite", metavar="FILE", help="also write a TFLite file")
+    parser.add_argument("--tflite", metavar="FILE", help="also write a TFLite (LiteRT) file")
+    parser.add_argument("--onnx", metavar="FILE", help="also write an ONNX file (onnx extra)")
+    parser.add_argument(
+        "--format",
+        metavar="FORMAT=PATH",
+        type=_format_output,
+        action="append",
+        help=f"also write PATH in FORMAT, one of {', '.join(_FORMATS)}; repeatable "
+        "(--format onnx=slim.onnx is --onnx slim.onnx)",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="full-integer post-training quantization of the TFLite outputs (needs --calibration)",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="representative inputs for --int8: a .npy array (n, *input_shape), "
+        "or a .npz with one array per input name",
+    )
     parser.add_argument(
         "--threshold",
         type=_THRESHOLD,

@@ -2,6 +2,7 @@
 
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -171,7 +172,44 @@ def bad_outputs(tmp_path):
     (tmp_path / "sm").mkdir()
     ok = str(tmp_path / "slim.keras")
     missing = str(tmp_path / "nodir" / "x")
+    tfl = str(tmp_path / "slim.tflite")
+    calibration = str(tmp_path / "x.npy")
+    np.save(calibration, np.zeros((4, 8), "float32"))
+    wrong_shape = str(tmp_path / "wrong.npy")
+    np.save(wrong_shape, np.zeros((4, 3), "float32"))
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not numpy")
+    int8 = ["--tflite", tfl, "--int8", "--calibration"]
     return {
+        "nothing_to_write": ([], "nothing to write: give -o/--output"),
+        "format_dir_missing": (["--format", f"litert={missing}.tflite"], "--format litert: the"),
+        "format_keras_suffix": (["--format", f"keras={tfl}"], "a keras file must end with"),
+        "format_same_as_output": (
+            ["-o", ok, "--format", f"h5={ok}"],
+            "a h5 file must end with .h5",
+        ),
+        "format_same_path": (
+            ["-o", ok, "--format", f"keras={ok}"],
+            "-o/--output and --format keras name the same path",
+        ),
+        "onnx_dir_missing": (["--onnx", missing + ".onnx"], "--onnx: the directory"),
+        "int8_without_calibration": (["--tflite", tfl, "--int8"], "--int8 needs --calibration"),
+        "int8_without_tflite": (["-o", ok, "--int8"], "--int8 quantizes TFLite files"),
+        "calibration_without_int8": (
+            ["--tflite", tfl, "--calibration", calibration],
+            "--calibration is only used with --int8",
+        ),
+        "calibration_missing": (
+            [*int8, str(tmp_path / "none.npy")],
+            "--calibration: file not found",
+        ),
+        "calibration_directory": ([*int8, str(tmp_path / "sm")], "is a directory"),
+        "calibration_suffix": ([*int8, str(tmp_path / "a_file")], "must be a .npy or .npz"),
+        "calibration_garbage": ([*int8, str(garbage)], "--calibration: cannot read"),
+        "calibration_wrong_shape": (
+            ["-o", ok, *int8, wrong_shape],
+            "the samples: input 'x' expects samples of shape (n, 8)",
+        ),
         "output_dir_missing": (["-o", missing + ".keras"], "-o/--output: the directory"),
         "output_parent_is_a_file": (["-o", str(tmp_path / "a_file" / "x.keras")], "not a dir"),
         "output_is_a_dir": (["-o", str(tmp_path / "a_dir.keras")], "-o/--output is a directory"),
@@ -194,6 +232,20 @@ def bad_outputs(tmp_path):
         "saved_model_dir_missing",
         "saved_model_exists",
         "same_outputs",
+        "nothing_to_write",
+        "format_dir_missing",
+        "format_keras_suffix",
+        "format_same_as_output",
+        "format_same_path",
+        "onnx_dir_missing",
+        "int8_without_calibration",
+        "int8_without_tflite",
+        "calibration_without_int8",
+        "calibration_missing",
+        "calibration_directory",
+        "calibration_suffix",
+        "calibration_garbage",
+        "calibration_wrong_shape",
     ],
 )
 def test_output_paths_are_checked_before_anything_is_written(case, pruned, tmp_path, capsys):
@@ -204,6 +256,108 @@ def test_output_paths_are_checked_before_anything_is_written(case, pruned, tmp_p
     assert err.count("\n") == 1 and err.startswith("keras-dropneuron: error: ")
     assert message in err
     assert listing(tmp_path) == before
+
+
+def run_tflite(path, x):
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner()
+    (name,) = runner.get_input_details()
+    (output,) = runner(**{name: x}).values()
+    return output, interpreter
+
+
+def test_slim_every_format(pruned, tmp_path, capsys):
+    import tensorflow as tf
+
+    model, path = pruned
+    paths = {
+        "keras": tmp_path / "a.keras",
+        "h5": tmp_path / "b.h5",
+        "saved_model": tmp_path / "sm",
+        "litert": tmp_path / "c.tflite",
+    }
+    formats = [f"--format={fmt}={out}" for fmt, out in paths.items()]
+    assert main(["slim", path, *formats]) == 0
+    printed = capsys.readouterr().out
+    assert "hidden (Dense)" in printed and "32 -> 12" in printed
+    assert f"model file: {os.path.getsize(path):,} -> {os.path.getsize(paths['h5']):,}" in printed
+    assert f"TFLite file: {os.path.getsize(paths['litert']):,} bytes" in printed
+    x = np.random.default_rng(0).standard_normal((5, 8)).astype("float32")
+    expected = model(x)
+    for fmt in ("keras", "h5"):
+        loaded = keras.saving.load_model(paths[fmt])
+        np.testing.assert_allclose(loaded(x), expected, atol=1e-5)
+    serve = tf.saved_model.load(str(paths["saved_model"])).signatures["serving_default"]
+    (output,) = serve(tf.constant(x)).values()
+    np.testing.assert_allclose(output, expected, atol=1e-5)
+    np.testing.assert_allclose(run_tflite(paths["litert"], x)[0], expected, atol=1e-4)
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(name) is None for name in ("tf2onnx", "onnx", "onnxruntime")),
+    reason="ONNX export needs the `onnx` extra: pip install 'keras-dropneuron[onnx]'",
+)
+def test_slim_onnx(pruned, tmp_path, capsys):
+    import onnxruntime
+
+    model, path = pruned
+    out = tmp_path / "slim.onnx"
+    assert main(["slim", path, "--onnx", str(out), "--format", f"onnx={tmp_path / 'b.onnx'}"]) == 0
+    assert f"ONNX file: {os.path.getsize(out):,} bytes" in capsys.readouterr().out
+    x = np.random.default_rng(0).standard_normal((5, 8)).astype("float32")
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {session.get_inputs()[0].name: x})
+    np.testing.assert_allclose(output, model(x), atol=1e-5)
+
+
+def test_slim_onnx_without_its_packages(pruned, tmp_path, capsys, monkeypatch):
+    from keras_dropneuron.surgery import export
+
+    monkeypatch.setattr(export, "onnx_missing_packages", lambda: ["tf2onnx"])
+    out = tmp_path / "slim.keras"
+    assert main(["slim", pruned[1], "-o", str(out), "--onnx", str(tmp_path / "s.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ONNX export needs tf2onnx: pip install" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_slim_int8_tflite(pruned, tmp_path, capsys, suffix):
+    model, path = pruned
+    rng = np.random.default_rng(1)
+    samples = rng.standard_normal((500, 8)).astype("float32")
+    calibration = tmp_path / f"x{suffix}"
+    if suffix == ".npy":
+        np.save(calibration, samples)
+    else:
+        np.savez(calibration, x=samples)  # one array per input name
+    out = tmp_path / "int8.tflite"
+    args = ["slim", path, "--tflite", str(out), "--int8", "--calibration", str(calibration)]
+    assert main(args) == 0
+    assert f"TFLite file (int8): {os.path.getsize(out):,} bytes" in capsys.readouterr().out
+    x = rng.standard_normal((64, 8)).astype("float32")  # held out from calibration
+    output, interpreter = run_tflite(out, x)
+    expected = np.asarray(model(x))
+    # Full-integer quantization: within 5% of the output range (stated in test_export.py).
+    assert 0 < np.max(np.abs(output - expected)) <= 0.05 * np.max(np.abs(expected))
+    # Both kernels are int8 (the file is not smaller here: 147 weights weigh less than
+    # the quantization parameters; test_export.py checks the size on a larger model).
+    ops = [op for op in interpreter._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+    tensors = interpreter.get_tensor_details()
+    assert [tensors[op["inputs"][1]]["dtype"] for op in ops] == [np.int8, np.int8]
+
+
+def test_unknown_format_is_a_usage_error(pruned, tmp_path, capsys):
+    for value, message in [
+        ("tflite=x.tflite", "argument --format: unknown format 'tflite', expected one of: keras"),
+        ("onnx", "argument --format: expected FORMAT=PATH, received: 'onnx'"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["slim", pruned[1], "--format", value])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["pruned.keras"]
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")

@@ -265,9 +265,7 @@ def test_onnx_runs_in_onnxruntime(pair, tmp_path):
 
     model, slim, _ = pair
     x = calibration(8, seed=5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # tf2onnx on numpy 2: np.object
-        path = export_onnx(slim, tmp_path / "slim.onnx")
+    path = export_onnx(slim, tmp_path / "slim.onnx")
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     (name,) = [i.name for i in session.get_inputs()]
     (output,) = session.run(None, {name: x})

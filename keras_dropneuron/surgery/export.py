@@ -10,6 +10,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -394,7 +395,10 @@ def export_onnx(
     with tempfile.TemporaryDirectory() as tmp:
         # Converted aside, so a failure leaves no partial file at `path`.
         written = os.path.join(tmp, "model.onnx")
-        model.export(written, format="onnx", verbose=False, opset_version=opset_version)
+        with warnings.catch_warnings():
+            # Keras's numpy-2 patch of tf2onnx probes `np.object`, which numpy warns about.
+            warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
+            model.export(written, format="onnx", verbose=False, opset_version=opset_version)
         shutil.move(written, path)
     return path
 
