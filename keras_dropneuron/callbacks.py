@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dropneuron import checks, model_utils, pruning
+from keras_dropneuron import _backend, checks, model_utils, pruning
 
 
 @keras.saving.register_keras_serializable(package="keras_dropneuron")
@@ -17,10 +17,14 @@ class PruneCallback(keras.callbacks.Callback):
     `|w| < threshold` in the managed layers is set to zero, or, in a group mode,
     every incoming or outgoing group whose L2 norm is below `threshold`. Pruned
     weights are masked again after every training batch, so momentum in the
-    optimizer cannot revive them: with TensorFlow the masks are applied inside
-    the compiled train step, right after each optimizer update, through the
-    weights' `constraint` (any constraint of your own still runs first, and is
-    given back when training ends, see "Errors" below). Weights that are
+    optimizer cannot revive them: on every backend the masks are applied inside
+    the (compiled) train step, right after each optimizer update: with
+    TensorFlow and PyTorch through the weights' `constraint` (any constraint of
+    your own still runs first, and is given back when training ends, see
+    "Errors" below); with JAX by the train function, which multiplies the new
+    weights by the masks after the optimizer and your constraints, the masks
+    being passed to the jitted step as arguments, so that a pruning event
+    needs no retracing. Weights that are
     already exactly zero when training starts (for example after a restart
     from a checkpoint) count as pruned, which makes the masks survive `BackupAndRestore` and
     `ModelCheckpoint` without extra state. A run that resumes at epoch `e > 0`
@@ -97,13 +101,13 @@ class PruneCallback(keras.callbacks.Callback):
         self.mode = checks.check_choice("mode", mode, pruning.PRUNE_MODES)
         self.layers = checks.check_layers("layers", layers, names_only=True)
         self.warmup_epochs = checks.check_int("warmup_epochs", warmup_epochs, 0)
-        # With TensorFlow and per-epoch pruning the batch hook only counts batches,
-        # so Keras may dispatch it asynchronously instead of syncing every step.
-        self.async_safe = frequency == "epoch" and keras.backend.backend() == "tensorflow"
+        # With per-epoch pruning the batch hook only counts batches, so Keras may
+        # dispatch it asynchronously instead of syncing every step.
+        self.async_safe = frequency == "epoch"
         self._weights = []
         self._masks = []
         self._saved_constraints = []
-        self._in_train_step = False
+        self._step_hook = None
         self._epoch = 0
         self._batches_seen = 0
         self._epoch_batches_done = 0
@@ -146,9 +150,6 @@ class PruneCallback(keras.callbacks.Callback):
         if self.frequency != "epoch" and self._count_batches(batch):
             if self._pruning_started():
                 self._update_masks(self.threshold)
-                return
-        if not self._in_train_step:
-            self._apply_masks()
 
     def on_train_end(self, logs=None):
         self._remove_masks()
@@ -163,6 +164,8 @@ class PruneCallback(keras.callbacks.Callback):
         """Returns the figures written to `logs`: `sparsity` and `alive_units`."""
         zeros = total = alive = 0
         last_layout_of = {}
+        if self.model is not None:
+            _backend.sync(self.model)
         for layer, layout, variable in self._weights:
             value = np.asarray(variable.numpy())
             zeros += value.size - np.count_nonzero(value)
@@ -199,6 +202,7 @@ class PruneCallback(keras.callbacks.Callback):
         A refused event stops training: the weights stay as they were and the
         user's constraints are given back before the error leaves `fit`.
         """
+        _backend.sync(self.model)  # JAX: the epoch's weights are not in the variables
         values = [np.asarray(variable.numpy()) for _, _, variable in self._weights]
         try:
             keeps = self._keep_masks(values, threshold)
@@ -233,10 +237,12 @@ class PruneCallback(keras.callbacks.Callback):
     def _install_masks(self):
         """Creates one mask per managed weight and hooks it into the train step.
 
-        With TensorFlow the mask rides on the weight's `constraint`, which
-        Keras applies right after every optimizer update inside the compiled
-        train step: no extra call per batch. Other backends trace variables
-        into a stateless step, so there the masks are applied after each batch.
+        With TensorFlow and PyTorch the mask rides on the weight's
+        `constraint`, which Keras applies right after every optimizer update
+        inside the train step: no extra call per batch. JAX traces variables
+        into a stateless step, where a mask read by a constraint would be
+        frozen at trace time: there the masks are a step hook (see
+        `keras_dropneuron._backend`), passed to the jitted step on every call.
 
         Keras calls no hook when `fit` raises (`on_train_end` only runs when
         training ends normally), so the masks must not outlive a failed `fit`
@@ -249,7 +255,6 @@ class PruneCallback(keras.callbacks.Callback):
         runs a step.
         """
         self._remove_masks()  # a callback reused across fits starts afresh
-        self._in_train_step = keras.backend.backend() == "tensorflow"
         strategy = getattr(self.model, "distribute_strategy", None)
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
@@ -262,12 +267,15 @@ class PruneCallback(keras.callbacks.Callback):
                 )
                 for _, _, variable in self._weights
             ]
-        if self._in_train_step:
+        if _backend.backend() == "jax":
+            self._step_hook = _MaskHook(self.model, self._weights, self._masks)
+            _backend.add_step_hook(self.model, self._step_hook)
+        else:
             for (_, _, variable), mask in zip(self._weights, self._masks, strict=True):
                 self._saved_constraints.append((variable, variable.constraint))
                 variable.constraint = _MaskConstraint(mask, variable.constraint)
             _retrace(self.model)
-            self._next_fit_hook = _RemoveMasksFirst(self, self.model)
+        self._next_fit_hook = _RemoveMasksFirst(self._remove_masks, self.model)
 
     def _remove_masks(self):
         """Gives the weights their own constraints back (the model outlives `fit`)."""
@@ -275,15 +283,15 @@ class PruneCallback(keras.callbacks.Callback):
         if hook is None:
             return
         hook.unlink()
+        self._next_fit_hook = None
+        if self._step_hook is not None:
+            _backend.remove_step_hook(hook.model, self._step_hook)
+            self._step_hook = None
+            return
         for variable, constraint in reversed(self._saved_constraints):
             variable.constraint = constraint
         self._saved_constraints = []
-        self._next_fit_hook = None
         _retrace(hook.model)
-
-    def _apply_masks(self):
-        for (_, _, variable), mask in zip(self._weights, self._masks, strict=True):
-            variable.assign(ops.multiply(variable, mask))
 
 
 def _retrace(model):
@@ -295,19 +303,20 @@ class _RemoveMasksFirst:
     """Stands in for `model.make_train_function` while a callback's masks are on.
 
     Every `fit` and `train_on_batch` calls `model.make_train_function()` before
-    it trains. Called while the masks of `callback` are still installed, the
-    `fit` that installed them has ended without `on_train_end` (it raised): the
-    masks are removed first. Hooks of several callbacks form a chain through
+    it trains. Called while the masks (or JAX step hooks) of a callback are
+    still installed, the `fit` that installed them has ended without
+    `on_train_end` (it raised): `remove`, the callback's method that takes them
+    off, runs first. Hooks of several callbacks form a chain through
     `previous`; each one unlinks itself when its masks are removed.
     """
 
-    def __init__(self, callback, model):
-        self.callback, self.model = callback, model
+    def __init__(self, remove, model):
+        self.remove, self.model = remove, model
         self.previous = vars(model).get("make_train_function")
         model.make_train_function = self
 
     def __call__(self, force=False):
-        self.callback._remove_masks()  # unlinks this hook
+        self.remove()  # unlinks this hook
         return self.model.make_train_function(force=force)
 
     def unlink(self):
@@ -323,6 +332,29 @@ class _RemoveMasksFirst:
             self.model.make_train_function = self.previous
         else:
             del self.model.make_train_function
+
+
+class _MaskHook(_backend.StepHook):
+    """JAX: multiplies the managed weights by their masks inside the train step."""
+
+    def __init__(self, model, weights, masks):
+        position = {id(v): i for i, v in enumerate(model.trainable_variables)}
+        # A frozen weight is not updated by the optimizer: its zeros stay.
+        pairs = [
+            (position[id(variable)], mask)
+            for (_, _, variable), mask in zip(weights, masks, strict=True)
+            if id(variable) in position
+        ]
+        self.positions = [i for i, _ in pairs]
+        self.masks = [mask for _, mask in pairs]
+
+    def inputs(self):
+        return [mask.value for mask in self.masks]
+
+    def apply(self, trainable, optimizer_values, inputs):
+        for i, mask in zip(self.positions, inputs, strict=True):
+            trainable[i] = trainable[i] * mask
+        return trainable
 
 
 class _MaskConstraint:

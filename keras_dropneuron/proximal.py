@@ -3,18 +3,26 @@
 import keras
 from keras import ops
 
-from keras_dropneuron import checks, model_utils, pruning
+from keras_dropneuron import _backend, callbacks, checks, model_utils, pruning
 
 
-def _shrink(variable, unit_axes, amount):
+def _shrunk(value, unit_axes, amount):
     """`w_g <- max(0, 1 - amount / ||w_g||) * w_g` for every group of `unit_axes`."""
-    rank = len(variable.shape)
+    rank = len(value.shape)
     units = {a % rank for a in unit_axes}
     reduce_axes = tuple(a for a in range(rank) if a not in units)
-    value = ops.convert_to_tensor(variable)
     norms = ops.sqrt(ops.sum(ops.square(value), axis=reduce_axes, keepdims=True))
-    scale = ops.maximum(1.0 - amount / ops.maximum(norms, 1e-12), 0.0)
-    variable.assign(value * ops.cast(scale, value.dtype))
+    scale = ops.maximum(1.0 - ops.cast(amount, norms.dtype) / ops.maximum(norms, 1e-12), 0.0)
+    return value * ops.cast(scale, value.dtype)
+
+
+def _proximal_step(value, layout, li, lo, lr):
+    """Both shrinkages of one weight: incoming groups (`li`), then outgoing (`lo`)."""
+    if li:
+        value = _shrunk(value, layout.output_axes, lr * li)
+    if lo:
+        value = _shrunk(value, layout.input_axes, lr * lo)
+    return value
 
 
 class ProximalGroupShrinkage(keras.callbacks.Callback):
@@ -26,6 +34,12 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
     gradient descent on the Li/Lo penalties: groups reach exact zeros during
     training and no pruning threshold is needed. Use it *instead of* the
     `LiRegularizer`/`LoRegularizer` penalties, not on top of them.
+
+    The step is compiled on every backend: with TensorFlow a `tf.function`
+    called after each batch; with JAX it runs inside the jitted train step,
+    after the optimizer update (`on_train_batch_end` then does nothing); with
+    PyTorch after each batch, through `torch.compile` when the model trains
+    with `jit_compile=True`, else eagerly like Keras's own train step.
 
     Args:
         li: Incoming-group strength. Defaults to `0.0`.
@@ -52,6 +66,8 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
         self.lo = checks.check_non_negative_float("lo", lo)
         self.layers = checks.check_layers("layers", layers)
         self._step_fn = None
+        self._step_hook = None
+        self._next_fit_hook = None
 
     def on_train_begin(self, logs=None):
         checks.check_model("model", self.model)
@@ -60,20 +76,57 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
             layers = layers[:-1]
         weights = pruning.managed_weights(layers)
         optimizer = self.model.optimizer
+        self._remove_hook()  # a callback reused across fits starts afresh
+        if _backend.backend() == "jax":
+            self._step_fn = None
+            self._step_hook = _ShrinkHook(self.model, weights, self.li, self.lo)
+            _backend.add_step_hook(self.model, self._step_hook)
+            # A failed fit leaves the hook in the train function: the next one removes it.
+            self._next_fit_hook = callbacks._RemoveMasksFirst(self._remove_hook, self.model)
+            return
 
         def step():
             lr = ops.cast(optimizer.learning_rate, "float32")
             for _, layout, variable in weights:
-                if self.li:
-                    _shrink(variable, layout.output_axes, lr * self.li)
-                if self.lo:
-                    _shrink(variable, layout.input_axes, lr * self.lo)
+                value = ops.convert_to_tensor(variable)
+                variable.assign(_proximal_step(value, layout, self.li, self.lo, lr))
 
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            step = tf.function(step, autograph=False)
-        self._step_fn = step
+        self._step_fn = _backend.compile_function(step, self.model)
 
     def on_train_batch_end(self, batch, logs=None):
-        self._step_fn()
+        if self._step_fn is not None:
+            self._step_fn()
+
+    def on_train_end(self, logs=None):
+        self._remove_hook()
+
+    def _remove_hook(self):
+        """Takes the JAX step hook out of the train function (Keras's own again)."""
+        hook, self._next_fit_hook = self._next_fit_hook, None
+        if hook is not None:
+            hook.unlink()
+            _backend.remove_step_hook(hook.model, self._step_hook)
+            self._step_hook = None
+
+
+class _ShrinkHook(_backend.StepHook):
+    """JAX: the proximal step inside the train step, at the step's learning rate."""
+
+    def __init__(self, model, weights, li, lo):
+        position = {id(v): i for i, v in enumerate(model.trainable_variables)}
+        self.optimizer = model.optimizer
+        self.li, self.lo = li, lo
+        self.targets = [
+            (position[id(variable)], layout)
+            for _, layout, variable in weights
+            if id(variable) in position
+        ]
+
+    def apply(self, trainable, optimizer_values, inputs):
+        # The learning rate (or schedule) as the optimizer's updated state gives it.
+        mapping = list(zip(self.optimizer.variables, optimizer_values, strict=True))
+        with keras.StatelessScope(state_mapping=mapping):
+            lr = ops.cast(self.optimizer.learning_rate, "float32")
+        for i, layout in self.targets:
+            trainable[i] = _proximal_step(trainable[i], layout, self.li, self.lo, lr)
+        return trainable

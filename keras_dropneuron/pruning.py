@@ -37,7 +37,9 @@ def keep_mask(weight, layout, threshold, mode="weight"):
     """
     keep = weight != 0
     if mode == "weight":
-        return keep & (np.abs(weight) >= threshold)
+        # In float64: a half-precision comparison would round the threshold to the
+        # weight's precision (0.05 -> 0.04998779 in float16) and keep weights below it.
+        return keep & (np.abs(weight.astype(np.float64)) >= threshold)
     groups = []
     if mode in ("incoming", "neuron"):
         groups.append(layout.output_axes)

@@ -11,7 +11,7 @@ import math
 import keras
 from keras import ops
 
-from keras_dropneuron import checks, supported_layers
+from keras_dropneuron import _backend, checks, supported_layers
 
 _PACKAGE = "keras_dropneuron"
 
@@ -22,8 +22,11 @@ def _axis_config(axes):
 
 
 def _compute_dtype(x):
-    # Penalties are computed in float32 even for half-precision weights.
-    return "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
+    """float32, also for half-precision weights; float64 for float64 (on JAX: in x64 mode)."""
+    if keras.backend.standardize_dtype(x.dtype) != "float64":
+        return "float32"
+    _backend.check_float64("A DropNeuron penalty")
+    return "float64"
 
 
 def _reduce_axes(x, axis, name):

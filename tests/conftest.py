@@ -1,4 +1,11 @@
-"""Shared test set-up: two logical CPUs for tf.distribute tests, seeds, data paths."""
+"""Shared test set-up: the backend, seeds, data paths, helpers.
+
+The suite runs on the Keras backend that `KERAS_BACKEND` names (TensorFlow by
+default), chosen in the process that runs pytest before Keras is imported:
+`KERAS_BACKEND=jax python -m pytest`. Tests marked `tensorflow_only(reason)`
+are skipped on the other backends, with their reason. With TensorFlow, two
+logical CPUs are configured for the tf.distribute tests.
+"""
 
 import os
 import pathlib
@@ -8,14 +15,33 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from backend_utils import BACKEND  # noqa: E402
 
-# Must happen before TensorFlow initialises its devices, so at import time.
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    # Must happen before TensorFlow initialises its devices, so at import time.
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
+
+
+def pytest_report_header(config):
+    return f"Keras backend: {BACKEND} (set KERAS_BACKEND to choose)"
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    for item in items:
+        marker = item.get_closest_marker("tensorflow_only")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"TensorFlow only: {reason}"))
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +66,8 @@ def _assert_equivalent(model, slim, inputs=None, seed=0, slim_inputs=None):
             rng.standard_normal((3,) + tuple(t.shape[1:])).astype("float32") for t in model.inputs
         ]
         inputs = inputs if len(inputs) > 1 else inputs[0]
-    expected = np.asarray(model(inputs))
-    got = np.asarray(slim(inputs if slim_inputs is None else slim_inputs))
+    expected = keras.ops.convert_to_numpy(model(inputs))
+    got = keras.ops.convert_to_numpy(slim(inputs if slim_inputs is None else slim_inputs))
     bound = 1e-5 * (1 + np.max(np.abs(expected)))
     assert got.shape == expected.shape
     assert np.max(np.abs(got - expected)) <= bound

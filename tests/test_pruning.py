@@ -118,3 +118,16 @@ def test_empty_layer_list_names_the_layers_argument():
     model = _model()
     with pytest.raises(ValueError, match=r"`layers`.*non-empty.*Received: layers=\[\]"):
         prune_weights(model, 0.1, layers=[])
+
+
+def test_half_precision_weights_are_compared_with_the_threshold_exactly():
+    # float16 holds 0.05 as 0.04998779, which is below 0.05: pruned. Compared in
+    # float16 the threshold would round to the same value and keep it.
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, dtype="float16")])
+    kernel = model.layers[0].kernel
+    kernel.assign(np.array([[0.05, -0.05], [0.06, 0.5]], "float16"))
+    counts = prune_weights(model, 0.05)
+    assert counts["pruned"] == 2
+    np.testing.assert_array_equal(
+        np.asarray(kernel.numpy()), np.array([[0, 0], [0.06, 0.5]], "float16")
+    )

@@ -2,6 +2,7 @@
 
 import re
 
+import keras
 import numpy as np
 from conftest import REPO
 
@@ -13,7 +14,7 @@ def _quick_start_code():
 
 
 def test_quick_start_runs_and_finds_the_informative_inputs(capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the quick start writes a SavedModel
+    monkeypatch.chdir(tmp_path)  # the quick start writes slim.keras
     namespace = {}
     exec(compile(_quick_start_code(), "README.md", "exec"), namespace)
     from keras_dropneuron import sparsity_report
@@ -26,4 +27,5 @@ def test_quick_start_runs_and_finds_the_informative_inputs(capsys, tmp_path, mon
     model, slim, x = namespace["model"], namespace["slim"], namespace["x"]
     np.testing.assert_allclose(slim.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
     assert slim.count_params() < model.count_params()
-    assert (tmp_path / "slim_saved_model" / "saved_model.pb").exists()
+    reloaded = keras.saving.load_model(tmp_path / "slim.keras")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), slim.predict(x, verbose=0))

@@ -23,6 +23,7 @@ from keras_dropneuron.layer_rules.per_channel import (
     PReLURule,
     ZeroPaddingRule,
 )
+from keras_dropneuron.layer_rules.recurrent import RecurrentRule
 
 RULES: tuple[LayerRule, ...] = (
     DenseRule(),
@@ -40,6 +41,7 @@ RULES: tuple[LayerRule, ...] = (
     ConcatenateRule(),
     FlattenRule(),
     MultiHeadAttentionRule(),
+    RecurrentRule(),
 )
 
 _BY_TYPE = {cls: rule for rule in RULES for cls in rule.types}

@@ -192,7 +192,8 @@ class LayerRule:
                 takes (NaN where not constant).
 
         Returns:
-            The constants of the call's first output.
+            The constants of the call's first output (`None` if unknown), or a
+            list with the constants of each output.
         """
         raise NotImplementedError
 

@@ -120,10 +120,21 @@ def new_layer(layer, config, placeholder_initializers=False):
 
 
 def restore_initializers(new, config):
-    """Sets the initializers `config` names on the built layer `new`."""
+    """Sets the initializers `config` names on the built layer `new`.
+
+    Where the layer only forwards the attribute (an RNN's initializers live in
+    its cell), it is set on the sublayer that holds it.
+    """
     for argument, value in config.items():
-        if _is_initializer(argument, value) and hasattr(new, argument):
-            setattr(new, argument, keras.initializers.get(value))
+        if not _is_initializer(argument, value):
+            continue
+        initializer = keras.initializers.get(value)
+        for holder in keras_internals.sublayers(new, include_self=True):
+            try:
+                if argument in vars(holder):
+                    setattr(holder, argument, initializer)
+            except AttributeError:
+                continue
 
 
 def _sublayers(layer):

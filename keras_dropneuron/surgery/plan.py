@@ -266,9 +266,12 @@ def make_plan(graph, *, threshold, drop_inputs, approximate, round_to=1):
             analysis.keep(key)
     for index, (call, rule) in enumerate(zip(graph.calls, rules, strict=True)):
         ins = [constants.get(k, unknown(k)) for k in call.inputs]
-        value = rule.analyze(analysis, index, call, ins)
+        values = rule.analyze(analysis, index, call, ins)
+        if not isinstance(values, list):
+            values = [values]
         for i, key in enumerate(call.outputs):
-            constants[key] = value if i == 0 and value is not None else unknown(key)
+            value = values[i] if i < len(values) else None
+            constants[key] = unknown(key) if value is None else value
         # Calls of a shared layer read and write the same weight rows/columns.
         first = graph.calls[graph.calls_of_layer[id(call.layer)][0]]
         if rule.state and first is not call:

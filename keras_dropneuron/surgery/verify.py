@@ -80,7 +80,8 @@ def random_inputs(model, batch_size=VERIFY_BATCH_SIZE, seed=0, positive=False):
     )
     data = []
     for tensor in model.inputs:
-        shape = (batch_size,) + tuple(d or 8 for d in tensor.shape[1:])
+        # A fixed batch size (a stateful RNN) must be kept.
+        shape = (tensor.shape[0] or batch_size,) + tuple(d or 8 for d in tensor.shape[1:])
         dtype = str(tensor.dtype)
         if "int" in dtype:
             values = rng.integers(0, vocab, shape)

@@ -1,0 +1,147 @@
+"""LSTM, GRU and SimpleRNN: dead hidden units and unread input features go, exactly."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_dropneuron import slim_model, sparsity_report
+
+RNG = np.random.default_rng(0)
+GATES = {"lstm": 4, "gru": 3, "simple": 1}
+CANDIDATE = {"lstm": 2, "gru": 2, "simple": 0}
+
+
+def _rnn(kind, units, **kwargs):
+    cls = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "simple": keras.layers.SimpleRNN}
+    return cls[kind](units, name="rnn", **kwargs)
+
+
+def _randomize(layer):
+    for weight in layer.weights:
+        weight.assign(RNG.standard_normal(weight.shape).astype("float32") * 0.5)
+
+
+def _kill_incoming(layer, kind, unit):
+    """Zero the candidate block of `unit` (kernels and bias): it outputs 0 forever."""
+    cell, width, block = layer.cell, layer.units, CANDIDATE[kind]
+    column = block * width + unit
+    for variable in (cell.kernel, cell.recurrent_kernel):
+        value = variable.numpy()
+        value[:, column] = 0
+        variable.assign(value)
+    bias = cell.bias.numpy()
+    bias[..., column] = 0
+    cell.bias.assign(bias)
+
+
+def _kill_outgoing(layer, unit):
+    """Nothing reads `unit` back: its recurrent kernel row is zero."""
+    value = layer.cell.recurrent_kernel.numpy()
+    value[unit] = 0
+    layer.cell.recurrent_kernel.assign(value)
+
+
+def _model(kind, return_sequences, **kwargs):
+    inputs = keras.Input((7, 5))
+    rnn = _rnn(kind, 6, return_sequences=return_sequences, **kwargs)
+    hidden = rnn(inputs)
+    if return_sequences:
+        hidden = keras.layers.GlobalAveragePooling1D()(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+    _randomize(rnn)
+    return model, rnn
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_dead_units_and_features_go(kind, return_sequences, tmp_path):
+    model, rnn = _model(kind, return_sequences)
+    _kill_incoming(rnn, kind, 1)  # SimpleRNN: a zero bias too, so tanh(0) = 0
+    # Unit 4: not fed back and not read by the head.
+    _kill_outgoing(rnn, 4)
+    head = model.get_layer("out").kernel.numpy()
+    head[4] = 0
+    model.get_layer("out").kernel.assign(head)
+    # Input feature 3 is never read.
+    kernel = rnn.cell.kernel.numpy()
+    kernel[3] = 0
+    rnn.cell.kernel.assign(kernel)
+    slim, report = slim_model(model, drop_inputs=True, return_report=True)
+    assert slim.get_layer("rnn").units == 4
+    np.testing.assert_array_equal(next(iter(report.kept_inputs.values())), [0, 1, 2, 4])
+    g = GATES[kind]
+    assert slim.get_layer("rnn").cell.kernel.shape == (4, g * 4)
+    x = RNG.standard_normal((3, 7, 5)).astype("float32")
+    np.testing.assert_allclose(slim(x[..., [0, 1, 2, 4]]), model(x), atol=1e-5)
+    assert sparsity_report(model).totals["params_after_slim"] == slim_model(model).count_params()
+    slim.save(tmp_path / "slim.keras")
+    np.testing.assert_allclose(
+        keras.saving.load_model(tmp_path / "slim.keras")(x[..., [0, 1, 2, 4]]),
+        slim(x[..., [0, 1, 2, 4]]),
+        atol=1e-6,
+    )
+
+
+def test_a_unit_fed_back_stays_even_if_no_consumer_reads_it():
+    model, rnn = _model("lstm", False)
+    head = model.get_layer("out").kernel.numpy()
+    head[2] = 0  # the head ignores unit 2, but every gate still reads it back
+    model.get_layer("out").kernel.assign(head)
+    assert slim_model(model).get_layer("rnn").units == 6
+
+
+def test_a_unit_with_only_its_input_gate_zero_stays():
+    # Only the input gate of unit 0 is zero: its cell still integrates the candidate.
+    model, rnn = _model("lstm", False)
+    kernel = rnn.cell.kernel.numpy()
+    kernel[:, 0] = 0
+    rnn.cell.kernel.assign(kernel)
+    assert slim_model(model).get_layer("rnn").units == 6
+
+
+def test_stacked_recurrent_layers_with_return_state():
+    inputs = keras.Input((7, 5))
+    first = keras.layers.LSTM(6, return_sequences=True, name="first")
+    sequence = first(inputs)
+    second = keras.layers.GRU(4, return_state=True, name="second")
+    last, state = second(sequence)
+    joined = keras.layers.Concatenate()([last, state])
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(joined))
+    _randomize(first)
+    _randomize(second)
+    _kill_incoming(first, "lstm", 5)
+    _kill_incoming(second, "gru", 0)
+    slim = slim_model(model)
+    assert slim.get_layer("first").units == 5 and slim.get_layer("second").units == 3
+    x = RNG.standard_normal((3, 7, 5)).astype("float32")
+    np.testing.assert_allclose(slim(x), model(x), atol=1e-5)
+
+
+def test_stateful_and_initial_state_are_kept_whole():
+    inputs = keras.Input((7, 5), batch_size=3)
+    rnn = keras.layers.LSTM(6, stateful=True, name="rnn")
+    model = keras.Model(inputs, keras.layers.Dense(2)(rnn(inputs)))
+    _randomize(rnn)
+    _kill_incoming(rnn, "lstm", 1)
+    assert slim_model(model).get_layer("rnn").units == 6
+
+    inputs, h, c = keras.Input((7, 5)), keras.Input((6,)), keras.Input((6,))
+    rnn = keras.layers.LSTM(6, name="rnn")
+    model = keras.Model([inputs, h, c], keras.layers.Dense(2)(rnn(inputs, initial_state=[h, c])))
+    _randomize(rnn)
+    _kill_incoming(rnn, "lstm", 1)
+    assert slim_model(model).get_layer("rnn").units == 6
+
+
+def test_masked_sequences_stay_exact():
+    inputs = keras.Input((7,), dtype="int32")
+    embedded = keras.layers.Embedding(10, 5, mask_zero=True)(inputs)
+    rnn = keras.layers.GRU(6, name="rnn")
+    model = keras.Model(inputs, keras.layers.Dense(2)(rnn(embedded)))
+    _randomize(rnn)
+    _kill_incoming(rnn, "gru", 3)
+    slim = slim_model(model)
+    assert slim.get_layer("rnn").units == 5
+    x = RNG.integers(0, 10, (4, 7))
+    x[:, 5:] = 0  # padding
+    np.testing.assert_allclose(slim(x), model(x), atol=1e-5)
