@@ -9,8 +9,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from backend_utils import tensorflow_only
 from scripts import mwms_worker as setup
 from scripts import processes
+
+pytestmark = tensorflow_only("tf.distribute strategies (JAX's DataParallel: test_backends.py)")
 
 
 def _mirrored():
