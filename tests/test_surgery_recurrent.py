@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keras_dropneuron import slim_model, sparsity_report
 
@@ -145,3 +147,76 @@ def test_masked_sequences_stay_exact():
     x = RNG.integers(0, 10, (4, 7))
     x[:, 5:] = 0  # padding
     np.testing.assert_allclose(slim(x), model(x), atol=1e-5)
+
+
+# ------------------------------------------------------------ property test
+
+
+@st.composite
+def sequence_models(draw):
+    """Stacks of recurrent and attention layers with random dead units and heads."""
+    blocks = draw(
+        st.lists(
+            st.sampled_from(["lstm", "gru", "simple", "mha", "dense"]), min_size=1, max_size=3
+        )
+    )
+    return blocks, draw(st.integers(0, 2**16)), draw(st.booleans())
+
+
+def _sequence_model(blocks, rng, last_sequence):
+    inputs = keras.Input((5, 6))
+    x = inputs
+    for i, block in enumerate(blocks):
+        if block == "mha":
+            mha = keras.layers.MultiHeadAttention(3, 4, name=f"b{i}")
+            x = mha(x, x)
+            _randomize(mha)
+            dense = getattr(mha, rng.choice(["value_dense", "output_dense"]))
+            kernel = dense.kernel.numpy()
+            head = int(rng.integers(3))
+            if dense is mha.value_dense:
+                kernel[:, head] = 0
+                bias = dense.bias.numpy()
+                bias[head] = 0
+                dense.bias.assign(bias)
+            else:
+                kernel[head] = 0
+            dense.kernel.assign(kernel)
+        elif block == "dense":
+            x = keras.layers.Dense(7, activation="relu", name=f"b{i}")(x)
+        else:
+            rnn = _rnn(block, 6, return_sequences=True)
+            rnn.name = f"b{i}"
+            x = rnn(x)
+            _randomize(rnn)
+            for unit in rng.choice(6, int(rng.integers(0, 4)), replace=False):
+                _kill_incoming(rnn, block, int(unit))
+    if not last_sequence:
+        x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x))
+
+
+@settings(max_examples=12, deadline=None)
+@given(spec=sequence_models())
+def test_random_sequence_models_slim_exactly(spec):
+    blocks, seed, last_sequence = spec
+    rng = np.random.default_rng(seed)
+    model = _sequence_model(blocks, rng, last_sequence)
+    slim, report = slim_model(model, return_report=True)
+    assert report.max_deviation <= report.tolerance
+    x = rng.standard_normal((3, 5, 6)).astype("float32")
+    expected = np.asarray(model(x))
+    np.testing.assert_allclose(slim(x), expected, atol=1e-5 * (1 + np.abs(expected).max()))
+    assert sparsity_report(model).totals["params_after_slim"] == slim.count_params()
+
+
+def test_mixed_precision_recurrent_model():
+    keras.config.set_dtype_policy("mixed_float16")
+    model, rnn = _model("lstm", True)
+    _kill_incoming(rnn, "lstm", 2)
+    slim, report = slim_model(model, return_report=True)
+    assert slim.get_layer("rnn").units == 5
+    assert slim.get_layer("rnn").dtype_policy.name == "mixed_float16"
+    assert report.tolerance == pytest.approx(np.sqrt(np.finfo(np.float16).eps))
+    x = RNG.standard_normal((3, 7, 5)).astype("float32")
+    np.testing.assert_allclose(slim(x), model(x), atol=1e-2)
