@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_dropneuron import checks, model_utils, pruning, supported_layers
+from keras_dropneuron import checks, layer_rules, model_utils, pruning, supported_layers
 from keras_dropneuron.layer_rules.base import cached_values
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
@@ -34,9 +34,10 @@ class SparsityReport:
       kind reads, counts as read;
     - `units_alive` / `units`: alive on both sides, the paper's neuron count;
     - `units_after_slim`: the units `slim_model` keeps. It comes from the
-      surgeon's own analysis, so it can be larger than `units_alive`: a dead
-      unit stays when removing it cannot be proven exact (a constant read by
-      a padded convolution, a unit feeding a barrier or a model output);
+      surgeon's own analysis, so it can differ from `units_alive`: larger
+      where removing a dead unit cannot be proven exact (a constant read by a
+      padded convolution, a unit feeding a barrier or a model output), smaller
+      where the surgeon follows a unit further (through depthwise layers);
     - `nonzero_weights` / `total_weights` and `compression` (total / non-zero).
 
     `totals` sums the weights and units over the layers, and gives the
@@ -136,7 +137,9 @@ def _layer_sides(layer, threshold):
 def _units_after_slim(layer, width, graph, plan):
     """How many output units of `layer` `slim_model` keeps (same analysis)."""
     calls = graph.calls_of_layer.get(id(layer))
-    return int(len(plan.kept[graph.calls[calls[0]].outputs[0]])) if calls else width
+    if not calls or plan.rules[calls[0]] is layer_rules.BARRIER:
+        return width  # kept whole (its channels need not be on the last axis)
+    return int(len(plan.kept[graph.calls[calls[0]].outputs[0]]))
 
 
 def params_after_slim(plan):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from shared_layers import shared_with_nested_model
 
-from keras_dropneuron import sparsity_report
+from keras_dropneuron import slim_model, sparsity_report
 
 L = keras.layers
 
@@ -149,3 +149,25 @@ def test_layer_shared_with_a_nested_model_is_listed_once():
     assert [row["layer"] for row in report.to_list()] == ["shared", "out"]
     assert report.totals["total_weights"] == 32 + 8
     assert report.totals["units"] == 4 + 2
+
+
+def test_slim_keeps_column_for_layers_kept_whole_and_thresholded_embeddings():
+    # Found by a new-user probe: channels_first layers are kept whole, and their
+    # channels are not on the last axis; an Embedding dimension within the
+    # threshold counts as zero, as a kernel column does.
+    inputs = keras.Input((4, 3))
+    hidden = keras.layers.Conv1D(10, 1, data_format="channels_first", name="cf")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(hidden)))
+    row = sparsity_report(model).to_list()[0]
+    assert row["units"] == row["units_after_slim"] == slim_model(model).get_layer("cf").filters
+
+    ids = keras.Input((5,), dtype="int32")
+    embedding = keras.layers.Embedding(30, 16, name="emb")
+    flat = keras.layers.Flatten()(keras.layers.Dense(12)(embedding(ids)))
+    model = keras.Model(ids, keras.layers.Dense(2)(flat))
+    table = embedding.embeddings.numpy()
+    table[:, :5] = 1e-4
+    embedding.embeddings.assign(table)
+    row = sparsity_report(model, threshold=1e-3).to_list()[0]
+    assert row["units_alive_incoming"] == row["units_after_slim"] == 11
+    assert slim_model(model, threshold=1e-3).get_layer("emb").output_dim == 11

@@ -21,8 +21,10 @@ class EmbeddingRule(LayerRule):
         analysis.keep(call.inputs[0])
         analysis.read(call.inputs[0])
         table = numpy(call.layer.embeddings)
+        # Like a kernel: a dimension within the threshold everywhere counts as zero.
+        small = np.all(np.abs(table) <= analysis.threshold, axis=0)
         constant = np.all(table == table[:1], axis=0)
-        return np.where(constant, table[0], np.nan)
+        return np.where(small, 0.0, np.where(constant, table[0], np.nan))
 
     def slice(self, layer, kept_in, kept_out, fold):
         return {"embeddings": numpy(layer.embeddings)[:, kept_out]}

@@ -139,7 +139,7 @@ class SlimReport:
             out.append(
                 f"Latency at batch {self.latency['batch_size']} (this machine): "
                 f"{self.latency['before_ms']:.2f} ms -> {self.latency['after_ms']:.2f} ms, "
-                f"{self.latency['speedup']:.2f}x faster (multiply-adds {mac_ratio:.2f}x fewer)"
+                f"{self.latency['speedup']:.2f}x as fast (multiply-add ratio {mac_ratio:.2f}x)"
             )
         if self.kept_inputs:
             for name, kept in self.kept_inputs.items():
