@@ -36,16 +36,6 @@ class CommandError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
 
 
-def _size(path):
-    if os.path.isdir(path):
-        return sum(
-            os.path.getsize(os.path.join(root, name))
-            for root, _, names in os.walk(path)
-            for name in names
-        )
-    return os.path.getsize(path)
-
-
 def _one_line(error):
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -192,7 +182,7 @@ def _check_out_directory(option, path):
 def _write(path, save, *args, **kwargs):
     try:
         save(*args, **kwargs)
-    except (OSError, ValueError, ImportError, NotImplementedError) as error:
+    except Exception as error:  # e.g. TFLite's ConverterError for an op int8 cannot take
         raise CommandError(f"cannot write {path}: {_one_line(error)}") from error
 
 
@@ -202,7 +192,11 @@ def _slim(args):
     calibration = _load_calibration(args.calibration) if args.calibration else None
 
     from keras_dropneuron.surgery import SlimVerificationError, slim_model
-    from keras_dropneuron.surgery.export import export_model, representative_dataset
+    from keras_dropneuron.surgery.export import (
+        artifact_size,
+        export_model,
+        representative_dataset,
+    )
 
     model = _load_model(args.input)
     try:
@@ -230,9 +224,10 @@ def _slim(args):
     for _, fmt, path in outputs:
         label = _FORMAT_LABELS[fmt] + (" (int8)" if fmt == "litert" and args.int8 else "")
         if fmt in ("keras", "h5"):
-            print(f"{label}: {_size(args.input):,} -> {_size(path):,} bytes ({path})")
+            before, after = artifact_size(args.input), artifact_size(path)
+            print(f"{label}: {before:,} -> {after:,} bytes ({path})")
         else:
-            print(f"{label}: {_size(path):,} bytes ({path})")
+            print(f"{label}: {artifact_size(path):,} bytes ({path})")
     return 0
 
 

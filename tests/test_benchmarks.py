@@ -97,3 +97,21 @@ def test_gpu_check_script_runs_in_tiny_mode(tmp_path):
     rows = json.loads((tmp_path / "inference.json").read_text())["rows"]
     assert {row["runtime"] for row in rows} == {"keras", "keras_xla", "saved_model"}
     assert json.loads((tmp_path / "training.json").read_text())["rows"]
+
+
+def test_export(tmp_path, capsys):
+    printed, result = _run("bench_export", tmp_path, capsys)
+    assert "tflite int8" in printed and "vs_original" in printed
+    for model in ("lenet-5", "small-resnet"):
+        rows = {(r["variant"], r["format"]): r for r in result["rows"] if r["model"] == model}
+        assert {("original", "keras"), ("slim", "tflite"), ("slim+int8", "tflite int8")} <= set(
+            rows
+        )
+        for row in rows.values():
+            _positive(row, "bytes", "seconds", "vs_original")
+            assert math.isfinite(row["max_dev"])
+        # Float exports compute what the Keras original computes; int8 costs a little.
+        assert rows[("slim", "tflite")]["max_dev"] <= 1e-4
+        assert rows[("slim+int8", "tflite int8")]["bytes"] < rows[("slim", "tflite")]["bytes"]
+    lenet = [r for r in result["rows"] if r["model"] == "lenet-5"]
+    assert all(0 <= r["accuracy"] <= 100 for r in lenet)

@@ -349,6 +349,21 @@ def test_slim_int8_tflite(pruned, tmp_path, capsys, suffix):
     assert [tensors[op["inputs"][1]]["dtype"] for op in ops] == [np.int8, np.int8]
 
 
+def test_a_failed_conversion_is_one_line(pruned, tmp_path, capsys, monkeypatch):
+    from keras_dropneuron.surgery import export
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("converter says no\nsecond line")
+
+    monkeypatch.setattr(export, "export_model", fail)
+    out = str(tmp_path / "slim.tflite")
+    assert main(["slim", pruned[1], "--tflite", out]) == 1
+    err = capsys.readouterr().err
+    expected = f"cannot write {out}: RuntimeError: converter says no second line"
+    assert err == f"keras-dropneuron: error: {expected}\n"
+    assert not os.path.exists(out)
+
+
 def test_unknown_format_is_a_usage_error(pruned, tmp_path, capsys):
     for value, message in [
         ("tflite=x.tflite", "argument --format: unknown format 'tflite', expected one of: keras"),

@@ -81,6 +81,17 @@ def check_output_path(name, path, directory=False):
     return path
 
 
+def artifact_size(path: str | os.PathLike) -> int:
+    """Bytes of the file `path`, or of every file below the directory `path` (a SavedModel)."""
+    if os.path.isdir(path):
+        return sum(
+            os.path.getsize(os.path.join(root, name))
+            for root, _, names in os.walk(path)
+            for name in names
+        )
+    return os.path.getsize(path)
+
+
 def export_saved_model(model: keras.Model, path: str | os.PathLike) -> str:
     """Exports `model` as an inference-only TensorFlow SavedModel.
 
