@@ -13,6 +13,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from backend_utils import BACKEND, to_numpy
 
 from keras_dropneuron.surgery import export as export_module
 from keras_dropneuron.surgery import slim_model
@@ -23,13 +24,6 @@ from keras_dropneuron.surgery.export import (
     export_tflite,
     onnx_missing_packages,
 )
-
-BACKEND = keras.backend.backend()
-
-
-def to_numpy(x):
-    return keras.tree.map_structure(keras.ops.convert_to_numpy, x)
-
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 
