@@ -119,7 +119,7 @@ def test_tflite_keras_path_and_fallback_agree(pair, tmp_path, monkeypatch, keras
 
 
 def max_deviation(a, b):
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+    return float(np.max(np.abs(to_numpy(a) - to_numpy(b))))
 
 
 def rms(a):
