@@ -201,7 +201,12 @@ def _slim(args):
     model = _load_model(args.input)
     try:
         slim, report = slim_model(
-            model, threshold=args.threshold, return_report=True, verify=args.verify
+            model,
+            threshold=args.threshold,
+            return_report=True,
+            verify=args.verify,
+            round_to=args.round_to,
+            benchmark=args.benchmark,
         )
     except SlimVerificationError as error:
         raise CommandError(f"verification failed, nothing written: {_one_line(error)}") from error
@@ -284,6 +289,19 @@ def _add_slim(subparsers):
         dest="verify",
         action="store_false",
         help="skip checking that the slim model computes the same outputs (default: check)",
+    )
+    parser.add_argument(
+        "--round-to",
+        metavar="N",
+        type=argparse_type("--round-to", check_int, convert=int, minimum=1),
+        default=1,
+        help="keep every resized layer at a multiple of N units (default: 1, remove all dead)",
+    )
+    parser.add_argument(
+        "--benchmark",
+        metavar="BATCH",
+        type=argparse_type("--benchmark", check_int, convert=int, minimum=1),
+        help="also time both models at this batch size on this machine",
     )
     parser.set_defaults(handler=_slim)
 

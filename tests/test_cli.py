@@ -496,3 +496,21 @@ def test_reproduce_shows_progress_on_a_terminal(options, tty, verbose, monkeypat
     monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
     assert main(["reproduce", "sparse-regression", *options]) == 0
     assert calls[0]["verbose"] == verbose
+
+
+def test_slim_verb_rounds_and_benchmarks(pruned, tmp_path, capsys):
+    _, path = pruned
+    out = str(tmp_path / "slim.keras")
+    assert main(["slim", path, "-o", out, "--round-to", "8", "--benchmark", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert keras.saving.load_model(out).get_layer("hidden").units == 16  # 12 rounded up
+    assert "Latency at batch 4 (this machine)" in printed
+
+
+@pytest.mark.parametrize("option", ["--round-to", "--benchmark"])
+def test_slim_verb_rejects_bad_counts(pruned, tmp_path, capsys, option):
+    _, path = pruned
+    with pytest.raises(SystemExit) as info:
+        main(["slim", path, "-o", str(tmp_path / "slim.keras"), option, "0"])
+    assert info.value.code == 2
+    assert f"argument {option}" in capsys.readouterr().err
