@@ -354,3 +354,14 @@ def test_regularize_model_rejects_unsupported_named_layer():
         regularize_model(model, li=0.1, layers=["nope"])
     with pytest.raises(TypeError, match="`model`"):
         regularize_model("model.keras", li=0.1)
+
+
+def test_gradient_of_a_nearly_dead_group_is_finite_and_bounded():
+    # Norms below 1e-12 divide by 1e-12: the gradient stays below the strength.
+    w = np.random.randn(4, 3).astype("float32")
+    w[:, 1] = 1e-30  # squares underflow: a norm of 0 with non-zero weights
+    w[:, 2] = 1e-14
+    _, grad = value_and_grad(LiRegularizer(0.5), w)
+    assert np.all(np.isfinite(grad))
+    assert np.all(np.abs(grad[:, 1:]) <= 0.5)
+    np.testing.assert_allclose(grad[:, 0], 0.5 * w[:, 0] / np.linalg.norm(w[:, 0]), rtol=1e-5)
