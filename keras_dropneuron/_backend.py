@@ -21,6 +21,8 @@ No module here imports TensorFlow unless the backend is TensorFlow.
 
 import keras
 
+from keras_dropneuron import keras_internals
+
 
 def backend():
     return keras.backend.backend()
@@ -138,10 +140,10 @@ def _hooked_train_function(model, hooks):
     if not model.run_eagerly and model.jit_compile:
         out_shardings = None
         if keras.distribution.distribution() is not None:
-            out_shardings = (None, model._get_state_sharding_spec())
+            out_shardings = (None, keras_internals.state_sharding_spec(model))
         step = jax.jit(step, donate_argnums=0, out_shardings=out_shardings)
 
     def step_with_inputs(state, data):
         return step(state, data, [hook.inputs() for hook in hooks])
 
-    return model._make_function(step_with_inputs)
+    return keras_internals.make_train_function(model, step_with_inputs)

@@ -2,7 +2,8 @@
 
 Keras 3 has no public way to walk a Functional graph, replay a call with its
 arguments or list a layer's direct sublayers, so the surgeon and the reports
-use the attributes below. Tested with Keras 3.15.1 (TensorFlow 2.21); when a
+use the attributes below; the JAX training hooks of the callbacks use two
+methods of Keras's JAX trainer. Tested with Keras 3.15.1 (TensorFlow 2.21); when a
 Keras release moves one of them, this module is the one to change.
 """
 
@@ -15,10 +16,12 @@ __all__ = [
     "input_name",
     "inputs_struct",
     "is_graph_model",
+    "make_train_function",
     "node_call_input",
     "node_training",
     "nodes_in_order",
     "outputs_struct",
+    "state_sharding_spec",
     "sublayers",
     "takes_training",
 ]
@@ -86,6 +89,16 @@ def outputs_struct(functional):
 def sublayers(layer, include_self=False, recursive=True):
     """The layers inside `layer` (nested models included when `recursive`)."""
     return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
+
+
+def state_sharding_spec(model):
+    """JAX: how Keras shards a model's training state under a distribution."""
+    return model._get_state_sharding_spec()
+
+
+def make_train_function(model, step):
+    """JAX: Keras's wrapping of a train step into the model's `train_function`."""
+    return model._make_function(step)
 
 
 def takes_training(layer):
