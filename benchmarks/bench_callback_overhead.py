@@ -5,6 +5,7 @@ Usage:
     python benchmarks/bench_callback_overhead.py                  # LeNet-300-100 and LeNet-5
     python benchmarks/bench_callback_overhead.py --samples 60000  # full epochs for both
     python benchmarks/bench_callback_overhead.py --tiny           # 128 random samples, for CI
+    python benchmarks/bench_callback_overhead.py --backend jax    # or torch, tensorflow
 
 An epoch is all 60000 MNIST training images for LeNet-300-100 (235 steps of 256) and the
 first 6400 for LeNet-5 (100 steps of 64; a full LeNet-5 epoch takes minutes on 2 cores).
@@ -22,14 +23,21 @@ Two figures:
   includes Keras's cost of calling a batch hook at all, but on a busy machine its noise can
   exceed the effect (it can even be negative).
 - `share_in_hooks`: time spent inside the callback's hooks / epoch time with the callback;
-  low noise, but misses Keras's per-batch dispatch.
+  low noise, but misses Keras's per-batch dispatch. On JAX the per-step masking runs
+  inside the jitted step, so only `share_end_to_end` sees it.
+
+`--backend` picks the Keras backend (read before Keras is imported).
 """
 
 import os
 import pathlib
 import time
 
+import _backend_choice
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":
+    _backend_choice.choose_from_argv()
 
 import _common  # noqa: E402
 import _models  # noqa: E402
@@ -133,6 +141,7 @@ def measure(name, x, y, repeats, epochs_per_fit=3):
     with_s, without_s = (float(np.median(seconds[s])) for s in ("with", "without"))
     return {
         "model": name,
+        "backend": keras.backend.backend(),
         "samples": len(x),
         "steps": -(-len(x) // batch_size),
         "epoch_with_s": with_s,
@@ -150,7 +159,9 @@ def main(argv=None):
     p.add_argument("--mnist", default=str(MNIST), help="local mnist.npz")
     p.add_argument("--samples", type=int, help="training samples per epoch (default: see above)")
     p.add_argument("--models", nargs="+", default=list(BATCH_SIZES), choices=list(BATCH_SIZES))
+    _backend_choice.add_argument(p)
     args = p.parse_args(argv)
+    _backend_choice.check(p, args)
     keras.utils.set_random_seed(0)
     rows = []
     for name in args.models:
@@ -159,7 +170,7 @@ def main(argv=None):
         rows.append(measure(name, x, y, args.repeats))
         print(f"{name}: done", flush=True)
     _common.print_table(rows, list(rows[0]))
-    _common.finish(args, rows)
+    _common.finish(args, rows, backend=args.backend)
 
 
 if __name__ == "__main__":
