@@ -108,3 +108,17 @@ def zero_inputs(layer, channels):
     kernel = layer.kernel.numpy()
     kernel[..., channels, :] = 0
     layer.kernel.assign(kernel)
+
+
+def kill_bottleneck_filters(model, fraction):
+    """Zeroes the first `fraction` of the filters (kernel and bias) of every ResNet
+    bottleneck's first two convolutions (`*_1_conv`, `*_2_conv`)."""
+    for layer in model.layers:
+        if layer.name.endswith(("_1_conv", "_2_conv")):
+            kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
+            dead = int(kernel.shape[-1] * fraction)
+            kernel[..., :dead] = 0
+            bias[:dead] = 0
+            layer.kernel.assign(kernel)
+            layer.bias.assign(bias)
+    return model

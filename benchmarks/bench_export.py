@@ -27,6 +27,7 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import _common  # noqa: E402
+import _models  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -222,18 +223,6 @@ def small_resnet():
     return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(x))
 
 
-def kill_half(model):
-    """Zeroes half the filters (kernel and bias) of every bottleneck's first two convs."""
-    for layer in model.layers:
-        if layer.name.endswith(("_1_conv", "_2_conv")):
-            kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
-            kernel[..., : kernel.shape[-1] // 2] = 0
-            bias[: kernel.shape[-1] // 2] = 0
-            layer.kernel.assign(kernel)
-            layer.bias.assign(bias)
-    return model
-
-
 def resnet50(args):
     keras.utils.set_random_seed(0)
     if args.tiny:
@@ -242,7 +231,7 @@ def resnet50(args):
         model = keras.applications.ResNet50(
             weights=None, input_shape=(64, 64, 3), classes=10, name="resnet50"
         )
-    model = kill_half(model)
+    model = _models.kill_bottleneck_filters(model, 0.5)
     slim = slim_model(model)
     rng = np.random.default_rng(2)
     shape = model.input_shape[1:]

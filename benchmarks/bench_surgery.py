@@ -24,6 +24,7 @@ import tracemalloc
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import _common  # noqa: E402
+import _models  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -48,14 +49,7 @@ def mlp(width, depth):
 def resnet(name):
     model = getattr(keras.applications, name)(weights=None, input_shape=(64, 64, 3), classes=10)
     # A third of the filters inside every bottleneck become constant zero.
-    for layer in model.layers:
-        if layer.name.endswith(("_1_conv", "_2_conv")):
-            kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
-            kernel[..., : kernel.shape[-1] // 3] = 0
-            bias[: kernel.shape[-1] // 3] = 0
-            layer.kernel.assign(kernel)
-            layer.bias.assign(bias)
-    return model
+    return _models.kill_bottleneck_filters(model, 1 / 3)
 
 
 def measure(label, family, model, repeats):
