@@ -7,6 +7,7 @@ methods of Keras's JAX trainer. Tested with Keras 3.15.1 (TensorFlow 2.21); when
 Keras release moves one of them, this module is the one to change.
 """
 
+import keras
 from keras.src.models.functional import Functional  # no public alias exists
 
 __all__ = [
@@ -18,7 +19,7 @@ __all__ = [
     "is_graph_model",
     "make_train_function",
     "node_call_input",
-    "node_training",
+    "node_keyword",
     "nodes_in_order",
     "outputs_struct",
     "state_sharding_spec",
@@ -29,15 +30,11 @@ __all__ = [
 
 def is_graph_model(obj):
     """Whether `obj` is a Functional or Sequential model (an inspectable graph)."""
-    import keras
-
     return isinstance(obj, keras.Sequential | Functional)
 
 
 def functional_of(model):
     """The Functional graph behind a model (`None` for an unbuilt Sequential)."""
-    import keras
-
     if isinstance(model, keras.Sequential):
         return getattr(model, "_functional", None)
     return model
@@ -59,9 +56,9 @@ def call_arguments(node, known):
     return node.arguments.fill_in(known)
 
 
-def node_training(node):
-    """The `training` argument the node was called with (`None` if not given)."""
-    return node.arguments.kwargs.get("training")
+def node_keyword(node, name):
+    """The keyword argument `name` the node was called with (`None` if not given)."""
+    return node.arguments.kwargs.get(name)
 
 
 def node_call_input(node):

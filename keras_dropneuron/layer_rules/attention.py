@@ -3,6 +3,7 @@
 import numpy as np
 from keras import layers
 
+from keras_dropneuron import keras_internals
 from keras_dropneuron.layer_rules.base import LayerRule, channels, numpy, spatial_size
 
 _PROJECTIONS = ("query_dense", "key_dense", "value_dense")
@@ -37,7 +38,7 @@ class MultiHeadAttentionRule(LayerRule):
             analysis.keep(key)
         for key in call.inputs:
             analysis.read(key)
-        if call.node.arguments.kwargs.get("return_attention_scores"):
+        if keras_internals.node_keyword(call.node, "return_attention_scores"):
             return None  # the scores of every head are an output
         heads = self.dead_heads(call.layer, analysis.threshold)
         kept = np.flatnonzero(~heads)

@@ -138,6 +138,12 @@ def elementwise_activation(fn):
     return module.startswith("keras") and name not in _CHANNEL_MIXING
 
 
+def mixes_channels(layer):
+    """Whether `layer.activation` may mix channels (softmax, a user function)."""
+    fn = getattr(layer, "activation", None)
+    return fn is not None and not elementwise_activation(fn)
+
+
 def channels_first(layer):
     """Whether `layer` is configured with its channels on axis 1."""
     if getattr(layer, "data_format", None) == "channels_first":

@@ -12,7 +12,7 @@ from keras_dropneuron.layer_rules.base import (
     bias_or_zeros,
     channels,
     channels_first,
-    elementwise_activation,
+    mixes_channels,
     numpy,
     spatial_axes,
     spatial_size,
@@ -55,8 +55,7 @@ class DepthwiseRule(LayerRule):
         exact = analysis.approximate or layer.padding == "valid" or is_one_by_one(layer)
         foldable = ~np.isnan(inputs) & (exact | (inputs == 0))
         value = np.where(dead, bias, np.where(foldable, inputs * taps + bias, np.nan))
-        activation = getattr(layer, "activation", None)
-        if activation is not None and not elementwise_activation(activation):
+        if mixes_channels(layer):
             analysis.keep(call.outputs[0])  # softmax and friends mix the outputs
             return None
         return activate(layer, value.reshape(-1))

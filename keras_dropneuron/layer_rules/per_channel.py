@@ -7,7 +7,7 @@ from keras_dropneuron.layer_rules.base import (
     LayerRule,
     channels,
     channels_first,
-    elementwise_activation,
+    mixes_channels,
     numpy,
 )
 
@@ -81,8 +81,7 @@ class ActivationRule(PerChannelRule):
     types = (layers.Activation, layers.ReLU, layers.LeakyReLU, layers.ELU)
 
     def barrier_reason(self, layer, in_tensors, out_tensors):
-        fn = getattr(layer, "activation", None)
-        if fn is not None and not elementwise_activation(fn):
+        if mixes_channels(layer):
             return "activation mixes channels (softmax and the like)"
         return super().barrier_reason(layer, in_tensors, out_tensors)
 

@@ -7,7 +7,7 @@ from keras_dropneuron.layer_rules.base import (
     activate,
     bias_or_zeros,
     channels_first,
-    elementwise_activation,
+    mixes_channels,
     numpy,
 )
 
@@ -64,8 +64,7 @@ class ResizedRule(LayerRule):
         analysis.keep(key, read & ~foldable)
         if analysis.approximate and not exact:
             analysis.inexact_consumers.add(index)
-        activation = getattr(layer, "activation", None)
-        if activation is not None and not elementwise_activation(activation):
+        if mixes_channels(layer):
             # softmax and friends mix the outputs: they all stay.
             analysis.keep(call.outputs[0])
             return None

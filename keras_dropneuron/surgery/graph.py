@@ -107,7 +107,7 @@ def functional_view(model):
 
 
 def _explicit_training(node):
-    training = keras_internals.node_training(node)
+    training = keras_internals.node_keyword(node, "training")
     return None if training is None else bool(training)
 
 
