@@ -10,6 +10,7 @@ Example:
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import zipfile
@@ -365,15 +366,62 @@ class _ExperimentNames:
         return iter(self._names())
 
 
-def _reproduce(args):
-    from keras_dropneuron.experiments import data, runner
-    from keras_dropneuron.experiments.setups import SETUPS
-
-    names = list(SETUPS) if args.experiment == "all" else [args.experiment]
+def _seeds(args):
+    """The seeds of `--seed` and `--seeds`, checked against numpy's range."""
     last = args.seed + args.seeds - 1
     if last > _MAX_SEED:
         raise CommandError(f"--seed + --seeds - 1 must be at most {_MAX_SEED}, received: {last}")
-    seeds = list(range(args.seed, last + 1))
+    return list(range(args.seed, last + 1))
+
+
+@contextlib.contextmanager
+def _mnist_errors():
+    """A missing or unreadable MNIST becomes a one-line error."""
+    from keras_dropneuron.experiments import data
+
+    try:
+        yield
+    except (FileNotFoundError, RuntimeError, ValueError) as error:
+        if "MNIST" in str(error) or data.MNIST_ENV in str(error):
+            raise CommandError(_one_line(error).split(": ", 1)[1]) from error
+        raise
+
+
+def _add_training_options(parser, seeds):
+    """`--epochs`, `--seed`, `--seeds` (default `seeds`), `--mnist` and `--verbose`."""
+    parser.add_argument(
+        "--epochs",
+        type=argparse_type("--epochs", check_int, convert=int, minimum=1),
+        help="override the set-up's epochs (the fine-tuning epochs included)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=argparse_type("--seed", check_int, convert=int, minimum=0),
+        default=0,
+        help="first seed (default: 0)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=argparse_type("--seeds", check_int, convert=int, minimum=1),
+        default=seeds,
+        help=f"number of seeds (default: {seeds})",
+    )
+    parser.add_argument(
+        "--mnist", metavar="PATH", help="local mnist.npz (else $KERAS_DROPNEURON_MNIST)"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="one progress line per epoch (default: a progress bar on a terminal, else none)",
+    )
+
+
+def _reproduce(args):
+    from keras_dropneuron.experiments import runner
+    from keras_dropneuron.experiments.setups import SETUPS
+
+    names = list(SETUPS) if args.experiment == "all" else [args.experiment]
+    seeds = _seeds(args)
     _check_out_directory("--out", args.out)
     penalties = dict(args.penalty or [])
     try:
@@ -382,7 +430,7 @@ def _reproduce(args):
     except (TypeError, ValueError) as error:
         raise CommandError(f"--penalty: {_one_line(error)}") from error
     methods = ("threshold", "proximal") if args.method == "both" else (args.method,)
-    try:
+    with _mnist_errors():
         runner.reproduce(
             names,
             seeds=seeds,
@@ -397,10 +445,6 @@ def _reproduce(args):
             auto_threshold=args.auto_threshold,
             penalties=penalties,
         )
-    except (FileNotFoundError, RuntimeError, ValueError) as error:
-        if "MNIST" in str(error) or data.MNIST_ENV in str(error):
-            raise CommandError(_one_line(error).split(": ", 1)[1]) from error
-        raise
     return 0
 
 
@@ -418,23 +462,7 @@ def _add_reproduce(subparsers):
         metavar="EXPERIMENT",  # argparse would list the choices, so import the harness, at once
         help="one of: %(choices)s",
     )
-    parser.add_argument(
-        "--epochs",
-        type=argparse_type("--epochs", check_int, convert=int, minimum=1),
-        help="override the paper's epochs",
-    )
-    parser.add_argument(
-        "--seed",
-        type=argparse_type("--seed", check_int, convert=int, minimum=0),
-        default=0,
-        help="first seed (default: 0)",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=argparse_type("--seeds", check_int, convert=int, minimum=1),
-        default=1,
-        help="number of seeds",
-    )
+    _add_training_options(parser, seeds=1)
     parser.add_argument("--quick", action="store_true", help="a few batches, for CI")
     parser.add_argument(
         "--method",
@@ -458,17 +486,81 @@ def _add_reproduce(subparsers):
         "loses at most TOLERANCE (error in %%, or MSE) on 10%% of the training data "
         "held out for validation",
     )
-    parser.add_argument(
-        "--mnist", metavar="PATH", help="local mnist.npz (else $KERAS_DROPNEURON_MNIST)"
-    )
     parser.add_argument("--out", metavar="DIR", default="runs", help="output folder")
     parser.add_argument("--plots", action="store_true", help="save PNG figures (matplotlib)")
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="one progress line per epoch (default: a progress bar on a terminal, else none)",
-    )
     parser.set_defaults(handler=_reproduce)
+
+
+def _frontier(args):
+    from keras_dropneuron.experiments import frontier
+
+    seeds = _seeds(args)
+    out = args.out or os.path.join("runs", f"frontier-{args.experiment}")
+    _check_out_directory("--out", out)
+    specs = args.grid or frontier.DEFAULT_GRIDS[args.experiment]
+    try:
+        configs = frontier.parse_grid(args.experiment, specs)
+    except (TypeError, ValueError) as error:
+        raise CommandError(f"--grid: {_one_line(error)}") from error
+    with _mnist_errors():
+        trained, skipped = frontier.run_frontier(
+            args.experiment,
+            configs,
+            seeds=seeds,
+            out=out,
+            quick=args.quick,
+            epochs=args.epochs,
+            mnist=args.mnist,
+            verbose=2 if args.verbose else int(sys.stdout.isatty()),
+        )
+    print(f"{trained} runs trained, {skipped} found in {out}/points (not trained again)")
+    frontier.write_frontier(out, args.experiment, quick=args.quick, plots=not args.no_plots)
+    return 0
+
+
+class _FrontierNames(_ExperimentNames):
+    def _names(self):
+        from keras_dropneuron.experiments.setups import SETUPS
+
+        return list(SETUPS)
+
+
+def _add_frontier(subparsers):
+    parser = subparsers.add_parser(
+        "frontier",
+        help="sweep penalty strengths over seeds: the Pareto frontier of error against size",
+        description="Trains a grid of penalty strengths (and the automatic threshold) "
+        "over seeds with the reproduce set-up, one JSON per finished run in OUT/points "
+        "(a run already there is not trained again: a killed sweep resumes), then writes "
+        "the Pareto frontier of the test metric against alive units, slim parameters and "
+        "slim multiply-adds as OUT/frontier.json and OUT/frontier.md, and OUT/frontier.png "
+        "with the published records labelled with their sources; for the MNIST networks "
+        "also the surviving input pixels, one 28x28 image per run (OUT/pixels/) and a "
+        "grid for the front (OUT/pixels.png). Long sweeps: "
+        "nohup nice -n 15 keras-dropneuron frontier ... > sweep.log &",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "experiment", choices=_FrontierNames(), metavar="EXPERIMENT", help="one of: %(choices)s"
+    )
+    parser.add_argument(
+        "--grid",
+        metavar="KEY=V1,V2",
+        action="append",
+        help="one axis of the grid, repeatable (the grid is their product); KEY is a "
+        "penalty strength of the set-up (li, lo, input_lo, ...) or auto_threshold, and "
+        "KEY1+KEY2=... ties keys, e.g. --grid li+lo=2e-4,4e-4 --grid auto_threshold=0 "
+        "(default: a small grid per experiment)",
+    )
+    _add_training_options(parser, seeds=3)
+    parser.add_argument(
+        "--quick", action="store_true", help="256 samples and one epoch per run, for CI"
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="output folder (default: runs/frontier-EXPERIMENT)"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.set_defaults(handler=_frontier)
 
 
 def build_parser():
@@ -481,6 +573,7 @@ def build_parser():
     _add_slim(subparsers)
     _add_report(subparsers)
     _add_reproduce(subparsers)
+    _add_frontier(subparsers)
     return parser
 
 

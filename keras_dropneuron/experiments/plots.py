@@ -1,4 +1,9 @@
-"""Figures like the paper's: weight sparsity patterns and alive units per layer."""
+"""Figures like the paper's: weight sparsity patterns and alive units per layer.
+
+Several panels are laid out as a grid at most `COLUMNS` wide, so that a figure
+still reads at the width of a README (about 900 pixels). Also: the compression
+frontier with the published records, and the surviving MNIST input pixels.
+"""
 
 import numpy as np
 
@@ -14,6 +19,24 @@ def _pyplot():
     except ImportError:
         raise ImportError("Plots need matplotlib: pip install 'keras-dropneuron[plot]'") from None
     return plt
+
+
+COLUMNS = 3  # panels per row
+PANEL = (3.0, 2.6)  # inches per panel
+DPI = 100
+
+
+def _grid(plt, count, columns=COLUMNS, panel=PANEL):
+    """A figure with `count` panels in rows of at most `columns`; extra axes hidden."""
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(panel[0] * columns, panel[1] * rows), squeeze=False
+    )
+    axes = axes.ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
 
 
 def _as_matrix(weight, layout):
@@ -35,14 +58,14 @@ def plot_sparsity_patterns(model, path):
         for layer in model_utils.iter_layers(model)
         for lay in supported_layers.weight_layouts(layer)
     ]
-    fig, axes = plt.subplots(1, len(kernels), figsize=(3.2 * len(kernels), 3.4))
-    for ax, (name, matrix) in zip(np.atleast_1d(axes), kernels, strict=True):
+    fig, axes = _grid(plt, len(kernels), panel=(3.0, 3.0))
+    for ax, (name, matrix) in zip(axes, kernels, strict=True):
         ax.imshow(matrix, cmap="gray_r", aspect="auto", interpolation="nearest")
         ax.set_title(f"{name}\n{matrix.mean():.1%} links alive", fontsize=9)
         ax.set_xlabel("output unit")
         ax.set_ylabel("input unit")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
@@ -53,15 +76,105 @@ def plot_alive_units(results, path):
     seen = {}
     for r in results:
         seen.setdefault((r["experiment"], r["variant"], r["method"]), r)
-    fig, axes = plt.subplots(1, len(seen), figsize=(4 * len(seen), 3.2), squeeze=False)
-    for ax, ((name, variant, method), r) in zip(axes[0], seen.items(), strict=True):
+    fig, axes = _grid(plt, len(seen), panel=(3.0, 2.9))
+    for ax, ((name, variant, method), r) in zip(axes, seen.items(), strict=True):
         labels = [u["label"] for u in r["units"]]
         ax.bar(labels, [u["total"] for u in r["units"]], color="lightgray", label="total")
         ax.bar(labels, [u["alive"] for u in r["units"]], color="black", label="alive")
-        ax.set_title(f"{name}\n{variant}, {method}", fontsize=9)
-        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
-        ax.legend(fontsize=8)
+        ax.set_title(f"{name}\n{variant}, {method}", fontsize=8)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def save_pixel_mask(mask, path):
+    """Saves a 2-D boolean mask as an image of the same size: alive white, dead black.
+
+    One image pixel per input pixel (no resampling), so reading the file back
+    gives the mask exactly.
+    """
+    plt = _pyplot()
+    plt.imsave(path, np.asarray(mask, dtype="float32"), cmap="gray", vmin=0.0, vmax=1.0)
+    return path
+
+
+def plot_pixel_masks(panels, path, columns=3):
+    """Saves `(title, 2-D boolean mask)` panels (e.g. surviving MNIST pixels) as a grid."""
+    plt = _pyplot()
+    fig, axes = _grid(plt, len(panels), columns=columns, panel=(2.2, 2.5))
+    for ax, (title, mask) in zip(axes, panels, strict=True):
+        ax.imshow(
+            np.asarray(mask, dtype="float32"), cmap="gray", vmin=0, vmax=1, interpolation="nearest"
+        )
+        ax.set_title(title, fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_frontier(rows, published, path):
+    """Saves the metric against units, parameters and MACs: our runs, their Pareto front
+    (a line), and the published records (stars, each labelled with its source).
+
+    `rows` are `frontier.summarize_points` rows, `published` the records of
+    `frontier.published_points`.
+    """
+    plt = _pyplot()
+    metric = rows[0]["metric"]
+    sizes = [
+        ("units", "units_total", "units alive"),
+        ("slim_params", "slim_params", "slim parameters"),
+        ("slim_macs", "slim_macs", "slim multiply-adds"),
+    ]
+    fig, axes = _grid(plt, 4, columns=2, panel=(4.4, 3.4))
+    for ax, (size, published_key, label) in zip(axes, sizes, strict=False):
+        x = np.array([r[size] for r in rows])
+        y = np.array([r["mean"] for r in rows])
+        err = np.array([r["std"] for r in rows])
+        ax.errorbar(
+            x,
+            y,
+            yerr=err,
+            fmt="o",
+            color="tab:blue",
+            ms=4,
+            capsize=2,
+            label="this project (mean ± sd over seeds)",
+        )
+        front = sorted((r[size], r["mean"]) for r in rows if size in r["front"])
+        if front:
+            ax.plot(*zip(*front, strict=True), "-", color="tab:blue", lw=1, label="Pareto front")
+        for p in published:
+            if published_key in p:
+                ax.plot(p[published_key], p[metric], "*", color="tab:red", ms=10)
+                ax.annotate(
+                    p["source"],
+                    (p[published_key], p[metric]),
+                    fontsize=6,
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel(label, fontsize=8)
+        ax.set_ylabel(f"test {metric}" + (" (%)" if metric == "error" else ""), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    legend = axes[3]
+    legend.set_visible(True)
+    legend.axis("off")
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], marker="*", color="tab:red", ls="", ms=10))
+    labels.append("published (labelled with its source)")
+    legend.legend(handles, labels, loc="center", fontsize=8)
+    fig.suptitle(f"{rows[0]['experiment']}: compression frontier", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
