@@ -151,17 +151,23 @@ def plot_frontier(rows, published, path):
         front = sorted((r[size], r["mean"]) for r in rows if size in r["front"])
         if front:
             ax.plot(*zip(*front, strict=True), "-", color="tab:blue", lw=1, label="Pareto front")
-        for p in published:
-            if published_key in p:
-                ax.plot(p[published_key], p[metric], "*", color="tab:red", ms=10)
-                ax.annotate(
-                    p["source"],
-                    (p[published_key], p[metric]),
-                    fontsize=6,
-                    xytext=(4, 3),
-                    textcoords="offset points",
-                )
-        ax.set_xscale("log")
+        shown = sorted(
+            (p for p in published if published_key in p), key=lambda p: p[published_key]
+        )
+        for i, p in enumerate(shown):
+            ax.plot(p[published_key], p[metric], "*", color="tab:red", ms=10)
+            # The short name next to the star (alternately above and below, as
+            # neighbours can nearly coincide); the full source in the legend.
+            ax.annotate(
+                p["source"].split(" (")[0],
+                (p[published_key], p[metric]),
+                fontsize=7,
+                color="tab:red",
+                xytext=(5, 6 if i % 2 == 0 else -11),
+                textcoords="offset points",
+            )
+        if size != "units":
+            ax.set_xscale("log")
         ax.set_xlabel(label, fontsize=8)
         ax.set_ylabel(f"test {metric}" + (" (%)" if metric == "error" else ""), fontsize=8)
         ax.tick_params(labelsize=7)
@@ -171,7 +177,10 @@ def plot_frontier(rows, published, path):
     legend.axis("off")
     handles, labels = axes[0].get_legend_handles_labels()
     handles.append(plt.Line2D([], [], marker="*", color="tab:red", ls="", ms=10))
-    labels.append("published (labelled with its source)")
+    labels.append("published:")
+    for p in published:
+        handles.append(plt.Line2D([], [], ls=""))
+        labels.append(f"{p['source']}: {'-'.join(map(str, p['units']))} at {p[metric]:g}")
     legend.legend(handles, labels, loc="center", fontsize=8)
     fig.suptitle(f"{rows[0]['experiment']}: compression frontier", fontsize=10)
     fig.tight_layout()
