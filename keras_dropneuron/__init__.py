@@ -8,6 +8,7 @@ from keras_dropneuron.pruning import prune_weights
 from keras_dropneuron.regularize import regularize_model
 from keras_dropneuron.regularizers import (
     DropNeuronRegularizer,
+    HeadRegularizer,
     LiRegularizer,
     LoRegularizer,
 )
@@ -28,6 +29,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
 
 __all__ = [
     "DropNeuronRegularizer",
+    "HeadRegularizer",
     "LiRegularizer",
     "LoRegularizer",
     "ProximalGroupShrinkage",

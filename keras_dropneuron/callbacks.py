@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dropneuron import _backend, checks, model_utils, pruning
+from keras_dropneuron import _backend, checks, layer_rules, model_utils, pruning
 
 
 @keras.saving.register_keras_serializable(package="keras_dropneuron")
@@ -163,16 +163,18 @@ class PruneCallback(keras.callbacks.Callback):
     def figures(self):
         """Returns the figures written to `logs`: `sparsity` and `alive_units`."""
         zeros = total = alive = 0
-        last_layout_of = {}
+        pairs_of = {}
         if self.model is not None:
             _backend.sync(self.model)
         for layer, layout, variable in self._weights:
             value = np.asarray(variable.numpy())
             zeros += value.size - np.count_nonzero(value)
             total += value.size
-            last_layout_of[id(layer)] = (layout, value)
-        for layout, value in last_layout_of.values():
-            alive += int(np.count_nonzero(pruning.group_alive(value, layout.output_axes)))
+            pairs_of.setdefault(id(layer), (layer, []))[1].append((layout, value))
+        for layer, pairs in pairs_of.values():
+            # The report's units: an LSTM's live columns in either kernel, a layer's live heads.
+            units = layer_rules.rule_for(layer).alive_sides(layer, pairs, 0.0)[1]
+            alive += int(np.count_nonzero(units))
         return {"sparsity": zeros / max(total, 1), "alive_units": alive}
 
     def _count_batches(self, batch):

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_dropneuron import checks, supported_layers
+from keras_dropneuron.layer_rules.base import attribute
 
 
 def iter_layers(model):
@@ -101,7 +102,7 @@ def check_finite_weights(layers, action):
     """
     for layer in layers:
         for layout in supported_layers.weight_layouts(layer):
-            value = np.asarray(getattr(layer, layout.attribute).numpy())
+            value = np.asarray(attribute(layer, layout.attribute).numpy())
             if not np.all(np.isfinite(value)):
                 raise ValueError(
                     f"Cannot {action} layer {layer.name!r}: its weight "

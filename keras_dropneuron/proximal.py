@@ -4,24 +4,30 @@ import keras
 from keras import ops
 
 from keras_dropneuron import _backend, callbacks, checks, model_utils, pruning
+from keras_dropneuron.layer_rules.base import gate_view
 
 
-def _shrunk(value, unit_axes, amount):
-    """`w_g <- max(0, 1 - amount / ||w_g||) * w_g` for every group of `unit_axes`."""
-    rank = len(value.shape)
-    units = {a % rank for a in unit_axes}
-    reduce_axes = tuple(a for a in range(rank) if a not in units)
-    norms = ops.sqrt(ops.sum(ops.square(value), axis=reduce_axes, keepdims=True))
+def _shrunk(value, unit_axes, amount, gates=1):
+    """`w_g <- max(0, 1 - amount / ||w_g||) * w_g` for every group of `unit_axes`.
+
+    With `gates > 1` the groups are taken on the `(gates, units)` view of the
+    last axis (a recurrent unit's columns in every gate block).
+    """
+    shape = tuple(value.shape)
+    view, _, reduce_axes = gate_view(shape, unit_axes, gates)
+    grouped = ops.reshape(value, view) if gates > 1 else value
+    norms = ops.sqrt(ops.sum(ops.square(grouped), axis=reduce_axes, keepdims=True))
     scale = ops.maximum(1.0 - ops.cast(amount, norms.dtype) / ops.maximum(norms, 1e-12), 0.0)
-    return value * ops.cast(scale, value.dtype)
+    grouped = grouped * ops.cast(scale, value.dtype)
+    return ops.reshape(grouped, shape) if gates > 1 else grouped
 
 
 def _proximal_step(value, layout, li, lo, lr):
     """Both shrinkages of one weight: incoming groups (`li`), then outgoing (`lo`)."""
     if li:
-        value = _shrunk(value, layout.output_axes, lr * li)
+        value = _shrunk(value, layout.output_axes, lr * li, layout.gates)
     if lo:
-        value = _shrunk(value, layout.input_axes, lr * lo)
+        value = _shrunk(value, layout.input_axes, lr * lo, layout.gates)
     return value
 
 

@@ -3,23 +3,13 @@
 import numpy as np
 
 from keras_dropneuron import checks, model_utils, supported_layers
+from keras_dropneuron.layer_rules.base import attribute, gate_view, group_alive
 
 PRUNE_MODES = ("weight", "incoming", "outgoing", "neuron")
 
 
 class UnitsWouldVanishError(ValueError):
     """A pruning step was refused: it would remove every unit of a layer."""
-
-
-def _reduce_axes(weight, unit_axes):
-    rank = weight.ndim
-    units = {a % rank for a in unit_axes}
-    return tuple(a for a in range(rank) if a not in units)
-
-
-def group_alive(weight, unit_axes):
-    """Boolean array over the units of `unit_axes`: True where the group has a non-zero."""
-    return np.any(weight != 0, axis=_reduce_axes(weight, unit_axes))
 
 
 def keep_mask(weight, layout, threshold, mode="weight"):
@@ -33,7 +23,10 @@ def keep_mask(weight, layout, threshold, mode="weight"):
         mode: `"weight"` prunes single weights with `|w| < threshold`;
             `"incoming"` whole incoming groups (one per output unit) and
             `"outgoing"` whole outgoing groups (one per input unit) whose L2 norm
-            is below `threshold`; `"neuron"` does both.
+            is below `threshold`; `"neuron"` does both. A recurrent kernel's
+            group of unit `j` spans its columns in every gate block
+            (`layout.gates`); an attention layer's groups are its heads'
+            slices (incoming: query, key, value; outgoing: output kernel).
     """
     keep = weight != 0
     if mode == "weight":
@@ -47,8 +40,9 @@ def keep_mask(weight, layout, threshold, mode="weight"):
         groups.append(layout.input_axes)
     squared = np.square(weight.astype(np.float64))
     for unit_axes in groups:
-        norms = np.sqrt(np.sum(squared, axis=_reduce_axes(weight, unit_axes), keepdims=True))
-        keep = keep & (norms >= threshold)
+        view, _, reduce_axes = gate_view(weight.shape, unit_axes, layout.gates)
+        norms = np.sqrt(np.sum(squared.reshape(view), axis=reduce_axes, keepdims=True))
+        keep = keep & np.broadcast_to(norms >= threshold, view).reshape(weight.shape)
     return keep
 
 
@@ -58,7 +52,8 @@ def check_units_survive(weights, values, keeps, threshold):
     A layer whose output units all lose their incoming weights computes a
     constant and cannot be slimmed into a layer of width zero, so such a step
     is refused as a whole: nothing is modified. Layers whose weights were
-    already all zero are left as they are.
+    already all zero are left as they are, and so are weights without a
+    `guard` (a recurrent kernel, attention queries and keys).
 
     Args:
         weights: `(layer, layout, variable)` triples from `managed_weights`.
@@ -71,8 +66,10 @@ def check_units_survive(weights, values, keeps, threshold):
             lose every unit.
     """
     for (layer, layout, _), value, keep in zip(weights, values, keeps, strict=True):
-        alive_before = group_alive(value, layout.output_axes)
-        alive_after = group_alive(np.where(keep, value, 0), layout.output_axes)
+        if not layout.guard:
+            continue
+        alive_before = group_alive(value, layout.output_axes, layout.gates)
+        alive_after = group_alive(np.where(keep, value, 0), layout.output_axes, layout.gates)
         if alive_before.any() and not alive_after.any():
             raise UnitsWouldVanishError(
                 f"Invalid value for argument `threshold`: pruning at threshold={threshold!r} "
@@ -92,7 +89,7 @@ def managed_weights(layers):
     weights, seen = [], set()
     for layer in layers:
         for layout in supported_layers.weight_layouts(layer):
-            variable = getattr(layer, layout.attribute)
+            variable = attribute(layer, layout.attribute)
             if id(variable) not in seen:
                 seen.add(id(variable))
                 weights.append((layer, layout, variable))

@@ -3,11 +3,12 @@
 import keras
 
 from keras_dropneuron import checks, model_utils, supported_layers
-from keras_dropneuron.regularizers import DropNeuronRegularizer
+from keras_dropneuron.layer_rules.base import attribute
+from keras_dropneuron.regularizers import DropNeuronRegularizer, HeadRegularizer
 
 
 def regularizer_for(layout, li=0.0, lo=0.0, l1=0.0, l2=0.0, scale_by_group_size=False):
-    """Returns a `DropNeuronRegularizer` whose axes follow `layout`."""
+    """Returns a `DropNeuronRegularizer` whose axes and gates follow `layout`."""
     return DropNeuronRegularizer(
         li=li,
         lo=lo,
@@ -16,20 +17,57 @@ def regularizer_for(layout, li=0.0, lo=0.0, l1=0.0, l2=0.0, scale_by_group_size=
         li_axis=layout.output_axes,
         lo_axis=layout.input_axes,
         scale_by_group_size=scale_by_group_size,
+        gates=layout.gates,
     )
 
 
+def regularizers_for(layer, li, lo, l1, l2, heads, scale_by_group_size):
+    """Constructor argument -> regularizer for every weight `layer` has in the layer table."""
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        reg = HeadRegularizer(
+            heads,
+            num_heads=layer.num_heads,
+            key_dim=layer.key_dim,
+            value_dim=layer.value_dim,
+            l1=l1,
+            l2=l2,
+            scale_by_group_size=scale_by_group_size,
+        )
+        for layout in supported_layers.weight_layouts(layer):  # refuses an ambiguous layer now
+            variable = attribute(layer, layout.attribute)
+            if variable is not None:
+                reg.head_axis(variable.shape)
+        return {"kernel_regularizer": reg}
+    return {
+        layout.regularizer_argument: regularizer_for(layout, li, lo, l1, l2, scale_by_group_size)
+        for layout in supported_layers.weight_layouts(layer)
+    }
+
+
 def regularize_model(
-    model, li=0.0, lo=0.0, l1=0.0, l2=0.0, scale_by_group_size=False, layers=None
+    model,
+    li=0.0,
+    lo=0.0,
+    l1=0.0,
+    l2=0.0,
+    scale_by_group_size=False,
+    layers=None,
+    heads=None,
 ):
     """Returns a copy of `model` with DropNeuron regularizers on its weights.
 
     Every supported layer (see `keras_dropneuron.supported_layers`) gets a
     `DropNeuronRegularizer` oriented to its kernel layout: Dense and Conv
     kernels `(*k, in, out)`, transposed convolutions `(*k, out, in)`, depthwise
-    kernels (one incoming group per output channel) and both kernels of
-    separable convolutions. Existing regularizers on those weights are replaced;
-    weights, biases and everything else are copied. `model` is not modified.
+    kernels (one incoming group per output channel), both kernels of
+    separable convolutions, and both kernels of LSTM, GRU and SimpleRNN
+    layers (`kernel_regularizer` and `recurrent_regularizer`, with `gates` 4,
+    3 and 1: a unit's groups span its columns in every gate block). A
+    `MultiHeadAttention` gets a `HeadRegularizer` (strength `heads`, plus `l1`
+    and `l2`) as its `kernel_regularizer`, which its four projections share: a
+    head's penalty is the norms of its query, key, value and output slices.
+    Existing regularizers on those weights are replaced; weights, biases and
+    everything else are copied. `model` is not modified.
 
     Args:
         model: A Sequential or Functional model, nested models included.
@@ -41,6 +79,9 @@ def regularize_model(
             Defaults to `False`.
         layers: Names or layers to regularize. Defaults to `None`: every
             supported layer.
+        heads: Per-head strength for `MultiHeadAttention` layers. Defaults to
+            `None`: `li` (a head is the attention layer's unit); pass `0.0` to
+            leave the heads unpenalised.
 
     Returns:
         A new model of the same kind with the same weights.
@@ -48,7 +89,9 @@ def regularize_model(
     Raises:
         TypeError: If `model` is not a Keras model or a strength not a number.
         ValueError: For subclassed models, bad strengths, unknown layers,
-            models without supported layers or weights that are not finite.
+            models without supported layers, weights that are not finite, or an
+            attention layer whose kernels' head axes cannot be told apart
+            (see `HeadRegularizer`).
 
     Example:
 
@@ -59,19 +102,23 @@ def regularize_model(
         name: checks.check_non_negative_float(name, value)
         for name, value in (("li", li), ("lo", lo), ("l1", l1), ("l2", l2))
     }
+    heads = strengths["li"] if heads is None else checks.check_non_negative_float("heads", heads)
     checks.check_layers("layers", layers)
     checks.check_model("model", model)
     selected = model_utils.select_layers(model, layers)
     model_utils.check_has_supported_layers(model, selected)
     model_utils.check_finite_weights(selected, "regularize")
-    chosen = {id(layer) for layer in selected}
+    regs = {
+        id(layer): regularizers_for(
+            layer, heads=heads, scale_by_group_size=scale_by_group_size, **strengths
+        )
+        for layer in selected
+    }
 
     def clone_layer(layer):
         config = layer.get_config()
-        if id(layer) in chosen:
-            for layout in supported_layers.weight_layouts(layer):
-                reg = regularizer_for(layout, scale_by_group_size=scale_by_group_size, **strengths)
-                config[layout.regularizer_argument] = keras.regularizers.serialize(reg)
+        for argument, reg in regs.get(id(layer), {}).items():
+            config[argument] = keras.regularizers.serialize(reg)
         return layer.__class__.from_config(config)
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)

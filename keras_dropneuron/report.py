@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from keras_dropneuron import checks, layer_rules, model_utils, pruning, supported_layers
-from keras_dropneuron.layer_rules.base import cached_values
+from keras_dropneuron import checks, layer_rules, model_utils, supported_layers
+from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
+from keras_dropneuron.layer_rules.base import attribute, cached_values
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
 
@@ -120,25 +121,25 @@ def _compression(total, nonzero):
     return total / nonzero if nonzero else float("inf")
 
 
-def _alive(weight, unit_axes, threshold):
-    alive = pruning.group_alive(np.where(np.abs(weight) > threshold, weight, 0), unit_axes)
-    return alive.reshape(-1)
-
-
 def _layer_sides(layer, threshold):
     """Alive masks of the input side and output side of a supported layer."""
     layouts = supported_layers.weight_layouts(layer)
-    values = [np.asarray(getattr(layer, layout.attribute).numpy()) for layout in layouts]
-    inputs = _alive(values[0], layouts[0].input_axes, threshold)
-    outputs = _alive(values[-1], layouts[-1].output_axes, threshold)
-    return inputs, outputs, values
+    values = [np.asarray(attribute(layer, layout.attribute).numpy()) for layout in layouts]
+    pairs = [
+        (layout, np.where(np.abs(value) > threshold, value, 0))
+        for layout, value in zip(layouts, values, strict=True)
+    ]
+    inputs, outputs = layer_rules.rule_for(layer).alive_sides(layer, pairs, threshold)
+    return inputs.reshape(-1), outputs.reshape(-1), values
 
 
 def _units_after_slim(layer, width, graph, plan):
-    """How many output units of `layer` `slim_model` keeps (same analysis)."""
+    """How many output units (attention: heads) of `layer` `slim_model` keeps (same analysis)."""
     calls = graph.calls_of_layer.get(id(layer))
     if not calls or plan.rules[calls[0]] is layer_rules.BARRIER:
         return width  # kept whole (its channels need not be on the last axis)
+    if isinstance(plan.rules[calls[0]], MultiHeadAttentionRule):
+        return int(len(plan.inner.get(calls[0], range(width))))
     return int(len(plan.kept[graph.calls[calls[0]].outputs[0]]))
 
 

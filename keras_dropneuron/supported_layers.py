@@ -14,10 +14,22 @@ meaning rather than the raw storage order:
 | SeparableConv1D/2D | `depthwise_kernel` | `(*k, in, mult)` | `-2` | `(-2, -1)` |
 | SeparableConv1D/2D | `pointwise_kernel` | `(*1, in * mult, out)` | `-2` | `-1` |
 | Embedding | `embeddings` | `(vocab, dim)` | `-2` | `-1` |
+| LSTM/GRU/SimpleRNN | `cell.kernel` | `(in, g * units)` | `-2` | `-1`, `gates=g` |
+| LSTM/GRU/SimpleRNN | `cell.recurrent_kernel` | `(units, g * units)` | `-2` | `-1`, `gates=g` |
+| MultiHeadAttention | `query_dense.kernel` (key, value) | `(dim, heads, head_dim)` | `0` | `1` |
+| MultiHeadAttention | `output_dense.kernel` | `(heads, value_dim, out)` | `-1` | `0` |
 
 A depthwise output channel is the pair `(input channel, multiplier)`, so its
 incoming group is `kernel[..., i, m]` and the outgoing group of input channel `i`
 is `kernel[..., i, :]`.
+
+A recurrent kernel's last axis holds `g` gate blocks (LSTM i, f, c, o: 4; GRU
+z, r, h: 3; SimpleRNN: 1): hidden unit `j` is column `b * units + j` of every
+block `b`, and its groups are taken on the view `(..., g, units)` (see
+`layer_rules.base.gate_view`). An attention layer's units are its heads: a
+head's incoming groups are its query, key and value slices `[:, h, :]`, its
+outgoing group the output kernel's slice `[h]` (the output kernel's other
+side is the layer's output channels).
 """
 
 from keras_dropneuron.layer_rules import RULES, WeightLayout, rule_for
@@ -31,7 +43,7 @@ __all__ = [
 ]
 
 WEIGHT_LAYOUTS: dict[type, tuple[WeightLayout, ...]] = {
-    cls: rule.weights for rule in RULES if rule.weights for cls in rule.types
+    cls: rule.weights_of(cls) for rule in RULES for cls in rule.types if rule.weights_of(cls)
 }
 
 
@@ -41,7 +53,7 @@ def weight_layouts(layer):
     The most specific registered class wins, so user subclasses of `Dense` and
     friends are handled like their parent.
     """
-    return rule_for(layer).weights
+    return rule_for(layer).weights_of(type(layer))
 
 
 def is_supported(layer):

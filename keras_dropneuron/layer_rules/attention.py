@@ -4,7 +4,14 @@ import numpy as np
 from keras import layers
 
 from keras_dropneuron import keras_internals
-from keras_dropneuron.layer_rules.base import LayerRule, channels, numpy, spatial_size
+from keras_dropneuron.layer_rules.base import (
+    LayerRule,
+    WeightLayout,
+    channels,
+    group_alive,
+    numpy,
+    spatial_size,
+)
 
 _PROJECTIONS = ("query_dense", "key_dense", "value_dense")
 
@@ -21,9 +28,22 @@ class MultiHeadAttentionRule(LayerRule):
     whose query and key are zero is not dead (uniform attention still passes
     its values) and stays. Input and output channels are all kept: the layer
     mixes them.
+
+    For the penalties and pruning the layer's units are its heads: the
+    projections' kernels `(dim, heads, head_dim)` have their input channels on
+    axis 0 and their heads on axis 1; the output kernel `(heads, value_dim,
+    out)` has its heads on axis 0 (a head's outgoing weights) and the layer's
+    output channels on its last axis, its other side. Queries and keys carry
+    no guard: without them every head attends uniformly.
     """
 
     types = (layers.MultiHeadAttention,)
+    weights = (
+        WeightLayout("query_dense.kernel", "kernel_regularizer", (0,), (1,), guard=False),
+        WeightLayout("key_dense.kernel", "kernel_regularizer", (0,), (1,), guard=False),
+        WeightLayout("value_dense.kernel", "kernel_regularizer", (0,), (1,)),
+        WeightLayout("output_dense.kernel", "kernel_regularizer", (-1,), (0,)),
+    )
     state = tuple(
         f"{projection}.{weight}"
         for projection in (*_PROJECTIONS, "output_dense")
@@ -45,6 +65,17 @@ class MultiHeadAttentionRule(LayerRule):
         if heads.any():
             analysis.inner[index] = kept if kept.size else np.array([0])
         return None
+
+    def alive_sides(self, layer, pairs, threshold):
+        # A head is alive when both its values and its output slice are (`dead_heads`).
+        inputs, _ = super().alive_sides(layer, pairs, threshold)
+        found = {layout.attribute: (layout, value) for layout, value in pairs}
+        if len(found) < len(self.weights):  # a kernel shared with an earlier layer
+            return inputs, group_alive(pairs[-1][1], pairs[-1][0].output_axes)
+        value = group_alive(found["value_dense.kernel"][1], (1,))
+        if layer.value_dense.bias is not None:
+            value |= np.any(np.abs(numpy(layer.value_dense.bias)) > threshold, axis=1)
+        return inputs, value & group_alive(found["output_dense.kernel"][1], (0,))
 
     def dead_heads(self, layer, threshold):
         """Per head: does it add nothing to the output?"""

@@ -41,16 +41,60 @@ class WeightLayout:
     """Where the unit axes of one weight tensor are.
 
     Attributes:
-        attribute: Name of the layer attribute that holds the weight.
+        attribute: Path of the layer attribute that holds the weight
+            (`"kernel"`, `"cell.kernel"`; read it with `attribute()`).
         regularizer_argument: Constructor argument that regularizes it.
         input_axes: Axes that index the layer's input units (channels).
         output_axes: Axes that index the layer's output units (filters).
+        gates: Number of gate blocks on the last axis (`gates * units`
+            columns, unit `j` owning column `b * units + j` of every block
+            `b`): 4 for LSTM kernels, 3 for GRU, else 1. Groups are taken on
+            the `gate_view` of the weight.
+        guard: Whether pruning must refuse to kill every output group of this
+            weight at once (the layer would compute a constant). `False` where
+            the layer works on without them (a recurrent kernel, attention
+            queries and keys).
     """
 
     attribute: str
     regularizer_argument: str
     input_axes: tuple[int, ...]
     output_axes: tuple[int, ...]
+    gates: int = 1
+    guard: bool = True
+
+
+def gate_view(shape, axes, gates=1):
+    """A weight's shape with its last axis as `(gates, units)`, and `axes` on that view.
+
+    Hidden unit `j` of a recurrent kernel `(..., gates * units)` is column
+    `b * units + j` of every gate block `b`: on the view `(..., gates, units)`
+    it is index `j` of the last axis. Axes keep their meaning on the weight
+    (`-1` is the units, `-2` the rows); the gate axis is never a unit axis.
+
+    Args:
+        shape: The weight's shape.
+        axes: Unit axes of the weight (negative allowed, in range).
+        gates: Number of gate blocks. Defaults to `1` (the shape unchanged).
+
+    Returns:
+        `(view_shape, unit_axes, reduce_axes)`: the shape to reshape the weight
+        to, the unit axes on it (non-negative) and the other axes, which a
+        group's norm sums over.
+    """
+    rank = len(shape)
+    axes = tuple(a % rank for a in axes)
+    if gates > 1:
+        shape = (*shape[:-1], gates, shape[-1] // gates)
+        axes = tuple(rank if a == rank - 1 else a for a in axes)
+        rank += 1
+    return tuple(shape), axes, tuple(a for a in range(rank) if a not in axes)
+
+
+def group_alive(weight, unit_axes, gates=1):
+    """Boolean array over the units of `unit_axes`: True where the group has a non-zero."""
+    view, _, reduce_axes = gate_view(weight.shape, unit_axes, gates)
+    return np.any(np.reshape(weight, view) != 0, axis=reduce_axes)
 
 
 _cache = None
@@ -250,6 +294,30 @@ class LayerRule:
     def macs(self, layer, tensor_in, tensor_out):
         """Multiply-adds of one call (0 for layers without a kernel)."""
         return 0
+
+    def weights_of(self, cls):
+        """The `weights` of layers of class `cls` (a family's own, where they differ)."""
+        return self.weights
+
+    def alive_sides(self, layer, pairs, threshold):
+        """For the reports: which input units and which units of `layer` are alive.
+
+        Args:
+            layer: The layer.
+            pairs: `(layout, value)` of its weights in `weights` order, the
+                values with every `|w| <= threshold` already set to 0.
+            threshold: The threshold, for weights outside `weights` (biases).
+
+        Returns:
+            Two boolean arrays: input units with an outgoing weight (the first
+            weight's input groups) and units with an incoming weight (the last
+            weight's output groups).
+        """
+        (first, first_value), (last, last_value) = pairs[0], pairs[-1]
+        return (
+            group_alive(first_value, first.input_axes, first.gates),
+            group_alive(last_value, last.output_axes, last.gates),
+        )
 
 
 class Barrier(LayerRule):

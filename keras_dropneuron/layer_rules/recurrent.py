@@ -12,15 +12,33 @@ Hidden unit `j` owns column `b * units + j` of every gate block `b` of
 - Otherwise a unit can go only when nothing reads it: no consumer, and its
   row of the recurrent kernel (what every gate reads of it) is zero.
 - An input feature goes when its kernel row is zero (or it is the constant 0).
+
+Weights for the penalties and pruning: `cell.kernel` (`kernel_regularizer`)
+and `cell.recurrent_kernel` (`recurrent_regularizer`), rows the input side,
+unit `j`'s columns of every gate block the output side (`gates` = 4, 3, 1).
 """
 
 import numpy as np
 from keras import layers, ops
 
-from keras_dropneuron.layer_rules.base import LayerRule, channels, numpy
+from keras_dropneuron.layer_rules.base import (
+    LayerRule,
+    WeightLayout,
+    channels,
+    group_alive,
+    numpy,
+)
 
 _CANDIDATE_BLOCK = {layers.LSTM: 2, layers.GRU: 2, layers.SimpleRNN: 0}
 _GATES = {layers.LSTM: 4, layers.GRU: 3, layers.SimpleRNN: 1}
+_LAYOUTS = {
+    cls: (
+        WeightLayout("cell.kernel", "kernel_regularizer", (-2,), (-1,), gates),
+        # A layer with no recurrent columns left still reads its input: no guard.
+        WeightLayout("cell.recurrent_kernel", "recurrent_regularizer", (-2,), (-1,), gates, False),
+    )
+    for cls, gates in _GATES.items()
+}
 
 
 def _family(layer):
@@ -42,6 +60,15 @@ class RecurrentRule(LayerRule):
         if any(str(t.dtype) != "bool" for t in in_tensors[1:]):
             return "called with an initial state"
         return None
+
+    def weights_of(self, cls):
+        return next((_LAYOUTS[family] for family in _GATES if issubclass(cls, family)), ())
+
+    def alive_sides(self, layer, pairs, threshold):
+        # A unit has an incoming weight in either kernel's columns.
+        inputs, _ = super().alive_sides(layer, pairs, threshold)
+        units = [group_alive(value, layout.output_axes, layout.gates) for layout, value in pairs]
+        return inputs, np.logical_or.reduce(units)
 
     def _blocks(self, layer, value):
         """`value (..., g * units)` as `(..., g, units)`."""
