@@ -8,6 +8,7 @@ frontier with the published records, and the surviving MNIST input pixels.
 import numpy as np
 
 from keras_dropneuron import model_utils, supported_layers
+from keras_dropneuron.layer_rules.base import attribute
 
 
 def _pyplot():
@@ -54,9 +55,14 @@ def plot_sparsity_patterns(model, path):
     """Saves the non-zero pattern of every supported kernel (non-zeros black)."""
     plt = _pyplot()
     kernels = [
-        (layer.name, _as_matrix(np.asarray(getattr(layer, lay.attribute).numpy()), lay))
+        (
+            # Layers with several kernels (recurrent, attention) name each one.
+            layer.name if len(layouts) == 1 else f"{layer.name} {lay.attribute}",
+            _as_matrix(np.asarray(attribute(layer, lay.attribute).numpy()), lay),
+        )
         for layer in model_utils.iter_layers(model)
-        for lay in supported_layers.weight_layouts(layer)
+        for layouts in [supported_layers.weight_layouts(layer)]
+        for lay in layouts
     ]
     fig, axes = _grid(plt, len(kernels), panel=(3.0, 3.0))
     for ax, (name, matrix) in zip(axes, kernels, strict=True):
