@@ -422,14 +422,14 @@ class HeadRegularizer(keras.regularizers.Regularizer):
         output = len(shape) >= 3 and shape[:2] == (self.num_heads, value_dim)
         if projection != output:
             return 1 if projection else 0
-        why = "both" if projection else "neither"
+        kinds = "a query/key/value kernel (dim, num_heads, key_dim or value_dim)"
+        kinds += " and" if projection else " nor"
+        kinds += " an output kernel (num_heads, value_dim, ...)"
         raise ValueError(
             f"HeadRegularizer(num_heads={self.num_heads}, key_dim={self.key_dim}, "
-            f"value_dim={value_dim}) cannot tell where the heads of a kernel of shape "
-            f"{shape} are: it fits {why} a query/key/value kernel (dim, num_heads, "
-            "key_dim or value_dim) and an output kernel (num_heads, value_dim, ...). "
-            "Check the sizes, or change them so that the input width differs from "
-            "`num_heads`."
+            f"value_dim={value_dim}) cannot tell where the heads are in a kernel of shape "
+            f"{shape}: it fits {'both' if projection else 'neither'} {kinds}. Check the "
+            "sizes (the layer's own), or make the input width differ from `num_heads`."
         )
 
     def __call__(self, x):

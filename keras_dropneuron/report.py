@@ -41,6 +41,14 @@ class SparsityReport:
       where the surgeon follows a unit further (through depthwise layers);
     - `nonzero_weights` / `total_weights` and `compression` (total / non-zero).
 
+    LSTM, GRU and SimpleRNN: the inputs are the features (kernel rows), the
+    units the hidden units, alive on the incoming side when any of their
+    columns in any gate block of `kernel` or `recurrent_kernel` is not zero.
+    MultiHeadAttention: the units are the heads, alive when both their value
+    projection (kernel slice or bias row) and their output-kernel slice are
+    not all zero (the surgeon's criterion); the inputs are the channels some
+    projection reads, and `units_after_slim` the heads `slim_model` keeps.
+
     `totals` sums the weights and units over the layers, and gives the
     model's `params` and `params_after_slim`, the parameter count of the model
     `slim_model(model, threshold=threshold)` returns.

@@ -67,11 +67,16 @@ class MultiHeadAttentionRule(LayerRule):
         return None
 
     def alive_sides(self, layer, pairs, threshold):
+        # Inputs: channels some projection reads (self-attention: one tensor).
         # A head is alive when both its values and its output slice are (`dead_heads`).
         inputs, _ = super().alive_sides(layer, pairs, threshold)
         found = {layout.attribute: (layout, value) for layout, value in pairs}
         if len(found) < len(self.weights):  # a kernel shared with an earlier layer
             return inputs, group_alive(pairs[-1][1], pairs[-1][0].output_axes)
+        for projection in ("key_dense.kernel", "value_dense.kernel"):
+            rows = group_alive(found[projection][1], (0,))
+            if rows.shape == inputs.shape:
+                inputs = inputs | rows
         value = group_alive(found["value_dense.kernel"][1], (1,))
         if layer.value_dense.bias is not None:
             value |= np.any(np.abs(numpy(layer.value_dense.bias)) > threshold, axis=1)
