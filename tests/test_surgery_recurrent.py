@@ -155,13 +155,18 @@ def test_masked_sequences_stay_exact():
 
 @st.composite
 def sequence_models(draw):
-    """Stacks of recurrent and attention layers with random dead units and heads."""
-    blocks = draw(
-        st.lists(
-            st.sampled_from(["lstm", "gru", "simple", "mha", "dense"]), min_size=1, max_size=3
-        )
-    )
+    """Stacks of recurrent, Bidirectional and attention layers with random dead units and heads."""
+    kinds = ["lstm", "gru", "simple", "mha", "dense", "bi-lstm", "bi-gru", "bi-simple"]
+    blocks = draw(st.lists(st.sampled_from(kinds), min_size=1, max_size=3))
     return blocks, draw(st.integers(0, 2**16)), draw(st.booleans())
+
+
+def _kill_some(rnn, kind, rng):
+    """Random units lose their candidate path; some others are no longer fed back."""
+    for unit in rng.choice(6, int(rng.integers(0, 4)), replace=False):
+        _kill_incoming(rnn, kind, int(unit))
+    for unit in rng.choice(6, int(rng.integers(0, 2)), replace=False):
+        _kill_outgoing(rnn, int(unit))
 
 
 def _sequence_model(blocks, rng, last_sequence):
@@ -185,13 +190,21 @@ def _sequence_model(blocks, rng, last_sequence):
             dense.kernel.assign(kernel)
         elif block == "dense":
             x = keras.layers.Dense(7, activation="relu", name=f"b{i}")(x)
+        elif block.startswith("bi-"):
+            merge_mode = str(rng.choice(["concat", "sum", "ave", "mul"]))
+            bi = keras.layers.Bidirectional(
+                _rnn(block[3:], 6, return_sequences=True), merge_mode=merge_mode, name=f"b{i}"
+            )
+            x = bi(x)
+            _randomize(bi)
+            for rnn in (bi.forward_layer, bi.backward_layer):
+                _kill_some(rnn, block[3:], rng)
         else:
             rnn = _rnn(block, 6, return_sequences=True)
             rnn.name = f"b{i}"
             x = rnn(x)
             _randomize(rnn)
-            for unit in rng.choice(6, int(rng.integers(0, 4)), replace=False):
-                _kill_incoming(rnn, block, int(unit))
+            _kill_some(rnn, block, rng)
     if not last_sequence:
         x = keras.layers.GlobalAveragePooling1D()(x)
     return keras.Model(inputs, keras.layers.Dense(2)(x))

@@ -10,6 +10,7 @@ whole when it adds weights or its own `call()`).
 
 from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
 from keras_dropneuron.layer_rules.base import Barrier, Cut, LayerRule, WeightLayout
+from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
 from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
 from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
@@ -42,6 +43,7 @@ RULES: tuple[LayerRule, ...] = (
     FlattenRule(),
     MultiHeadAttentionRule(),
     RecurrentRule(),
+    BidirectionalRule(),
 )
 
 _BY_TYPE = {cls: rule for rule in RULES for cls in rule.types}

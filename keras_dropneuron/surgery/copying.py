@@ -54,6 +54,26 @@ def _config_without_callables(layer):
     return config
 
 
+def _is_weight_regularizer(argument):
+    return argument.endswith("_regularizer") and argument != "activity_regularizer"
+
+
+def _without_weight_regularizers(value):
+    """A serialized object (a wrapped layer's config) without weight regularizers.
+
+    Wrappers such as `Bidirectional` hold their layers as serialized configs;
+    the copy is new, nested dicts included, so the source is not touched.
+    """
+    if isinstance(value, list):
+        return [_without_weight_regularizers(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        k: None if _is_weight_regularizer(k) else _without_weight_regularizers(v)
+        for k, v in value.items()
+    }
+
+
 def layer_config(layer, name, keep_regularizers):
     """The config to re-create `layer` under `name`, with live callables.
 
@@ -86,11 +106,14 @@ def layer_config(layer, name, keep_regularizers):
     for argument in list(config):
         if not _is_live_argument(argument) or not hasattr(layer, argument):
             continue
-        if argument.endswith("_regularizer") and argument != "activity_regularizer":
-            if not keep_regularizers:
-                config[argument] = None
-                continue
+        if _is_weight_regularizer(argument) and not keep_regularizers:
+            config[argument] = None
+            continue
         config[argument] = getattr(layer, argument)
+    if not keep_regularizers:
+        for argument, value in config.items():
+            if isinstance(value, dict | list):  # serialized wrapped layers
+                config[argument] = _without_weight_regularizers(value)
     return config
 
 

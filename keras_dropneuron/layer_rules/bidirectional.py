@@ -1,0 +1,160 @@
+"""Bidirectional around LSTM, GRU or SimpleRNN: each direction loses its dead units.
+
+The wrapper holds two recurrent layers, `forward_layer` and `backward_layer`,
+both reading the same sequence; the dead-unit logic is the recurrent rule's
+(`recurrent.RecurrentRule`): a unit goes when its candidate path is zero (its
+output and states are 0 at every step), or when nothing reads it (no gate of
+its own layer reads it back and no consumer reads its output).
+
+- `merge_mode="concat"`: output channel `j < F` is forward unit `j`, channel
+  `F + j` backward unit `j` (`F` units per direction). Each direction is cut on
+  its own, with that offset, but both keep as many units: Keras gives the
+  wrapper the output shape of twice the forward layer's, so the side that
+  loses fewer keeps some of its dead units (always exact).
+- `"sum"`, `"ave"`, `"mul"`: output channel `j` combines forward unit `j` and
+  backward unit `j`, so both go or both stay. The channel is the constant 0
+  only when both units are dead (for `mul` one dead side would do only if the
+  other were known to be finite; that is not claimed).
+- `None`: two outputs; unit `j` goes from both directions or from neither.
+- `return_state`: each direction's states are its units, forward states first.
+- An input feature goes when neither direction's kernel reads it (or it is the
+  constant 0).
+
+Kept whole (with the reason): a wrapped layer other than Keras's LSTM, GRU or
+SimpleRNN, or one that overrides `call()`; stateful layers; initial states
+given to the call; directions of different widths.
+"""
+
+import numpy as np
+from keras import layers
+
+from keras_dropneuron.layer_rules.base import Cut, LayerRule, numpy
+from keras_dropneuron.layer_rules.recurrent import RecurrentRule
+
+_RECURRENT = RecurrentRule()
+_SIDES = ("forward_layer", "backward_layer")
+# Where each direction's config sits in the wrapper's config.
+_CONFIG_KEYS = {"forward_layer": "layer", "backward_layer": "backward_layer"}
+
+
+def _keras_call(obj):
+    module = getattr(type(obj).call, "__module__", "") or ""
+    return module == "keras" or module.startswith("keras.")
+
+
+def _state_count(rnn):
+    return len(rnn.cell.state_size) if isinstance(rnn.cell.state_size, list | tuple) else 1
+
+
+class BidirectionalRule(LayerRule):
+    """`Bidirectional(LSTM | GRU | SimpleRNN)`: both directions' dead units go.
+
+    `width_argument` is the `units` of the wrapped layers (set in both
+    sub-configs). With `round_to`, the merged output's channel count is
+    rounded: for `"concat"` that is twice the units of one direction.
+    """
+
+    types = (layers.Bidirectional,)
+    state = tuple(f"{side}.{path}" for side in _SIDES for path in _RECURRENT.state)
+    width_argument = "units"
+
+    def barrier_reason(self, layer, in_tensors, out_tensors):
+        for side in _SIDES:
+            rnn = getattr(layer, side)
+            if not isinstance(rnn, _RECURRENT.types):
+                return f"Bidirectional around {type(rnn).__name__}: no rule for the wrapped layer"
+            if not (_keras_call(rnn) and _keras_call(rnn.cell)):
+                return f"Bidirectional around {type(rnn).__name__}, which overrides call()"
+            reason = _RECURRENT.barrier_reason(rnn, in_tensors, out_tensors)
+            if reason:
+                return reason
+        if layer.forward_layer.units != layer.backward_layer.units:
+            return (
+                "Bidirectional with directions of different widths "
+                f"({layer.forward_layer.units} and {layer.backward_layer.units} units)"
+            )
+        return None
+
+    def _units(self, layer, threshold):
+        """Per direction: (dead units, units that must stay whoever reads them)."""
+        sides = []
+        for side in _SIDES:
+            rnn = getattr(layer, side)
+            dead = _RECURRENT.incoming_dead(rnn, threshold)
+            recurrent = np.abs(numpy(rnn.cell.recurrent_kernel))
+            fed_back = ~np.all(recurrent <= threshold, axis=1)
+            sides.append((dead, fed_back & ~dead))
+        return sides
+
+    def analyze(self, analysis, index, call, constants):
+        layer, threshold = call.layer, analysis.threshold
+        read = np.zeros(layer.forward_layer.cell.kernel.shape[0], dtype=bool)
+        for side in _SIDES:
+            kernel = np.abs(numpy(getattr(layer, side).cell.kernel))
+            read |= ~np.all(kernel <= threshold, axis=1)
+        analysis.read(call.inputs[0], read)
+        analysis.keep(call.inputs[0], read & ~(constants[0] == 0))
+        for key in call.inputs[1:]:  # the mask
+            analysis.keep(key)
+            analysis.read(key)
+        (dead_f, stay_f), (dead_b, stay_b) = self._units(layer, threshold)
+        zero_f, zero_b = np.where(dead_f, 0.0, np.nan), np.where(dead_b, 0.0, np.nan)
+        outputs = call.outputs
+        width_f = layer.forward_layer.units
+        if layer.merge_mode == "concat":
+            analysis.keep(outputs[0], np.concatenate([stay_f, stay_b]))
+            merged = [np.concatenate([zero_f, zero_b])]
+            slots = analysis.slots(outputs[0])
+            side_slots = slots[:width_f], slots[width_f:]
+        elif layer.merge_mode is None:
+            analysis.join(analysis.slots(outputs[0]), analysis.slots(outputs[1]))
+            analysis.keep(outputs[0], stay_f)
+            analysis.keep(outputs[1], stay_b)
+            merged = [zero_f, zero_b]
+            side_slots = analysis.slots(outputs[0]), analysis.slots(outputs[1])
+        else:  # sum, ave, mul: channel j is forward unit j with backward unit j
+            analysis.keep(outputs[0], stay_f | stay_b)
+            merged = [np.where(dead_f & dead_b, 0.0, np.nan)]
+            side_slots = (analysis.slots(outputs[0]),) * 2
+        # return_state: forward states, then backward states; a dead unit's are 0.
+        states = outputs[len(merged) :]
+        count_f = _state_count(layer.forward_layer)
+        values = list(merged)
+        for i, key in enumerate(states):
+            forward = i < count_f
+            analysis.join(side_slots[0 if forward else 1], analysis.slots(key))
+            values.append(zero_f if forward else zero_b)
+        return values
+
+    def must_keep(self, layer, gone):
+        if layer.merge_mode != "concat":
+            return ()  # one set of channels for both directions
+        # Both directions keep as many units (and so at least one each).
+        width = layer.forward_layer.units
+        gone_f, gone_b = np.flatnonzero(gone[:width]), np.flatnonzero(gone[width:]) + width
+        surplus = len(gone_f) - len(gone_b)
+        return gone_f[:surplus] if surplus > 0 else gone_b[:-surplus]
+
+    def side_units(self, layer, kept_out):
+        """The kept units of each direction, from the kept merged channels."""
+        kept_out = np.asarray(kept_out, dtype=int)
+        if layer.merge_mode != "concat":
+            return kept_out, kept_out
+        width = layer.forward_layer.units
+        return kept_out[kept_out < width], kept_out[kept_out >= width] - width
+
+    def resize(self, layer, config, cut):
+        weights = {}
+        for side, units in zip(_SIDES, self.side_units(layer, cut.kept_out), strict=True):
+            sub = config.get(_CONFIG_KEYS[side])
+            inner = {}
+            if sub is not None:
+                # A sub-config may carry the input shape it was built with.
+                sub.pop("build_config", None)
+                inner = sub["config"]
+            sliced = _RECURRENT.resize(getattr(layer, side), inner, Cut(cut.kept_in, units))
+            weights.update({f"{side}.{path}": value for path, value in sliced.items()})
+        return weights
+
+    def macs(self, layer, tensor_in, tensor_out):
+        return sum(_RECURRENT.macs(getattr(layer, side), tensor_in, None) for side in _SIDES)
