@@ -7,6 +7,8 @@ from backend_utils import to_numpy
 
 from keras_dropneuron import slim_model, sparsity_report
 from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
+from keras_dropneuron.surgery.graph import build_graph
+from keras_dropneuron.surgery.plan import make_plan
 
 RNG = np.random.default_rng(0)
 
@@ -118,5 +120,40 @@ def test_transformer_feed_forward_units_slim():
     model.get_layer("ff2").kernel.assign(kernel)
     slim = slim_model(model)
     assert slim.get_layer("ff1").units == 12 and slim.get_layer("ff2").units == 16
+    data = _data(model)
+    np.testing.assert_allclose(to_numpy(slim(data)), to_numpy(model(data)), atol=1e-5)
+
+
+def test_transformer_block_loses_dead_heads_and_feed_forward_units():
+    # Attention, residual, LayerNormalization, feed-forward, residual, LayerNormalization.
+    x = keras.Input((6, 16))
+    mha = keras.layers.MultiHeadAttention(4, 8, name="mha")
+    normed = keras.layers.LayerNormalization(name="ln1")(x + mha(x, x))
+    hidden = keras.layers.Dense(32, activation="relu", name="ff1")(normed)
+    projected = keras.layers.Dense(16, name="ff2")(hidden)
+    out = keras.layers.LayerNormalization(name="ln2")(normed + projected)
+    pooled = keras.layers.GlobalAveragePooling1D()(out)
+    model = keras.Model(x, keras.layers.Dense(3, name="head")(pooled))
+    for weight in mha.weights:
+        weight.assign(RNG.standard_normal(weight.shape).astype("float32"))
+    _kill_heads(mha, value=[1])
+    ff1, ff2 = model.get_layer("ff1"), model.get_layer("ff2")
+    ff1.bias.assign(RNG.standard_normal(32).astype("float32"))
+    kernel = ff1.kernel.numpy()
+    kernel[:, 20:24] = 0  # units 20-23: the constant relu(bias), folded into ff2's bias
+    ff1.kernel.assign(kernel)
+    kernel = ff2.kernel.numpy()
+    kernel[:10] = 0  # units 0-9: nobody reads them
+    ff2.kernel.assign(kernel)
+    plan = make_plan(build_graph(model), threshold=0.0, drop_inputs=False, approximate=False)
+    reasons = dict(zip([call.name for call in plan.graph.calls], plan.reasons, strict=True))
+    assert reasons["ln1"] == reasons["ln2"] == "layer type without a rule"
+    slim = slim_model(model)
+    assert slim.get_layer("mha").num_heads == 3
+    assert slim.get_layer("ff1").units == 18
+    assert slim.get_layer("ff2").units == 16  # the residual stream keeps its width
+    attention = 3 * (3 * 8 + 3 * 8 * 16) + 3 * 8 * 16 + 16
+    feed_forward = (16 * 18 + 18) + (18 * 16 + 16)
+    assert slim.count_params() == attention + 2 * 2 * 16 + feed_forward + 16 * 3 + 3
     data = _data(model)
     np.testing.assert_allclose(to_numpy(slim(data)), to_numpy(model(data)), atol=1e-5)

@@ -367,6 +367,24 @@ def test_unsupported_sequence_configurations_name_their_reason(case, reason):
     _assert_exact(model, slim, data if len(data) > 1 else data[0])
 
 
+def test_a_masking_layer_is_kept_whole_and_the_layer_after_it_slims():
+    inputs = keras.Input((7, 5))
+    masked = keras.layers.Masking(0.0, name="masking")(inputs)
+    bi = _bidirectional("lstm", 6, "concat")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(bi(masked)))
+    _randomize(bi)
+    for rnn in (bi.forward_layer, bi.backward_layer):
+        _kill_incoming(rnn, 3)
+    reasons = _reasons(model)
+    assert reasons["masking"] == "layer type without a rule" and reasons["bi"] is None
+    slim = slim_model(model)
+    assert slim.get_layer("bi").forward_layer.units == 5
+    x = _data()
+    x[0, 4:] = 0  # masked steps
+    x[1, :2] = 0
+    _assert_exact(model, slim, x)
+
+
 def test_a_supported_bidirectional_has_no_reason():
     model, _ = _model("lstm", "concat", False)
     assert _reasons(model)["bi"] is None
