@@ -203,3 +203,137 @@ def test_proximal_runs_carry_no_penalty(mnist_path):
     )
     assert SETUPS["autoencoder"].penalties["input_lo"] > 0
     assert [float(loss) for loss in model.losses] == [0.0] * len(model.losses)
+
+
+# ------------------------------------------------- beyond the paper (issue 12)
+
+
+def _kill(variable, index, value=0.0):
+    weight = keras.ops.convert_to_numpy(variable).copy()
+    weight[index] = value
+    variable.assign(weight)
+
+
+def test_vit_patches_are_the_7x7_tiles_in_reading_order():
+    model = SETUPS["mnist-vit"].build("unpenalized", SETUPS["mnist-vit"].penalties)
+    images = np.random.default_rng(0).random((3, 28, 28)).astype("float32")
+    patches = keras.Model(model.inputs, model.get_layer("patches").output)(images)
+    expected = np.stack(
+        [
+            images[:, 7 * r : 7 * r + 7, 7 * c : 7 * c + 7].reshape(3, 49)
+            for r in range(4)
+            for c in range(4)
+        ],
+        axis=1,
+    )
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(patches), expected)
+
+
+def test_vit_dead_heads_and_feed_forward_units_are_sliced_away_exactly():
+    from keras_dropneuron import slim_model, sparsity_report
+
+    model = SETUPS["mnist-vit"].build("unpenalized", SETUPS["mnist-vit"].penalties)
+    # Block 1: feed-forward units 0-69 receive nothing (kernel columns and bias
+    # zero, gelu(0) = 0); block 2: units 30-89 are read by nothing (ff2 rows).
+    _kill(model.get_layer("block1_ff1").kernel, (slice(None), slice(0, 70)))
+    _kill(model.get_layer("block1_ff1").bias, slice(0, 70))
+    _kill(model.get_layer("block2_ff2").kernel, slice(30, 90))
+    # Heads: two silenced at the output (block 1), one at the values (block 3).
+    attention = model.get_layer("block1_attention")
+    _kill(attention.output_dense.kernel, slice(1, 3))
+    attention = model.get_layer("block3_attention")
+    _kill(attention.value_dense.kernel, (slice(None), 0))
+    _kill(attention.value_dense.bias, 0)
+    slim, report = slim_model(model, return_report=True)
+    assert [slim.get_layer(f"block{b}_ff1").units for b in range(1, 5)] == [58, 68, 128, 128]
+    assert [slim.get_layer(f"block{b}_attention").num_heads for b in range(1, 5)] == [2, 4, 3, 4]
+    images = np.random.default_rng(1).random((16, 28, 28)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(slim(images)),
+        keras.ops.convert_to_numpy(model(images)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert report.totals()["macs_after"] < report.totals()["macs_before"]
+    # The runner's counts: heads from the attention rule, feed-forward units from the report.
+    units = runner._alive_units(SETUPS["mnist-vit"], sparsity_report(model), model, slim)
+    assert [u["alive"] for u in units] == [2, 58, 4, 68, 3, 128, 4, 128]
+    assert [u["total"] for u in units] == [4, 128] * 4
+
+
+def test_lstm_dead_hidden_units_and_pixels_are_sliced_away_exactly():
+    from keras_dropneuron import slim_model, sparsity_report
+
+    setup = SETUPS["sequential-mnist-lstm"]
+    model = setup.build("unpenalized", setup.penalties)
+    lstm = model.get_layer("lstm")
+    # Hidden units 0-79 are read by nothing: their recurrent rows and output rows are zero.
+    _kill(lstm.cell.recurrent_kernel, slice(0, 80))
+    _kill(model.get_layer("output").kernel, slice(0, 80))
+    # Pixel columns 0-5 and 22-27 (the borders) feed nothing.
+    _kill(lstm.cell.kernel, np.r_[0:6, 22:28])
+    slim, report = slim_model(model, drop_inputs=True, return_report=True)
+    (kept,) = report.kept_inputs.values()
+    np.testing.assert_array_equal(kept, np.arange(6, 22))
+    assert slim.get_layer("lstm").units == 48
+    images = np.random.default_rng(2).random((8, 28, 28)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(slim(images[..., kept])),
+        keras.ops.convert_to_numpy(model(images)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    units = runner._alive_units(setup, sparsity_report(model), model, slim)
+    assert [(u["alive"], u["total"]) for u in units] == [(16, 28), (48, 128)]
+
+
+def test_position_embedding_adds_its_table_and_round_trips():
+    from keras_dropneuron.experiments.setups import PositionEmbedding
+
+    layer = PositionEmbedding(initializer="ones")
+    x = np.random.default_rng(3).random((2, 16, 8)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), x + 1.0, rtol=1e-6)
+    clone = PositionEmbedding.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize("name", ["sequential-mnist-lstm", "mnist-vit"])
+def test_quick_run_beyond_the_paper(name, mnist_path):
+    # Both variants run through the CLI in the notebooks' test; one here.
+    run, model = runner.run_once(name, "dropneuron", 0, quick=True, mnist=mnist_path, verbose=0)
+    assert run["slim_matches"] and run["slim_error"] == pytest.approx(run["error"], abs=1e-9)
+    assert [u["label"] for u in run["units"]] == [label for label, _, _ in SETUPS[name].units]
+    assert all(0 < u["alive"] <= u["total"] for u in run["units"])
+    assert run["slim_macs"] <= run["macs"] and run["speedup"] > 0
+    # The penalties: LSTM kernel, recurrent kernel, output layer; per ViT block
+    # the four attention kernels (one HeadRegularizer) and the two feed-forward layers.
+    assert len(model.losses) == (3 if name == "sequential-mnist-lstm" else 4 * (4 + 2))
+
+
+def _run(experiment, variant, error, seed=0):
+    units = [{"label": "hidden", "alive": 10, "total": 10}]
+    return {
+        "experiment": experiment,
+        "variant": variant,
+        "method": "threshold",
+        "error": error,
+        "compression": 1.0,
+        "units": units,
+        "slim_params": 1,
+        "params": 1,
+        "slim_macs": 1,
+        "macs": 1,
+        "speedup": 1.0,
+        "slim_matches": True,
+        "seed": seed,
+    }
+
+
+def test_summary_gives_the_gap_to_the_unpenalized_variant():
+    name = "sequential-mnist-lstm"
+    runs = [_run(name, "dropneuron", 1.5), _run(name, "dropneuron", 1.7, seed=1)]
+    runs += [_run(name, "unpenalized", 1.2), _run(name, "unpenalized", 1.4, seed=1)]
+    rows = runner.summarize(runs + [_run("lenet-5", "dropneuron", 0.8)])
+    assert rows[0]["gap"] == pytest.approx(1.6 - 1.3)
+    assert "gap" not in rows[1] and "gap" not in rows[2]
+    assert "| error 1.60% / 1.60% / 1.70%; +0.30 vs unpenalized |" in runner.markdown_table(rows)

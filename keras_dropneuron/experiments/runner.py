@@ -11,6 +11,7 @@ from keras_dropneuron.callbacks import PruneCallback
 from keras_dropneuron.checks import check_non_negative_float
 from keras_dropneuron.experiments import timing
 from keras_dropneuron.experiments.setups import SETUPS
+from keras_dropneuron.layer_rules import rule_for
 from keras_dropneuron.proximal import ProximalGroupShrinkage
 from keras_dropneuron.pruning import prune_weights
 from keras_dropneuron.regularize import regularize_model
@@ -48,17 +49,32 @@ def check_penalties(name, penalties):
     return penalties
 
 
-def _alive_units(setup, report):
+def _alive_units(setup, report, model, slim):
+    """Alive units per `setup.units` entry, from the sparsity report.
+
+    Heads are counted by the attention rule, the units of layers the report
+    has no row for from the slim model (what the surgeon kept).
+    """
     rows = {row["layer"]: row for row in report.to_list()}
     units = []
     for label, layer, side in setup.units:
-        row = rows[layer]
-        alive, total = (
-            (row["inputs_alive"], row["inputs"])
-            if side == "inputs"
-            else (row["units_alive"], row["units"])
-        )
-        units.append({"label": label, "alive": alive, "total": total})
+        row = rows.get(layer)
+        if side == "heads":
+            # The surgeon's own test (with every head dead it keeps one).
+            before = model.get_layer(layer)
+            alive = int(np.sum(~rule_for(before).dead_heads(before, 0.0)))
+            total = before.num_heads
+        elif row is None:
+            before, after = model.get_layer(layer), slim.get_layer(layer)
+            if side == "inputs":
+                alive, total = after.input.shape[-1], before.input.shape[-1]
+            else:
+                alive, total = after.output.shape[-1], before.output.shape[-1]
+        elif side == "inputs":
+            alive, total = row["inputs_alive"], row["inputs"]
+        else:
+            alive, total = row["units_alive"], row["units"]
+        units.append({"label": label, "alive": int(alive), "total": int(total)})
     return units
 
 
@@ -107,7 +123,9 @@ def run_once(
         cut = int(len(x) * (1 - VALIDATION_FRACTION))
         x, y, x_val, y_val = x[:cut], y[:cut], x[cut:], y[cut:]
     callbacks = [PruneCallback(setup.threshold)]
-    if method == "proximal":
+    if variant == "unpenalized":
+        callbacks = []  # the reference: the same training, nothing pruned
+    elif method == "proximal":
         # Adam's steps do not scale with the gradient, so the proximal step
         # has its own strengths rather than the penalties' ones.
         callbacks = [
@@ -188,7 +206,7 @@ def run_once(
             or abs(slim_score - pruned_score) <= 1e-9
         ),
         "compression": report.totals["compression"],
-        "units": _alive_units(setup, report),
+        "units": _alive_units(setup, report, model, slim),
         "params": totals["params_before"],
         "slim_params": totals["params_after"],
         "inputs_kept": int(len(kept)),
@@ -214,7 +232,8 @@ def summarize(results):
     """Groups results by experiment, variant, method and penalty overrides.
 
     Returns one row per group: the metric's mean, median and worst, and the
-    means of the other figures.
+    means of the other figures; where the experiment has an `"unpenalized"`
+    variant, `gap` is the difference of the means to it.
     """
     groups = {}
     for r in results:
@@ -252,6 +271,11 @@ def summarize(results):
         paper = SETUPS[name].paper.get(variant) or SETUPS[name].paper.get("dropneuron", {})
         row["paper"] = paper
         rows.append(row)
+    # The error gap to the same recipe without penalties (mean over seeds).
+    reference = {r["experiment"]: r["mean"] for r in rows if r["variant"] == "unpenalized"}
+    for row in rows:
+        if row["experiment"] in reference and row["variant"] != "unpenalized":
+            row["gap"] = row["mean"] - reference[row["experiment"]]
     return rows
 
 
@@ -271,6 +295,8 @@ def markdown_table(rows):
         paper = r["paper"]
         metric = r["metric"]
         extra = f"; support {r['support_exact']}" if "support_exact" in r else ""
+        if "gap" in r:
+            extra += f"; {r['gap']:+.2f} vs unpenalized"
         lines.append(
             f"| {r['experiment']} | {r['variant']} | {r['method']} | {r['seeds']} "
             f"| {metric} {_fmt(metric, r['mean'])} / {_fmt(metric, r['median'])} / "
@@ -311,7 +337,9 @@ def reproduce(
     for name in names:
         setup = SETUPS[name]
         for variant in setup.variants:
-            for method in methods if variant != "baseline" else ("threshold",):
+            for method in (
+                methods if variant not in ("baseline", "unpenalized") else ("threshold",)
+            ):
                 for seed in seeds:
                     print(f"== {name} / {variant} / {method} / seed {seed}", flush=True)
                     result, model = run_once(

@@ -1,16 +1,19 @@
-"""The paper's four experiments: networks, training set-ups and published figures.
+"""The experiments: networks, training set-ups and published figures.
 
-Hyper-parameters follow `PAPER.md` (the authors' scripts) where it gives them:
-optimizer, learning rate, epochs, batch size, thresholds. The penalty strengths
-are ours (the paper does not publish them in a usable form).
+The paper's four experiments follow `PAPER.md` (the authors' scripts) where it
+gives them: optimizer, learning rate, epochs, batch size, thresholds. The
+penalty strengths are ours (the paper does not publish them in a usable form).
+Two experiments go beyond the paper (issue 12): a sequential-MNIST LSTM and a
+small Vision Transformer, each next to the same recipe without penalties.
 """
 
 import dataclasses
 
 import keras
+from keras import ops
 
 from keras_dropneuron.experiments import data
-from keras_dropneuron.regularizers import DropNeuronRegularizer
+from keras_dropneuron.regularizers import DropNeuronRegularizer, HeadRegularizer
 
 L = keras.layers
 
@@ -27,9 +30,11 @@ class Setup:
         loss: Keras loss.
         epochs, batch_size, learning_rate: Training set-up.
         threshold: Pruning threshold (Dropping Principle 1).
-        units: `(label, layer name, "inputs" | "units")` to count alive units,
-            in the paper's order.
+        units: `(label, layer name, "inputs" | "units" | "heads")` to count
+            alive units, in the paper's order.
         variants: Model variants (e.g. penalties on convolutions too).
+            The variant `"unpenalized"` is the same recipe without penalties
+            or pruning: the reference for the error gap.
         paper: The authors' figures, for the side-by-side table.
         steps_per_execution: Batches per compiled call (speeds up batch 1).
         finetune_epochs: Epochs of training without penalties after pruning,
@@ -188,10 +193,13 @@ AUTOENCODER = Setup(
 
 def _build_lenet_300_100(variant, penalties):
     reg = {"li": penalties["li"], "lo": penalties["lo"]}
+    # The pixels' own Lo strength (fc1's rows); `None` is `lo`.
+    input_lo = penalties.get("input_lo")
+    first = {**reg, "lo": reg["lo"] if input_lo is None else input_lo}
     return keras.Sequential(
         [
             keras.Input((784,)),
-            L.Dense(300, "relu", name="fc1", kernel_regularizer=_reg(reg)),
+            L.Dense(300, "relu", name="fc1", kernel_regularizer=_reg(first)),
             L.Dense(100, "relu", name="fc2", kernel_regularizer=_reg(reg)),
             L.Dense(10, "softmax", name="fc3", kernel_regularizer=_reg({"lo": reg["lo"]})),
         ],
@@ -216,7 +224,7 @@ LENET_300_100 = Setup(
     ],
     paper={"dropneuron": {"error": 1.83, "compression": 10.1, "units": "542-83-61"}},
     finetune_epochs=10,
-    penalties={"li": 4e-4, "lo": 4e-4, "prox_li": 0.5, "prox_lo": 0.5},
+    penalties={"li": 4e-4, "lo": 4e-4, "input_lo": None, "prox_li": 0.5, "prox_lo": 0.5},
 )
 
 
@@ -264,4 +272,165 @@ LENET_5 = Setup(
     penalties={"li": 5e-4, "lo": 5e-4, "conv_li": 5e-4, "prox_li": 0.5, "prox_lo": 0.5},
 )
 
-SETUPS = {s.name: s for s in (SPARSE_REGRESSION, AUTOENCODER, LENET_300_100, LENET_5)}
+# ------------------------------------------------------- beyond the paper
+
+
+def _load_mnist_sequences(seed, mnist_path=None):
+    # 28 time steps of 28 pixels (rows), and the ViT cuts the same images into patches.
+    return (*data.load_mnist(mnist_path), {})
+
+
+def _build_sequential_mnist_lstm(variant, penalties):
+    penalized = variant != "unpenalized"
+    # Hidden unit j owns column b * 128 + j of each of the 4 gate blocks (`gates=4`):
+    # Li groups those columns, Lo the rows (an input pixel, or what the gates read
+    # back of a unit).
+    kernel = {"li": penalties["li"], "lo": penalties["input_lo"], "gates": 4}
+    recurrent = {"li": penalties["li"], "lo": penalties["lo"], "gates": 4}
+    return keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            L.LSTM(
+                128,
+                name="lstm",
+                kernel_regularizer=_reg(kernel, penalized),
+                recurrent_regularizer=_reg(recurrent, penalized),
+            ),
+            L.Dense(
+                10,
+                "softmax",
+                name="output",
+                kernel_regularizer=_reg({"lo": penalties["lo"]}, penalized),
+            ),
+        ],
+        name="sequential_mnist_lstm",
+    )
+
+
+SEQUENTIAL_MNIST_LSTM = Setup(
+    name="sequential-mnist-lstm",
+    metric="error",
+    build=_build_sequential_mnist_lstm,
+    load=_load_mnist_sequences,
+    loss="sparse_categorical_crossentropy",
+    epochs=12,
+    batch_size=128,
+    learning_rate=2e-3,
+    threshold=1e-2,
+    units=[("input pixels", "lstm", "inputs"), ("hidden", "lstm", "units")],
+    variants=("dropneuron", "unpenalized"),
+    finetune_epochs=3,
+    penalties={"li": 1.5e-3, "lo": 1.5e-3, "input_lo": 1e-3, "prox_li": 0.5, "prox_lo": 0.5},
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_dropneuron")
+class PositionEmbedding(L.Layer):
+    """Adds a learned vector to each position: `outputs = inputs + positions`.
+
+    Args:
+        initializer: Initializer of the `(positions, width)` table. Defaults to
+            `"random_normal"` (standard deviation 0.05).
+        **kwargs: Base layer arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    >>> x = PositionEmbedding()(keras.Input((16, 64)))
+    """
+
+    def __init__(self, initializer="random_normal", **kwargs):
+        super().__init__(**kwargs)
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        self.positions = self.add_weight(
+            shape=tuple(input_shape[1:]), initializer=self.initializer, name="positions"
+        )
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.positions, inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config["initializer"] = keras.initializers.serialize(self.initializer)
+        return config
+
+
+VIT_BLOCKS, VIT_HEADS, VIT_WIDTH, VIT_FEED_FORWARD = 4, 4, 64, 128
+
+
+def _build_mnist_vit(variant, penalties):
+    penalized = variant != "unpenalized"
+    head_dim = VIT_WIDTH // VIT_HEADS
+    images = keras.Input((28, 28), name="image")
+    # 16 patches of 7 x 7 pixels: (4 x 7, 4 x 7) -> (4, 4, 7, 7) -> (16, 49).
+    x = L.Reshape((4, 7, 4, 7), name="rows_cols")(images)
+    x = L.Permute((1, 3, 2, 4), name="patch_grid")(x)
+    x = L.Reshape((16, 49), name="patches")(x)
+    x = L.Dense(VIT_WIDTH, name="embed")(x)
+    x = PositionEmbedding(name="position")(x)
+    for block in range(1, VIT_BLOCKS + 1):
+        # Pre-norm residual blocks: attention (a group lasso per head), then the
+        # feed-forward units (Li on their incoming columns, Lo on their outgoing rows).
+        h = L.LayerNormalization(epsilon=1e-6, name=f"block{block}_norm1")(x)
+        heads = HeadRegularizer(penalties["heads"], num_heads=VIT_HEADS, key_dim=head_dim)
+        h = L.MultiHeadAttention(
+            VIT_HEADS,
+            head_dim,
+            name=f"block{block}_attention",
+            kernel_regularizer=heads if penalized else None,
+        )(h, h)
+        x = L.Add(name=f"block{block}_add1")([x, h])
+        h = L.LayerNormalization(epsilon=1e-6, name=f"block{block}_norm2")(x)
+        h = L.Dense(
+            VIT_FEED_FORWARD,
+            "gelu",
+            name=f"block{block}_ff1",
+            kernel_regularizer=_reg({"li": penalties["ff_li"]}, penalized),
+        )(h)
+        h = L.Dense(
+            VIT_WIDTH,
+            name=f"block{block}_ff2",
+            kernel_regularizer=_reg({"lo": penalties["ff_lo"]}, penalized),
+        )(h)
+        x = L.Add(name=f"block{block}_add2")([x, h])
+    x = L.LayerNormalization(epsilon=1e-6, name="norm")(x)
+    x = L.GlobalAveragePooling1D(name="pool")(x)
+    outputs = L.Dense(10, "softmax", name="output")(x)
+    return keras.Model(images, outputs, name="mnist_vit")
+
+
+MNIST_VIT = Setup(
+    name="mnist-vit",
+    metric="error",
+    build=_build_mnist_vit,
+    load=_load_mnist_sequences,
+    loss="sparse_categorical_crossentropy",
+    epochs=10,
+    batch_size=128,
+    learning_rate=1e-3,
+    threshold=1e-2,
+    units=[
+        (label.format(block), name.format(block), side)
+        for block in range(1, VIT_BLOCKS + 1)
+        for label, name, side in (
+            ("heads {}", "block{}_attention", "heads"),
+            ("ff {}", "block{}_ff1", "units"),
+        )
+    ],
+    variants=("dropneuron", "unpenalized"),
+    finetune_epochs=2,
+    penalties={"heads": 1e-3, "ff_li": 1e-3, "ff_lo": 1e-3, "prox_li": 0.5, "prox_lo": 0.5},
+)
+
+SETUPS = {
+    s.name: s
+    for s in (
+        SPARSE_REGRESSION,
+        AUTOENCODER,
+        LENET_300_100,
+        LENET_5,
+        SEQUENTIAL_MNIST_LSTM,
+        MNIST_VIT,
+    )
+}
