@@ -55,7 +55,9 @@ class PruneCallback(keras.callbacks.Callback):
             have `b // n` events, as with `k = 1`; with `k = 4` and `n = 3`,
             24 batches have 6 events, after batches 4, 8, ..., 24.
         mode: `"weight"`, `"incoming"`, `"outgoing"` or `"neuron"` (both
-            groups); see `keras_dropneuron.pruning.keep_mask`.
+            groups); see `keras_dropneuron.pruning.keep_mask`. A recurrent
+            unit's group spans its columns in every gate block; an attention
+            layer's units are its heads (`"incoming"` prunes whole heads).
             Defaults to `"weight"`.
         layers: Names of the layers to manage. Defaults to `None`: the layers
             that carry a DropNeuron regularizer, or every supported layer when

@@ -35,7 +35,9 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
     """Applies the group-lasso proximal step after every optimizer step.
 
     For every incoming group (strength `li`) and outgoing group (strength `lo`)
-    of the managed layers: `w_g <- max(0, 1 - step * lambda / ||w_g||) * w_g`,
+    of the managed layers (`keras_dropneuron.pruning.keep_mask` lists them:
+    a recurrent unit's group spans every gate block, a head is an attention
+    layer's unit): `w_g <- max(0, 1 - step * lambda / ||w_g||) * w_g`,
     with `step` the optimizer's current learning rate. This is proximal
     gradient descent on the Li/Lo penalties: groups reach exact zeros during
     training and no pruning threshold is needed. Use it *instead of* the
