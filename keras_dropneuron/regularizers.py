@@ -14,7 +14,11 @@ the `g` columns of each unit, `axis=-2` (Lo) each row. A Keras regularizer sees
 one variable, so a unit's incoming group is per variable: its Li penalty is
 `||its kernel columns|| + ||its recurrent-kernel columns||` (one regularizer on
 each argument), which is zero exactly when the unit's group spanning both
-kernels is. Biases are not penalised.
+kernels is. Biases are not penalised: a unit whose kernel columns are all zero
+still runs on its bias (its output is the same sequence for every input), so
+`slim_model` removes it once nothing reads it either, its recurrent-kernel row
+(Lo on `recurrent_regularizer`) and its consumers' rows being zero; penalise
+`lo` as well as `li`.
 """
 
 import math
