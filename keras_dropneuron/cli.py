@@ -497,7 +497,9 @@ def _frontier(args):
     seeds = _seeds(args)
     out = args.out or os.path.join("runs", f"frontier-{args.experiment}")
     _check_out_directory("--out", out)
-    specs = args.grid or frontier.DEFAULT_GRIDS[args.experiment]
+    specs = args.grid or frontier.DEFAULT_GRIDS.get(args.experiment)
+    if specs is None:
+        raise CommandError(f"--grid: {args.experiment} has no default grid, give one")
     try:
         configs = frontier.parse_grid(args.experiment, specs)
     except (TypeError, ValueError) as error:

@@ -217,6 +217,8 @@ def test_frontier_cli_errors_and_help(tmp_path, capsys, monkeypatch):
     assert cli.main(["frontier", "lenet-300-100", "--grid", "nope=1", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--grid" in err and "'nope'" in err
+    assert cli.main(["frontier", "mnist-vit", "--out", str(tmp_path)]) == 1
+    assert "no default grid" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["frontier", "lenet-300-100", "--seeds", "0"])
     assert exit_info.value.code == 2

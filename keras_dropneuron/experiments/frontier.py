@@ -144,10 +144,11 @@ def alive_input_rows(model, layer_name):
     return np.flatnonzero(np.any(kernel != 0, axis=tuple(range(1, kernel.ndim))))
 
 
-def _pixel_layer(setup):
-    """The layer whose kernel rows are the 784 MNIST pixels, or `None`."""
-    label, layer, side = setup.units[0]
-    return layer if side == "inputs" else None
+def _pixel_layer(setup, model):
+    """The Dense layer whose kernel rows are the 784 MNIST pixels, or `None`."""
+    _, name, side = setup.units[0]
+    kernel = getattr(model.get_layer(name), "kernel", None) if side == "inputs" else None
+    return name if kernel is not None and tuple(kernel.shape)[0] == 784 else None
 
 
 def run_frontier(
@@ -196,7 +197,7 @@ def run_frontier(
             )
             result["config"] = config
             result["label"] = config_label(config)
-            layer = _pixel_layer(setup)
+            layer = _pixel_layer(setup, model)
             if layer is not None:
                 result["alive_inputs"] = alive_input_rows(model, layer).tolist()
             partial = path.with_suffix(".part")
@@ -370,14 +371,10 @@ def write_frontier(out, name, quick=False, plots=True):
         from keras_dropneuron.experiments import plots as plotting
 
         plotting.plot_frontier(rows, published_points(name), out / "frontier.png")
-        with_pixels = [p for p in points if len(p.get("alive_inputs", ())) and _is_mnist(p)]
+        with_pixels = [p for p in points if "alive_inputs" in p]
         if with_pixels:
             _write_pixels(out, rows, with_pixels, plotting)
     return rows
-
-
-def _is_mnist(point):
-    return point["units"][0]["total"] == 784
 
 
 def _write_pixels(out, rows, points, plotting):
