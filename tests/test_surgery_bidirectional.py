@@ -167,6 +167,25 @@ def test_dead_units_on_one_side_only(merge_mode):
     _assert_exact(model, slim, _data())
 
 
+@pytest.mark.parametrize("merge_mode", ["concat", "sum"])
+def test_round_to_rounds_the_units_of_each_direction(merge_mode):
+    model, bi = _model("gru", merge_mode, False)
+    for units, rnn in (([0, 1, 2], bi.forward_layer), ([3, 4, 5], bi.backward_layer)):
+        for unit in units:
+            _kill_incoming(rnn, unit)
+    if merge_mode == "sum":  # units 3-5 of the forward direction die too
+        for unit in (3, 4, 5):
+            _kill_incoming(bi.forward_layer, unit)
+    # Three units per direction could go; a multiple of 4 keeps four (one dead each).
+    assert slim_model(model).get_layer("bi").forward_layer.units == 3
+    slim = slim_model(model, round_to=4)
+    new = slim.get_layer("bi")
+    assert new.forward_layer.units == new.backward_layer.units == 4
+    channels = 8 if merge_mode == "concat" else 4
+    assert slim.count_params() == 2 * _rnn_params("gru", 5, 4) + channels * 2 + 2
+    _assert_exact(model, slim, _data())
+
+
 @pytest.mark.parametrize("merge_mode", ["concat", "ave"])
 def test_stacked_bidirectional_layers(merge_mode):
     inputs = keras.Input((7, 5))

@@ -261,6 +261,19 @@ class LayerRule:
         """
         return ()
 
+    def width_parts(self, layer, width):
+        """The parts of the output channels that `round_to` rounds one by one.
+
+        Args:
+            layer: The layer.
+            width: Its number of output channels.
+
+        Returns:
+            A list of index arrays; by default one, all channels (a
+            Bidirectional layer with `merge_mode="concat"`: one per direction).
+        """
+        return [np.arange(width)]
+
     def resize(self, layer, config, cut):
         """Adapts `config` to a `Cut` and returns the new weights.
 

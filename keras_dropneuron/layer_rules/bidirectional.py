@@ -50,8 +50,8 @@ class BidirectionalRule(LayerRule):
     """`Bidirectional(LSTM | GRU | SimpleRNN)`: both directions' dead units go.
 
     `width_argument` is the `units` of the wrapped layers (set in both
-    sub-configs). With `round_to`, the merged output's channel count is
-    rounded: for `"concat"` that is twice the units of one direction.
+    sub-configs); `round_to` rounds those units (for `"concat"`, each
+    direction's half of the output channels).
     """
 
     types = (layers.Bidirectional,)
@@ -134,6 +134,11 @@ class BidirectionalRule(LayerRule):
         gone_f, gone_b = np.flatnonzero(gone[:width]), np.flatnonzero(gone[width:]) + width
         surplus = len(gone_f) - len(gone_b)
         return gone_f[:surplus] if surplus > 0 else gone_b[:-surplus]
+
+    def width_parts(self, layer, width):
+        if layer.merge_mode != "concat":
+            return [np.arange(width)]
+        return [np.arange(width // 2), np.arange(width // 2, width)]  # units per direction
 
     def side_units(self, layer, kept_out):
         """The kept units of each direction, from the kept merged channels."""

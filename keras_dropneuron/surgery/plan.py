@@ -204,7 +204,8 @@ def _settle(graph, rules, analysis, labels, removed, round_to):
     - A rule's own constraint holds (`LayerRule.must_keep`: a grouped
       convolution keeps its groups equal).
     - With `round_to > 1`, each resized layer keeps a multiple of `round_to`
-      channels, or its whole width when rounding up would reach it.
+      channels, or its whole width when rounding up would reach it (per part
+      of its channels: `LayerRule.width_parts`).
 
     Keeping a dead channel is always exact, so this only costs work. A kept
     channel brings its whole group back (a residual `Add` keeps both
@@ -233,10 +234,11 @@ def _settle(graph, rules, analysis, labels, removed, round_to):
         for call, rule in resized:
             slots = analysis.slots(call.outputs[0])
             changed |= restore(slots[np.asarray(rule.must_keep(call.layer, removed[slots]), int)])
-            gone = slots[removed[slots]]
-            kept = len(slots) - len(gone)
-            target = min(len(slots), -(-kept // round_to) * round_to)
-            changed |= restore(gone[: target - kept])
+            for part in rule.width_parts(call.layer, len(slots)):
+                gone = slots[part][removed[slots[part]]]
+                kept = len(part) - len(gone)
+                target = min(len(part), -(-kept // round_to) * round_to)
+                changed |= restore(gone[: target - kept])
 
 
 def make_plan(graph, *, threshold, drop_inputs, approximate, round_to=1):
