@@ -225,3 +225,22 @@ def test_frontier_cli_errors_and_help(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["frontier", "--help"])
     assert "not trained again" in capsys.readouterr().out
+
+
+def test_finetune_epochs_is_a_grid_option_passed_to_the_runner(tmp_path, monkeypatch):
+    configs = frontier.parse_grid("lenet-300-100", ["li=1e-4", "finetune_epochs=0,30"])
+    assert [c.get("finetune_epochs") for c in configs] == [0, 30]
+    assert frontier.config_label(configs[1]) == "li=0.0001,ft=30"
+    with pytest.raises(ValueError, match="whole numbers"):
+        frontier.parse_grid("lenet-300-100", ["finetune_epochs=2.5"])
+    calls = []
+
+    def fake_run_once(name, variant, seed, **kwargs):
+        calls.append(kwargs)
+        raise KeyboardInterrupt  # stop after the arguments are seen
+
+    monkeypatch.setattr(runner, "run_once", fake_run_once)
+    with pytest.raises(KeyboardInterrupt):
+        frontier.run_frontier("lenet-300-100", configs[1:], [0], tmp_path)
+    assert calls[0]["finetune_epochs"] == 30 and calls[0]["penalties"] == {"li": 1e-4}
+    assert not list((tmp_path / "points").glob("*"))  # nothing half-written

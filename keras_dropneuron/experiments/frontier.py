@@ -21,7 +21,8 @@ from keras_dropneuron.checks import check_non_negative_float
 from keras_dropneuron.experiments import runner
 from keras_dropneuron.experiments.setups import SETUPS
 
-OPTIONS = ("auto_threshold",)  # grid keys besides the set-up's penalty strengths
+# Grid keys besides the set-up's penalty strengths (`runner.run_once` arguments).
+OPTIONS = ("auto_threshold", "finetune_epochs")
 SIZES = ("units", "slim_params", "slim_macs")  # the frontier's size axes
 SIZE_LABELS = {
     "units": "units alive (sum over the counted layers)",
@@ -106,12 +107,17 @@ def parse_grid(name, specs):
             check_non_negative_float(f"grid[{'+'.join(keys)}]", float(v))
             for v in _floats(spec, values)
         ]
+        if "finetune_epochs" in keys and any(v != int(v) for v in numbers):
+            raise ValueError(f"Invalid grid: finetune_epochs must be whole numbers: {spec!r}")
         axes.append([dict.fromkeys(keys, v) for v in numbers])
     configs = []
     for combination in itertools.product(*axes):
         merged = {k: v for part in combination for k, v in part.items()}
         auto = merged.pop("auto_threshold", None)
-        configs.append({"penalties": merged, "auto_threshold": auto})
+        config = {"penalties": merged, "auto_threshold": auto}
+        if "finetune_epochs" in merged:  # absent unless given: older points keep their ids
+            config["finetune_epochs"] = int(merged.pop("finetune_epochs"))
+        configs.append(config)
     return configs
 
 
@@ -129,6 +135,8 @@ def config_label(config):
     parts = [f"{k}={v:g}" for k, v in sorted(config["penalties"].items())]
     if config.get("auto_threshold") is not None:
         parts.append(f"auto={config['auto_threshold']:g}")
+    if config.get("finetune_epochs") is not None:
+        parts.append(f"ft={config['finetune_epochs']}")
     return ",".join(parts) or "defaults"
 
 
@@ -194,6 +202,7 @@ def run_frontier(
                 verbose=verbose,
                 penalties=config["penalties"],
                 auto_threshold=config["auto_threshold"],
+                finetune_epochs=config.get("finetune_epochs"),
             )
             result["config"] = config
             result["label"] = config_label(config)

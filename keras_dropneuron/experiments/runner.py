@@ -97,6 +97,7 @@ def run_once(
     verbose=2,
     penalties=None,
     auto_threshold=None,
+    finetune_epochs=None,
 ):
     """Runs one experiment end to end and returns its figures as a dict.
 
@@ -109,6 +110,8 @@ def run_once(
     the training data is held out, and after training the units whose norms lie
     below the largest threshold that loses at most `tolerance` on it
     (`choose_threshold` in `"neuron"` mode) are pruned before fine-tuning.
+    `finetune_epochs` overrides the set-up's (`None`: the set-up's); they are
+    part of `epochs`, not added to it.
     """
     setup = SETUPS[name]
     keras.utils.set_random_seed(seed)
@@ -136,7 +139,9 @@ def run_once(
         penalties = {k: v if k.startswith("prox_") else 0.0 for k, v in penalties.items()}
     model = setup.build(variant, penalties)
     _compile(model, setup, setup.learning_rate)
-    finetune = 0 if quick else min(setup.finetune_epochs, epochs - 1)
+    if finetune_epochs is None:
+        finetune_epochs = setup.finetune_epochs
+    finetune = 0 if quick else min(finetune_epochs, epochs - 1)
     chosen = None
     start = time.perf_counter()
     model.fit(
