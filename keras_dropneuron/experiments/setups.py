@@ -420,7 +420,9 @@ MNIST_VIT = Setup(
     ],
     variants=("dropneuron", "unpenalized"),
     finetune_epochs=2,
-    penalties={"heads": 1e-3, "ff_li": 1e-3, "ff_lo": 1e-3, "prox_li": 0.5, "prox_lo": 0.5},
+    # At 1e-3 on the feed-forward units a whole block's units died by epoch 3
+    # (PruneCallback refuses to leave a layer constant).
+    penalties={"heads": 1e-3, "ff_li": 5e-4, "ff_lo": 5e-4, "prox_li": 0.5, "prox_lo": 0.5},
 )
 
 SETUPS = {
