@@ -133,6 +133,8 @@ def plot_frontier(rows, published, path):
     `frontier.published_points`.
     """
     plt = _pyplot()
+    import matplotlib.ticker
+
     metric = rows[0]["metric"]
     sizes = [
         ("units", "units_total", "units alive"),
@@ -157,23 +159,23 @@ def plot_frontier(rows, published, path):
         front = sorted((r[size], r["mean"]) for r in rows if size in r["front"])
         if front:
             ax.plot(*zip(*front, strict=True), "-", color="tab:blue", lw=1, label="Pareto front")
-        shown = sorted(
-            (p for p in published if published_key in p), key=lambda p: p[published_key]
-        )
-        for i, p in enumerate(shown):
-            ax.plot(p[published_key], p[metric], "*", color="tab:red", ms=10)
-            # The short name next to the star (alternately above and below, as
-            # neighbours can nearly coincide); the full source in the legend.
-            ax.annotate(
-                p["source"].split(" (")[0],
-                (p[published_key], p[metric]),
-                fontsize=7,
-                color="tab:red",
-                xytext=(5, 6 if i % 2 == 0 else -11),
-                textcoords="offset points",
-            )
+        for p in published:
+            if published_key in p:
+                ax.plot(p[published_key], p[metric], "*", color="tab:red", ms=10)
+                # The short name beside the star; the full source in the legend.
+                ax.annotate(
+                    p["source"].split(" (")[0],
+                    (p[published_key], p[metric]),
+                    fontsize=7,
+                    color="tab:red",
+                    xytext=(5, 5),
+                    textcoords="offset points",
+                )
         if size != "units":
-            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(
+                matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k")
+            )
+        ax.margins(x=0.08, y=0.12)
         ax.set_xlabel(label, fontsize=8)
         ax.set_ylabel(f"test {metric}" + (" (%)" if metric == "error" else ""), fontsize=8)
         ax.tick_params(labelsize=7)
