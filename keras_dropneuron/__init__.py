@@ -2,6 +2,7 @@
 
 from importlib import metadata as _metadata
 
+from keras_dropneuron.budget import BudgetCallback, BudgetError, BudgetReport, prune_to_budget
 from keras_dropneuron.callbacks import PruneCallback
 from keras_dropneuron.proximal import ProximalGroupShrinkage
 from keras_dropneuron.pruning import prune_weights
@@ -28,6 +29,9 @@ except _metadata.PackageNotFoundError:  # running from a source tree without ins
     __version__ = "0.0.0"
 
 __all__ = [
+    "BudgetCallback",
+    "BudgetError",
+    "BudgetReport",
     "DropNeuronRegularizer",
     "HeadRegularizer",
     "LiRegularizer",
@@ -43,6 +47,7 @@ __all__ = [
     "export_onnx",
     "export_saved_model",
     "export_tflite",
+    "prune_to_budget",
     "prune_weights",
     "regularize_model",
     "slim_model",

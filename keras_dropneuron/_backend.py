@@ -19,6 +19,8 @@ they change. Every read or write of the weights from a callback first calls
 No module here imports TensorFlow unless the backend is TensorFlow.
 """
 
+import contextlib
+
 import keras
 
 from keras_dropneuron import keras_internals
@@ -131,7 +133,10 @@ def _hooked_train_function(model, hooks):
     base_step = model.train_step
 
     def step(state, data, inputs):
-        logs, (trainable, non_trainable, optimizer_values, metrics) = base_step(state, data)
+        with contextlib.ExitStack() as bound:
+            for hook, hook_inputs in zip(hooks, inputs, strict=True):
+                bound.enter_context(hook.bind(hook_inputs))
+            logs, (trainable, non_trainable, optimizer_values, metrics) = base_step(state, data)
         trainable = list(trainable)
         for hook, hook_inputs in zip(hooks, inputs, strict=True):
             trainable = hook.apply(trainable, optimizer_values, hook_inputs)

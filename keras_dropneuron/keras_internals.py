@@ -7,11 +7,14 @@ methods of Keras's JAX trainer. Tested with Keras 3.15.1 (TensorFlow 2.21); when
 Keras release moves one of them, this module is the one to change.
 """
 
+import contextlib
+
 import keras
 from keras.src.models.functional import Functional  # no public alias exists
 
 __all__ = [
     "Functional",
+    "bound_value",
     "call_arguments",
     "functional_of",
     "input_name",
@@ -96,6 +99,22 @@ def state_sharding_spec(model):
 def make_train_function(model, step):
     """JAX: Keras's wrapping of a train step into the model's `train_function`."""
     return model._make_function(step)
+
+
+@contextlib.contextmanager
+def bound_value(variable, value):
+    """JAX: within it, `variable` reads as `value` (e.g. a traced step argument).
+
+    A variable outside the model's state is read as a constant when a step is
+    traced; bound to the step's argument, a new value reaches the compiled
+    step without retracing it.
+    """
+    saved = variable._value
+    variable._value = value
+    try:
+        yield
+    finally:
+        variable._value = saved
 
 
 def takes_training(layer):
