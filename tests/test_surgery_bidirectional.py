@@ -219,6 +219,24 @@ def test_stacked_bidirectional_layers(merge_mode):
     _assert_exact(model, slim, _data())
 
 
+def test_directions_of_different_kinds():
+    inputs = keras.Input((7, 5))
+    backward = keras.layers.GRU(6, go_backwards=True)
+    bi = keras.layers.Bidirectional(keras.layers.LSTM(6), backward_layer=backward, name="bi")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(bi(inputs)))
+    _randomize(bi)
+    for rnn, units in ((bi.forward_layer, [1, 2]), (bi.backward_layer, [2, 4])):
+        for unit in units:
+            _kill_incoming(rnn, unit)
+    slim = slim_model(model)
+    new = slim.get_layer("bi")
+    assert isinstance(new.backward_layer, keras.layers.GRU) and new.backward_layer.go_backwards
+    assert new.forward_layer.units == new.backward_layer.units == 4
+    expected = _rnn_params("lstm", 5, 4) + _rnn_params("gru", 5, 4) + 8 * 2 + 2
+    assert slim.count_params() == expected
+    _assert_exact(model, slim, _data())
+
+
 def test_unread_input_features_go_only_when_both_directions_ignore_them():
     model, bi = _model("gru", "concat", True)
     # Feature 3: zero rows in both kernels; feature 1: only in the forward kernel.
