@@ -43,7 +43,9 @@ class SparsityReport:
 
     LSTM, GRU and SimpleRNN: the inputs are the features (kernel rows), the
     units the hidden units, alive on the incoming side when any of their
-    columns in any gate block of `kernel` or `recurrent_kernel` is not zero.
+    columns in any gate block of `kernel` or `recurrent_kernel` is not zero,
+    and on the outgoing side also when their recurrent-kernel row is not zero
+    (the layer's own gates read them).
     MultiHeadAttention: the units are the heads, alive when both their value
     projection (kernel slice or bias row) and their output-kernel slice are
     not all zero (the surgeon's criterion); the inputs are the channels some
@@ -137,8 +139,9 @@ def _layer_sides(layer, threshold):
         (layout, np.where(np.abs(value) > threshold, value, 0))
         for layout, value in zip(layouts, values, strict=True)
     ]
-    inputs, outputs = layer_rules.rule_for(layer).alive_sides(layer, pairs, threshold)
-    return inputs.reshape(-1), outputs.reshape(-1), values
+    rule = layer_rules.rule_for(layer)
+    inputs, outputs = rule.alive_sides(layer, pairs, threshold)
+    return inputs.reshape(-1), outputs.reshape(-1), values, rule.read_inside(layer, pairs)
 
 
 def _units_after_slim(layer, width, graph, plan):
@@ -216,8 +219,10 @@ def sparsity_report(model, threshold=0.0):
     for layer in model_utils.iter_layers(model):
         if not supported_layers.is_supported(layer):
             continue
-        inputs, incoming, values = _layer_sides(layer, threshold)
+        inputs, incoming, values, inside = _layer_sides(layer, threshold)
         outgoing = _outgoing_alive(layer, incoming.size, graph, plan.read)
+        if inside is not None:  # a recurrent layer reads its units back
+            outgoing = outgoing | inside
         nonzero = sum(int(np.count_nonzero(np.abs(v) > threshold)) for v in values)
         total = sum(int(v.size) for v in values)
         rows.append(

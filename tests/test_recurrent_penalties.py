@@ -350,8 +350,13 @@ def test_sparsity_report_counts_recurrent_units_and_heads_like_numpy():
     recurrent[:, [b * 7 + 3 for b in range(4)]] = 0  # nor a recurrent one: dead
     kernel[:, [b * 7 + 5 for b in range(4)]] = 0  # unit 5: recurrent columns still alive
     kernel[2] = 0  # feature 2 unread
+    recurrent[6] = 0  # unit 6: not read back...
     lstm.kernel.assign(kernel)
     lstm.recurrent_kernel.assign(recurrent)
+    gru = model.get_layer("gru").cell
+    consumer = gru.kernel.numpy()
+    consumer[[4, 6]] = 0  # ...nor by the GRU; unit 4 is still read back by the LSTM's gates
+    gru.kernel.assign(consumer)
     value, bias = mha.value_dense.kernel.numpy(), RNG.standard_normal((3, 4)).astype("float32")
     value[:, 0], bias[0] = 0, 0  # head 0: no values
     value[:, 1] = 0  # head 1: its value bias keeps it alive
@@ -365,6 +370,9 @@ def test_sparsity_report_counts_recurrent_units_and_heads_like_numpy():
     alive_units = np.any(unit_columns(k, 4) != 0, axis=1) | np.any(unit_columns(r, 4) != 0, axis=1)
     assert rows["lstm"]["units_alive_incoming"] == int(alive_units.sum()) == 6
     assert rows["lstm"]["inputs_alive"] == int(np.any(k != 0, axis=1).sum()) == 5
+    read = np.any(gru.kernel.numpy() != 0, axis=1) | np.any(r != 0, axis=1)
+    assert rows["lstm"]["units_alive_outgoing"] == int(read.sum()) == 6
+    assert rows["lstm"]["units_alive"] == int((read & alive_units).sum()) == 5
     heads_alive = (
         np.any(mha.value_dense.kernel.numpy() != 0, axis=(0, 2))
         | np.any(mha.value_dense.bias.numpy() != 0, axis=1)

@@ -332,6 +332,14 @@ class LayerRule:
             group_alive(last_value, last.output_axes, last.gates),
         )
 
+    def read_inside(self, layer, pairs):
+        """For the reports: which units the layer reads back itself, or `None`.
+
+        A recurrent layer's gates read every unit whose recurrent-kernel row
+        is not zero; such a unit is read whatever its consumers do.
+        """
+        return None
+
 
 class Barrier(LayerRule):
     """A layer whose channel semantics are not known: all channels are kept."""

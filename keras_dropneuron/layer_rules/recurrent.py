@@ -70,6 +70,12 @@ class RecurrentRule(LayerRule):
         units = [group_alive(value, layout.output_axes, layout.gates) for layout, value in pairs]
         return inputs, np.logical_or.reduce(units)
 
+    def read_inside(self, layer, pairs):
+        recurrent = [
+            (lay, value) for lay, value in pairs if lay.attribute.endswith("recurrent_kernel")
+        ]
+        return next((group_alive(value, (-2,)) for _, value in recurrent), None)
+
     def _blocks(self, layer, value):
         """`value (..., g * units)` as `(..., g, units)`."""
         return value.reshape(*value.shape[:-1], _GATES[_family(layer)], -1)
