@@ -89,10 +89,16 @@ class StepHook:
     returns the new list of trainable values (aligned with
     `model.trainable_variables`). `optimizer_values` are the optimizer's
     variables after the update, aligned with `model.optimizer.variables`.
+    `bind(inputs)` may return a context manager that the step enters around
+    Keras's own step (loss, gradients, optimizer), e.g. to make a variable
+    outside the model's state read as its input there.
     """
 
     def inputs(self):
         return []
+
+    def bind(self, inputs):
+        return contextlib.nullcontext()
 
     def apply(self, trainable, optimizer_values, inputs):
         raise NotImplementedError
