@@ -375,8 +375,8 @@ class HeadRegularizer(keras.regularizers.Regularizer):
 
     Args:
         heads: Strength of the per-head group lasso. Defaults to `0.01`.
-        num_heads: The layer's `num_heads`.
-        key_dim: The layer's `key_dim`.
+        num_heads: The layer's `num_heads` (keyword only, required).
+        key_dim: The layer's `key_dim` (keyword only, required).
         value_dim: The layer's `value_dim`. Defaults to `None`: `key_dim`.
         l1: Strength of the L1 penalty. Defaults to `0.0`.
         l2: Strength of the squared L2 penalty. Defaults to `0.0`.
@@ -399,8 +399,9 @@ class HeadRegularizer(keras.regularizers.Regularizer):
     def __init__(
         self,
         heads=0.01,
-        num_heads=1,
-        key_dim=1,
+        *,
+        num_heads,
+        key_dim,
         value_dim=None,
         l1=0.0,
         l2=0.0,

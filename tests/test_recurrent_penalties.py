@@ -206,7 +206,9 @@ def test_head_axis_refuses_shapes_it_cannot_orient():
 )
 def test_bad_head_arguments_raise_naming_them(kwargs, error, match):
     with pytest.raises(error, match=match):
-        HeadRegularizer(**kwargs)
+        HeadRegularizer(**{"num_heads": 4, "key_dim": 8, **kwargs})
+    with pytest.raises(TypeError, match="num_heads"):
+        HeadRegularizer(0.1, key_dim=8)
 
 
 # ---------------------------------------------------------------- regularize_model
