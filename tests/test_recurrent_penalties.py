@@ -16,6 +16,7 @@ from keras_dropneuron import (
     HeadRegularizer,
     LiRegularizer,
     LoRegularizer,
+    ProximalGroupShrinkage,
     PruneCallback,
     prune_weights,
     regularize_model,
@@ -436,3 +437,29 @@ def test_training_kills_whole_heads_and_slim_removes_them():
     assert slim.get_layer("mha").num_heads == alive.sum()
     assert sparsity_report(model).to_list()[0]["units_after_slim"] == alive.sum()
     np.testing.assert_allclose(to_numpy(slim(x[:32])), to_numpy(model(x[:32])), atol=1e-5)
+
+
+def test_proximal_shrinkage_zeroes_whole_gated_units_during_fit():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 3))
+    model = keras.Model(inputs, L.Dense(1)(L.GRU(6, name="rnn")(inputs)))
+    cell = model.get_layer("rnn").cell
+    scale = np.tile([1, 1, 1, 0.1, 0.1, 0.1], 3).astype("float32")  # units 3-5 small
+    scale[6 + 0] = 0.1  # unit 0 small in its reset block only: its group is not
+    for variable in (cell.kernel, cell.recurrent_kernel):
+        variable.assign(variable.numpy() * scale)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    x = np.random.default_rng(2).standard_normal((64, 5, 3)).astype("float32")
+    model.fit(
+        x,
+        x[:, 0, :1],
+        epochs=2,
+        batch_size=16,
+        verbose=0,
+        callbacks=[ProximalGroupShrinkage(li=0.5)],
+    )
+    for weight in (cell.kernel.numpy(), cell.recurrent_kernel.numpy()):
+        groups = unit_columns(weight, 3)
+        # The small units went in every gate block at once; the others are whole.
+        np.testing.assert_array_equal(np.all(groups == 0, axis=1), [0, 0, 0, 1, 1, 1])
+        assert np.all(groups[:3] != 0)
