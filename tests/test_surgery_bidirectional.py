@@ -296,19 +296,21 @@ def test_masked_sequences_stay_exact():
 def test_slim_sequence_models_save_and_reload(suffix, tmp_path):
     inputs = keras.Input((7, 5))
     bi = _bidirectional("gru", 6, "concat", return_sequences=True)
+    simple = keras.layers.SimpleRNN(6, return_sequences=True, name="simple")
     lstm = keras.layers.LSTM(6, name="lstm")
     mha = keras.layers.MultiHeadAttention(3, 4, name="mha")
     # Attention keeps its input channels (it mixes them), so it comes first.
-    x = lstm(bi(mha(inputs, inputs)))
+    x = lstm(simple(bi(mha(inputs, inputs))))
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
-    for layer in (bi, lstm, mha):
+    for layer in (bi, simple, lstm, mha):
         _randomize(layer)
-    for rnn in (bi.forward_layer, bi.backward_layer, lstm):
+    for rnn in (bi.forward_layer, bi.backward_layer, simple, lstm):
         _kill_incoming(rnn, 1)
     _edit(mha.output_dense.kernel, lambda v: v.__setitem__(2, 0))  # head 2 adds nothing
     slim = slim_model(model)
     assert slim.get_layer("bi").forward_layer.units == 5
-    assert slim.get_layer("lstm").units == 5 and slim.get_layer("mha").num_heads == 2
+    assert slim.get_layer("simple").units == slim.get_layer("lstm").units == 5
+    assert slim.get_layer("mha").num_heads == 2
     slim.save(tmp_path / f"slim{suffix}")
     reloaded = keras.saving.load_model(tmp_path / f"slim{suffix}")
     assert reloaded.count_params() == slim.count_params()
