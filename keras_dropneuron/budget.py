@@ -222,9 +222,10 @@ class BudgetCallback(callbacks.PruneCallback):
        the end of epoch `target_epoch` (default: 60% of the `fit`'s
        epochs), the look-ahead fraction must fall by `needed = log(ahead /
        target) / events_left` per event (in log terms). If it fell by less
-       than `needed / 4` since the last event the scale is multiplied by
+       than `needed / 2` since the last event the scale is multiplied by
        `growth` (by `growth ** 2` if it did not fall at all); by more than
-       `2 * needed`, divided by it; else held. It pushes harder only
+       `2 * needed` with two events or more to go, divided by it; else
+       held. It pushes harder only
        when behind schedule, and eases off when the penalty kills units
        faster than needed (group lasso acts with a lag).
 
@@ -485,11 +486,11 @@ class BudgetCallback(callbacks.PruneCallback):
                 left = (left + 1 - (batch + 1) / steps) * steps / self.frequency
             needed = math.log(ahead / self.target) / max(1.0, left)
             progress = math.log(previous_ahead / ahead)
-            if progress < needed / 4:
+            if progress < needed / 2:
                 # Nothing moved at all: the strength is still far too weak, search faster.
                 factor = self.growth**2 if progress <= 0 else self.growth
                 self._set_scale(self.scale * factor)
-            elif progress > 2 * needed:
+            elif progress > 2 * needed and left >= 2:
                 self._set_scale(self.scale / self.growth)
 
     def _assign(self, values, keeps, masks=False):

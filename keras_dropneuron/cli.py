@@ -1,7 +1,8 @@
 """The `keras-dropneuron` command line.
 
 Verbs are argparse subcommands; each one is a `_add_<verb>` function that
-registers its parser and a handler returning the exit status.
+registers its parser and a handler returning the exit status (`prune` is in
+`cli_prune.py`).
 
 Example:
 
@@ -17,6 +18,7 @@ import zipfile
 
 from keras_dropneuron import __version__
 from keras_dropneuron.checks import argparse_type, check_int, check_non_negative_float
+from keras_dropneuron.cli_prune import add_prune
 
 PROG = "keras-dropneuron"
 _MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -573,6 +575,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
     _add_slim(subparsers)
+    add_prune(subparsers)
     _add_report(subparsers)
     _add_reproduce(subparsers)
     _add_frontier(subparsers)

@@ -18,6 +18,7 @@ from keras_dropneuron import (
     slim_model,
 )
 from keras_dropneuron.budget import budget_ratios
+from keras_dropneuron.cli import main
 
 L = keras.layers
 TARGETS = ("target_macs", "target_params", "target_units")
@@ -286,3 +287,75 @@ def test_prune_to_budget_says_what_it_reached_when_accuracy_suffers():
     assert info.value.model is not None
     assert info.value.report.ratios["macs"] <= 0.3
     assert str(round(info.value.report.ratios["macs"], 4))[:5] in str(info.value)
+
+
+# ---------------------------------------------------------------- command line
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = _mlp()
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    x, y = _data(2048)
+    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    data = tmp_path / "train.npz"
+    np.savez(data, x=x, y=y)
+    return model, str(path), str(data)
+
+
+def test_prune_verb_writes_a_slim_model_within_the_budget(saved, tmp_path, capsys):
+    model, path, data = saved
+    out = str(tmp_path / "slim.keras")
+    options = ["--li", "1e-3", "--lo", "1e-3", "--learning-rate", "1e-2", "--batch-size", "64"]
+    code = main(
+        ["prune", path, "--data", data, "--target-macs", "0.5", "-o", out, *options]
+        + ["--max-accuracy-drop", "0.05"]
+    )
+    assert code == 0, capsys.readouterr().err
+    slim = keras.saving.load_model(out)
+    assert 0.45 <= _dense_macs(slim) / _dense_macs(model) <= 0.5
+    printed = capsys.readouterr().out
+    assert "target_macs=0.5" in printed and "Slim report" in printed
+
+
+def test_prune_help_states_the_data_format(capsys):
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a .npz file with two arrays: `x`" in text and "`y`, the integer class labels" in text
+
+
+@pytest.mark.parametrize(
+    ("options", "status", "message"),
+    [
+        (["--target-macs", "0"], 2, "in (0, 1]"),
+        (["--target-macs", "1.5"], 2, "in (0, 1]"),
+        (["--target-params", "nan"], 2, "in (0, 1]"),
+        (["--target-flops", "0.5"], 2, "unrecognized arguments: --target-flops"),
+        ([], 1, "exactly one of --target-macs, --target-params, --target-units"),
+        (["--target-macs", "0.5", "--target-units", "0.5"], 1, "exactly one of"),
+    ],
+)
+def test_prune_verb_refuses_bad_targets(saved, tmp_path, capsys, options, status, message):
+    _, path, data = saved
+    out = tmp_path / "slim.keras"
+    try:
+        code = main(["prune", path, "--data", data, "-o", str(out), *options])
+    except SystemExit as exit:  # argparse's usage errors
+        code = exit.code
+    assert code == status
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()
+
+
+def test_prune_verb_checks_the_data_file(saved, tmp_path, capsys):
+    _, path, _ = saved
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, inputs=np.zeros((4, 50)), y=np.zeros(4))
+    out = str(tmp_path / "slim.keras")
+    assert main(["prune", path, "--data", str(bad), "--target-macs", "0.5", "-o", out]) == 1
+    assert "has no array 'x'" in capsys.readouterr().err
+    assert main(["prune", path, "--data", path, "--target-macs", "0.5", "-o", out]) == 1
+    assert "must be a .npz file" in capsys.readouterr().err

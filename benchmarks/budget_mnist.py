@@ -1,0 +1,175 @@
+"""prune_to_budget on real MNIST: LeNet-300-100 and LeNet-5 at multiply-add targets.
+
+Usage:
+
+    python benchmarks/budget_mnist.py --out benchmarks/results/budget_mnist.jsonl
+    python benchmarks/budget_mnist.py --nets lenet-5 --seeds 0 --targets 0.25
+    python benchmarks/budget_mnist.py --tiny            # 512 random samples, for CI
+
+For every net and seed, an unpenalized model is trained first (`--pretrain` epochs, Adam
+1e-3): the "I already have a model" case. Then `prune_to_budget` prunes a copy of it to
+each `target_macs`, with the last 10% of the training images as validation data (threshold
+and accuracy check), and the slim model is scored on the 10,000 test images. One JSON line
+per run (appended as soon as it ends, so partial results survive): the verified multiply-add
+ratio, parameters, validation and test accuracy before and after, epochs, seconds and the
+machine load.
+
+The networks end in a separate `Softmax` layer (a Dense with a softmax activation is a
+barrier for the surgeon, which would keep every unit feeding it).
+"""
+
+import json
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import _common  # noqa: E402
+import _models  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_dropneuron import prune_to_budget  # noqa: E402
+from keras_dropneuron.budget import BudgetError  # noqa: E402
+from keras_dropneuron.experiments.data import load_mnist  # noqa: E402
+
+MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
+NETS = ("lenet-300-100", "lenet-5")
+# Epochs: pretraining, most epochs to reach the budget, fine-tuning (LeNet-5 epochs take
+# about 20 times as long on this CPU).
+EPOCHS = {"lenet-300-100": (10, 15, 3), "lenet-5": (3, 6, 1)}
+# LeNet-5 has few, long epochs: a controller event every 25 batches (about 3 an epoch
+# on 18000 images), each raising the strength less.
+CONTROL = {"lenet-300-100": {}, "lenet-5": {"frequency": 25, "growth": 1.2}}
+BATCH = 256
+
+
+class EpochPrinter(keras.callbacks.Callback):
+    """One line per epoch on stderr: the budget's figures."""
+
+    def __init__(self, label):
+        super().__init__()
+        self.label = label
+
+    def on_epoch_end(self, epoch, logs=None):
+        keys = ("loss", "macs_ratio", "macs_ratio_ahead", "penalty_scale", "budget_reached")
+        figures = " ".join(f"{k}={logs[k]:.4g}" for k in keys if k in (logs or {}))
+        print(f"{self.label} epoch {epoch}: {figures}", file=sys.stderr, flush=True)
+
+
+def data(net, tiny):
+    if tiny:
+        rng = np.random.default_rng(0)
+        x = rng.random((512, 28, 28), dtype=np.float32)
+        y = rng.integers(0, 10, size=512)
+        x_test, y_test = x[:128], y[:128]
+    else:
+        (x, y), (x_test, y_test) = load_mnist(str(MNIST))
+
+    def shape(images):
+        return images.reshape(len(images), -1) if net == "lenet-300-100" else images[..., None]
+
+    return shape(x), y, shape(x_test), y_test
+
+
+def accuracy(model, x, y):
+    return float(np.mean(np.argmax(model.predict(x, batch_size=1024, verbose=0), 1) == y))
+
+
+def run(net, seed, targets, tiny, out, epochs, control, train_samples=None):
+    x, y, x_test, y_test = data(net, tiny)
+    split = len(x) - len(x) // 10
+    train, val = (x[:split], y[:split]), (x[split:], y[split:])
+    if train_samples:  # the first images of the training part; validation stays the same
+        train = (train[0][:train_samples], train[1][:train_samples])
+    pretrain, budget_epochs, finetune = (1, 2, 1) if tiny else epochs
+    keras.utils.set_random_seed(seed)
+    model = _models.BUILDERS[net](softmax_layer=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    start = time.perf_counter()
+    model.fit(*train, epochs=pretrain, batch_size=BATCH, verbose=0)
+    pretrain_s = time.perf_counter() - start
+    before = {"val": accuracy(model, *val), "test": accuracy(model, x_test, y_test)}
+    rows = []
+    for target in targets:
+        keras.utils.set_random_seed(seed)
+        load = list(os.getloadavg())
+        start = time.perf_counter()
+        row = {
+            "net": net,
+            "seed": seed,
+            "target_macs": target,
+            "pretrain_epochs": pretrain,
+            "pretrain_s": pretrain_s,
+            "val_accuracy_before": before["val"],
+            "test_accuracy_before": before["test"],
+            "load_at_start": load,
+            "control": control,
+            "train_samples": len(train[0]),
+        }
+        try:
+            slim, report = prune_to_budget(
+                model,
+                train,
+                val,
+                target_macs=target,
+                max_accuracy_drop=0.005,
+                epochs=budget_epochs,
+                finetune_epochs=finetune,
+                batch_size=BATCH,
+                **control,
+                callbacks=[EpochPrinter(f"{net} seed {seed} target {target}")],
+            )
+            row["status"] = "ok"
+        except BudgetError as error:
+            slim, report = error.model, error.report
+            row["status"] = f"BudgetError: {error}"
+            row["ratios"] = error.ratios
+        row["seconds"] = time.perf_counter() - start
+        if report is not None:
+            totals = report.slim_report.totals()
+            row.update(
+                macs_ratio=report.ratios["macs"],
+                params_ratio=report.ratios["params"],
+                units_ratio=report.ratios["units"],
+                macs=totals["macs_before"],
+                slim_macs=totals["macs_after"],
+                params=totals["params_before"],
+                slim_params=totals["params_after"],
+                val_accuracy_after=1 - report.error_after,
+                test_accuracy_after=accuracy(slim, x_test, y_test),
+                epochs_to_target=report.epochs_to_target,
+                penalty_scale=report.penalty_scale,
+                threshold=report.threshold,
+                units_after=[r["units_after"] for r in report.slim_report.rows],
+            )
+        print(json.dumps(row), flush=True)
+        if out:
+            with open(out, "a") as file:
+                file.write(json.dumps(row) + "\n")
+        rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    p = _common.parser(__doc__, repeats=1)
+    p.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.25, 0.1])
+    p.add_argument(
+        "--train-samples", type=int, help="train on the first N images only (default: 54000)"
+    )
+    args = p.parse_args(argv)
+    rows = []
+    for net in args.nets:
+        for seed in args.seeds:
+            control = {} if args.tiny else CONTROL[net]
+            epochs, samples = EPOCHS[net], args.train_samples
+            rows += run(net, seed, args.targets, args.tiny, args.out, epochs, control, samples)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The `keras-dropneuron prune` verb: prune a saved model to a budget.
+
+Example:
+
+    keras-dropneuron prune model.keras --data train.npz --target-macs 0.5 -o slim.keras
+"""
+
+import argparse
+import os
+
+from keras_dropneuron.checks import argparse_type, check_int, check_non_negative_float
+
+DATA_FORMAT = (
+    "a .npz file with two arrays: `x`, the inputs as the model takes them (e.g. "
+    "(n, 28, 28, 1) floats), and `y`, the integer class labels (n,) or the targets"
+)
+
+
+def _fraction(option):
+    def parse(text):
+        from keras_dropneuron.budget import check_target
+
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a float, received: {text!r}") from None
+        try:
+            check_target("prune", **{option: value})
+        except (TypeError, ValueError) as error:
+            raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
+        return value
+
+    parse.__name__ = f"{option}_type"
+    return parse
+
+
+def _load_data(option, path):
+    import numpy as np
+
+    from keras_dropneuron.cli import CommandError, _one_line
+
+    if not os.path.isfile(path):
+        raise CommandError(f"{option}: file not found: {path}")
+    if not path.endswith(".npz"):
+        raise CommandError(f"{option} must be {DATA_FORMAT}; received: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [name for name in ("x", "y") if name not in data.files]
+            if missing:
+                raise CommandError(
+                    f"{option}: {path} has no array {' or '.join(map(repr, missing))} "
+                    f"(it has {data.files}); expected {DATA_FORMAT}"
+                )
+            x, y = data["x"], data["y"]
+    except CommandError:
+        raise
+    except Exception as error:  # any failure to read is the same to the user
+        raise CommandError(f"{option}: cannot read {path}: {_one_line(error)}") from error
+    if len(x) != len(y) or len(x) < 2:
+        raise CommandError(
+            f"{option}: `x` and `y` must hold the same number (>= 2) of samples; "
+            f"received {len(x)} and {len(y)} in {path}"
+        )
+    return x, y
+
+
+def _prune(args):
+    from keras_dropneuron.cli import (
+        CommandError,
+        _check_input,
+        _check_output,
+        _load_model,
+        _one_line,
+    )
+
+    _check_input(args.input)
+    if not args.output.endswith((".keras", ".h5")):
+        raise CommandError(f"output must end with .keras or .h5, received: {args.output}")
+    _check_output("-o/--output", args.output, args.input)
+    x, y = _load_data("--data", args.data)
+    if args.val_data:
+        val = _load_data("--val-data", args.val_data)
+        train = (x, y)
+    else:
+        split = len(x) - max(1, len(x) // 10)
+        train, val = (x[:split], y[:split]), (x[split:], y[split:])
+    targets = {
+        name: getattr(args, name)
+        for name in ("target_macs", "target_params", "target_units")
+        if getattr(args, name) is not None
+    }
+    if len(targets) != 1:
+        raise CommandError("give exactly one of --target-macs, --target-params, --target-units")
+
+    import keras
+
+    from keras_dropneuron.budget import BudgetError, prune_to_budget
+
+    model = _load_model(args.input)
+    try:
+        slim, report = prune_to_budget(
+            model,
+            train,
+            val,
+            **targets,
+            max_accuracy_drop=args.max_accuracy_drop,
+            epochs=args.epochs,
+            finetune_epochs=args.finetune_epochs,
+            batch_size=args.batch_size,
+            li=args.li,
+            lo=args.lo,
+            optimizer=keras.optimizers.Adam(args.learning_rate),
+            loss=args.loss,
+            verbose=2 if args.verbose else 0,
+        )
+    except BudgetError as error:
+        raise CommandError(f"nothing written: {_one_line(error)}") from error
+    except (TypeError, ValueError) as error:
+        raise CommandError(f"cannot prune {args.input}: {_one_line(error)}") from error
+    try:
+        slim.save(args.output)
+    except Exception as error:
+        raise CommandError(f"cannot write {args.output}: {_one_line(error)}") from error
+    print(report)
+    print(f"Slim model: {args.output}")
+    return 0
+
+
+def add_prune(subparsers):
+    """Registers the `prune` verb."""
+    parser = subparsers.add_parser(
+        "prune",
+        help="prune a saved model to a budget (multiply-adds, parameters or units)",
+        description="Trains a penalized copy of a saved Keras model until the slim model "
+        "keeps the target fraction, fine-tunes it, chooses the threshold, slims and "
+        "verifies it, and writes it if the validation accuracy dropped by at most "
+        f"--max-accuracy-drop. DATA: {DATA_FORMAT}.",
+    )
+    parser.add_argument("input", help="trained model (.keras or .h5)")
+    parser.add_argument(
+        "--data", required=True, metavar="DATA", help=f"training data: {DATA_FORMAT}"
+    )
+    parser.add_argument(
+        "--val-data",
+        metavar="DATA",
+        help="validation data in the same format (default: the last 10%% of --data)",
+    )
+    parser.add_argument("-o", "--output", required=True, help="slim model path (.keras or .h5)")
+    for kind, what in (("macs", "multiply-adds"), ("params", "parameters"), ("units", "units")):
+        parser.add_argument(
+            f"--target-{kind}",
+            metavar="F",
+            type=_fraction(f"target_{kind}"),
+            help=f"fraction of the {what} the slim model may keep, in (0, 1]",
+        )
+    parser.add_argument(
+        "--max-accuracy-drop",
+        metavar="F",
+        type=argparse_type("--max-accuracy-drop", check_non_negative_float),
+        default=0.005,
+        help="largest allowed validation accuracy drop, a fraction (default: 0.005)",
+    )
+    for option, minimum, default, text in (
+        ("--epochs", 1, 10, "most epochs of penalized training"),
+        ("--finetune-epochs", 0, 2, "epochs of fine-tuning without penalties"),
+        ("--batch-size", 1, 128, "training batch size"),
+    ):
+        parser.add_argument(
+            option,
+            type=argparse_type(option, check_int, convert=int, minimum=minimum),
+            default=default,
+            help=f"{text} (default: {default})",
+        )
+    for name in ("li", "lo"):
+        parser.add_argument(
+            f"--{name}",
+            type=argparse_type(f"--{name}", check_non_negative_float),
+            default=4e-4,
+            help=f"base {name} strength, scaled by the controller (default: 4e-4)",
+        )
+    parser.add_argument(
+        "--learning-rate",
+        type=argparse_type("--learning-rate", check_non_negative_float),
+        default=1e-3,
+        help="Adam's learning rate (default: 1e-3)",
+    )
+    parser.add_argument(
+        "--loss",
+        default="sparse_categorical_crossentropy",
+        help="Keras loss to train with (default: sparse_categorical_crossentropy)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="one line per epoch")
+    parser.set_defaults(handler=_prune)
