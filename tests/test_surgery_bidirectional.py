@@ -160,8 +160,8 @@ def test_dead_units_on_one_side_only(merge_mode):
     slim = slim_model(model)
     new = slim.get_layer("bi")
     # concat: both directions keep as many units (Keras gives the wrapper twice the forward
-    # layer's output shape), so the backward side's count keeps the dead forward units;
-    # sum: channel j also carries backward unit j, which is alive.
+    # layer's output shape), so the forward side keeps its dead units to match the backward
+    # side; sum: channel j also carries backward unit j, which is alive.
     assert new.forward_layer.units == new.backward_layer.units == 6
     assert slim.count_params() == model.count_params()
     _assert_exact(model, slim, _data())
