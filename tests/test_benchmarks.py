@@ -115,3 +115,27 @@ def test_export(tmp_path, capsys):
         assert rows[("slim+int8", "tflite int8")]["bytes"] < rows[("slim", "tflite")]["bytes"]
     lenet = [r for r in result["rows"] if r["model"] == "lenet-5"]
     assert all(0 <= r["accuracy"] <= 100 for r in lenet)
+
+
+@pytest.mark.filterwarnings("ignore:BudgetCallback.*not reached:UserWarning")
+def test_budget_overhead(tmp_path, capsys):
+    printed, result = _run("bench_budget_overhead", tmp_path, capsys, "--repeats", "2")
+    assert "step_ratio" in printed
+    (row,) = result["rows"]
+    _positive(row, "fixed_step_ms", "budget_step_ms", "step_ratio")
+    assert row["scales"] > 1  # the controller changed the strength between epochs
+
+
+@pytest.mark.filterwarnings("ignore:BudgetCallback.*not reached:UserWarning")
+def test_budget_mnist_runner(tmp_path, capsys):
+    out = tmp_path / "budget.jsonl"
+    options = ["--nets", "lenet-300-100", "--seeds", "0", "--targets", "0.5"]
+    rows = importlib.import_module("budget_mnist").main(["--tiny", *options, "--out", str(out)])
+    (line,) = out.read_text().splitlines()
+    assert json.loads(line) == rows[0]
+    row = rows[0]
+    assert row["net"] == "lenet-300-100" and row["target_macs"] == 0.5
+    # Random labels in 2 epochs: reached or not, the run says what it reached.
+    assert row["status"] == "ok" or row["status"].startswith("BudgetError: target_macs=0.5")
+    ratios = row.get("ratios") or {"macs": row["macs_ratio"]}
+    assert 0 < ratios["macs"] <= 1
