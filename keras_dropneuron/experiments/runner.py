@@ -125,7 +125,7 @@ def run_once(
     if auto_threshold is not None:
         cut = int(len(x) * (1 - VALIDATION_FRACTION))
         x, y, x_val, y_val = x[:cut], y[:cut], x[cut:], y[cut:]
-    callbacks = [PruneCallback(setup.threshold)]
+    callbacks = [PruneCallback(setup.threshold, mode=setup.prune_mode)]
     if variant == "unpenalized":
         callbacks = []  # the reference: the same training, nothing pruned
     elif method == "proximal":

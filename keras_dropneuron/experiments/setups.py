@@ -43,6 +43,8 @@ class Setup:
             `learning_rate`.
         penalties: Penalty strengths (`li`, `lo`, per-experiment extras, and
             `prox_li` / `prox_lo` for the proximal method).
+        prune_mode: `PruneCallback`'s mode: `"weight"` (the paper: single
+            weights below the threshold) or `"neuron"` (whole groups only).
     """
 
     name: str
@@ -61,6 +63,7 @@ class Setup:
     finetune_epochs: int = 0
     finetune_lr_factor: float = 0.1
     penalties: dict = dataclasses.field(default_factory=dict)
+    prune_mode: str = "weight"
 
 
 def _reg(strengths, enabled=True):
@@ -321,6 +324,8 @@ SEQUENTIAL_MNIST_LSTM = Setup(
     variants=("dropneuron", "unpenalized"),
     finetune_epochs=3,
     penalties={"li": 1.5e-3, "lo": 1.5e-3, "input_lo": 1e-3, "prox_li": 0.5, "prox_lo": 0.5},
+    # Weight-level pruning left 13% of the weights and cost 1.1 points (3 seeds).
+    prune_mode="neuron",
 )
 
 
