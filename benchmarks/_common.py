@@ -61,6 +61,33 @@ def alternate(fns, repeats, min_seconds=MIN_SAMPLE_SECONDS):
     return {name: float(np.median(s)) for name, s in samples.items()}
 
 
+def timed(callback_class):
+    """`callback_class` with the wall time spent in its epoch and batch hooks in `seconds`."""
+
+    class Timed(callback_class):
+        seconds = 0.0
+
+        def _timed(self, hook, *args):
+            start = time.perf_counter()
+            hook(*args)
+            self.seconds += time.perf_counter() - start
+
+        def on_train_begin(self, logs=None):
+            self._timed(super().on_train_begin, logs)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._timed(super().on_epoch_begin, epoch, logs)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._timed(super().on_train_batch_end, batch, logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._timed(super().on_epoch_end, epoch, logs)
+
+    Timed.__name__ = f"Timed{callback_class.__name__}"
+    return Timed
+
+
 def environment():
     """Machine and library versions, recorded next to every figure."""
     import keras

@@ -25,7 +25,6 @@ Figures, per side, medians over the epochs after each fit's first (which pays fo
 
 import os
 import pathlib
-import time
 
 import _backend_choice
 
@@ -43,32 +42,6 @@ from keras_dropneuron import BudgetCallback, PruneCallback, regularize_model  # 
 
 MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 BATCH = 256
-
-
-def timed(cls):
-    """`cls` with the wall time spent in its epoch and batch hooks added up in `seconds`."""
-
-    class Timed(cls):
-        seconds = 0.0
-
-        def _timed(self, hook, *args):
-            start = time.perf_counter()
-            hook(*args)
-            self.seconds += time.perf_counter() - start
-
-        def on_train_begin(self, logs=None):
-            self._timed(super().on_train_begin, logs)
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._timed(super().on_epoch_begin, epoch, logs)
-
-        def on_train_batch_end(self, batch, logs=None):
-            self._timed(super().on_train_batch_end, batch, logs)
-
-        def on_epoch_end(self, epoch, logs=None):
-            self._timed(super().on_epoch_end, epoch, logs)
-
-    return Timed
 
 
 class HookSeconds(keras.callbacks.Callback):
@@ -102,8 +75,8 @@ def measure(x, y, repeats, epochs_per_fit=3):
         models[side] = regularize_model(base, li=4e-4, lo=4e-4)
         models[side].compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     callbacks = {
-        "fixed": timed(PruneCallback)(threshold=1e-2, mode="neuron"),
-        "budget": timed(BudgetCallback)(target_macs=0.05, threshold=1e-2),
+        "fixed": _common.timed(PruneCallback)(threshold=1e-2, mode="neuron"),
+        "budget": _common.timed(BudgetCallback)(target_macs=0.05, threshold=1e-2),
     }
     scales = Scales()
     steps = -(-len(x) // BATCH)

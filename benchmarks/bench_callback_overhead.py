@@ -52,27 +52,7 @@ BATCH_SIZES = {"lenet-300-100": 256, "lenet-5": 64}  # as in the experiments
 SAMPLES = {"lenet-300-100": 60000, "lenet-5": 6400}
 
 
-class TimedPruneCallback(PruneCallback):
-    """PruneCallback that adds up the wall time spent in its own hooks."""
-
-    seconds = 0.0
-
-    def _timed(self, hook, *args, **kwargs):
-        start = time.perf_counter()
-        hook(*args, **kwargs)
-        self.seconds += time.perf_counter() - start
-
-    def on_train_begin(self, logs=None):
-        self._timed(super().on_train_begin, logs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._timed(super().on_epoch_begin, epoch, logs)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._timed(super().on_train_batch_end, batch, logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._timed(super().on_epoch_end, epoch, logs)
+TimedPruneCallback = _common.timed(PruneCallback)
 
 
 def data(name, mnist, samples, tiny):
