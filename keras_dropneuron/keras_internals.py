@@ -3,7 +3,8 @@
 Keras 3 has no public way to walk a Functional graph, replay a call with its
 arguments or list a layer's direct sublayers, so the surgeon and the reports
 use the attributes below; the JAX training hooks of the callbacks use two
-methods of Keras's JAX trainer. Tested with Keras 3.15.1 (TensorFlow 2.21); when a
+methods of Keras's JAX trainer and a variable's stored value (`bound_value`,
+for BudgetCallback's scale). Tested with Keras 3.15.1 (TensorFlow 2.21); when a
 Keras release moves one of them, this module is the one to change.
 """
 
