@@ -44,6 +44,14 @@ def regularizers_for(layer, li, lo, l1, l2, heads, scale_by_group_size):
     }
 
 
+def _set_config(config, path, value):
+    """Sets `config[a][b]... = value` for the path `"a.b..."` (a wrapped layer's argument)."""
+    *parents, name = path.split(".")
+    for key in parents:
+        config = config[key]
+    config[name] = value
+
+
 def regularize_model(
     model,
     li=0.0,
@@ -62,7 +70,9 @@ def regularize_model(
     kernels (one incoming group per output channel), both kernels of
     separable convolutions, and both kernels of LSTM, GRU and SimpleRNN
     layers (`kernel_regularizer` and `recurrent_regularizer`, with `gates` 4,
-    3 and 1: a unit's groups span its columns in every gate block). A
+    3 and 1: a unit's groups span its columns in every gate block), also
+    inside a `Bidirectional` wrapper (in the configs of both wrapped layers,
+    each with its own gates). A
     `MultiHeadAttention` gets a `HeadRegularizer` (strength `heads`, plus `l1`
     and `l2`) as its `kernel_regularizer`, which its four projections share: a
     head's penalty is the norms of its query, key, value and output slices.
@@ -118,7 +128,7 @@ def regularize_model(
     def clone_layer(layer):
         config = layer.get_config()
         for argument, reg in regs.get(id(layer), {}).items():
-            config[argument] = keras.regularizers.serialize(reg)
+            _set_config(config, argument, keras.regularizers.serialize(reg))
         return layer.__class__.from_config(config)
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)

@@ -5,6 +5,7 @@ import numpy as np
 from keras_dropneuron import checks, layer_rules, model_utils, supported_layers
 from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
 from keras_dropneuron.layer_rules.base import attribute, cached_values
+from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
 
@@ -46,6 +47,14 @@ class SparsityReport:
     columns in any gate block of `kernel` or `recurrent_kernel` is not zero,
     and on the outgoing side also when their recurrent-kernel row is not zero
     (the layer's own gates read them).
+    Bidirectional around LSTM, GRU or SimpleRNN: one row for the wrapper, its
+    units the forward units followed by the backward ones (`units` is the
+    sum of both directions' widths, whatever the merge mode), its inputs read
+    by either direction; a unit is read when a consumer reads its channel
+    (with `sum`, `ave`, `mul`, channel `j` is both directions' unit `j`; with
+    `merge_mode=None` unit `j` of either direction counts as read when either
+    output's channel `j` is, as the surgeon removes them together), and
+    `units_after_slim` counts the units both directions keep.
     MultiHeadAttention: the units are the heads, alive when both their value
     projection (kernel slice or bias row) and their output-kernel slice are
     not all zero (the surgeon's criterion); the inputs are the channels some
@@ -149,9 +158,13 @@ def _units_after_slim(layer, width, graph, plan):
     calls = graph.calls_of_layer.get(id(layer))
     if not calls or plan.rules[calls[0]] is layer_rules.BARRIER:
         return width  # kept whole (its channels need not be on the last axis)
-    if isinstance(plan.rules[calls[0]], MultiHeadAttentionRule):
+    rule = plan.rules[calls[0]]
+    if isinstance(rule, MultiHeadAttentionRule):
         return int(len(plan.inner.get(calls[0], range(width))))
-    return int(len(plan.kept[graph.calls[calls[0]].outputs[0]]))
+    kept = plan.kept[graph.calls[calls[0]].outputs[0]]
+    if isinstance(rule, BidirectionalRule):  # both directions' units
+        return int(sum(len(units) for units in rule.side_units(layer, kept)))
+    return int(len(kept))
 
 
 def params_after_slim(plan):
@@ -176,8 +189,9 @@ def _outgoing_alive(layer, width, graph, read):
     """
     calls = graph.calls_of_layer.get(id(layer), [])
     alive = np.zeros(width, dtype=bool) if calls else np.ones(width, dtype=bool)
+    rule = layer_rules.rule_for(layer)
     for index in calls:
-        reads = read.get(graph.calls[index].outputs[0])
+        reads = rule.units_read(layer, [read.get(key) for key in graph.calls[index].outputs])
         if reads is None or reads.size != width:
             return np.ones(width, dtype=bool)
         alive |= reads

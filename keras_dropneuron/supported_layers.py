@@ -16,6 +16,7 @@ meaning rather than the raw storage order:
 | Embedding | `embeddings` | `(vocab, dim)` | `-2` | `-1` |
 | LSTM/GRU/SimpleRNN | `cell.kernel` | `(in, g * units)` | `-2` | `-1`, `gates=g` |
 | LSTM/GRU/SimpleRNN | `cell.recurrent_kernel` | `(units, g * units)` | `-2` | `-1`, `gates=g` |
+| Bidirectional(RNN) | `forward_layer.cell.kernel`, ... | as wrapped | `-2` | `-1`, `gates=g` |
 | MultiHeadAttention | `query_dense.kernel` (key, value) | `(dim, heads, head_dim)` | `0` | `1` |
 | MultiHeadAttention | `output_dense.kernel` | `(heads, value_dim, out)` | `-1` | `0` |
 
@@ -26,10 +27,19 @@ is `kernel[..., i, :]`.
 A recurrent kernel's last axis holds `g` gate blocks (LSTM i, f, c, o: 4; GRU
 z, r, h: 3; SimpleRNN: 1): hidden unit `j` is column `b * units + j` of every
 block `b`, and its groups are taken on the view `(..., g, units)` (see
-`layer_rules.base.gate_view`). An attention layer's units are its heads: a
-head's incoming groups are its query, key and value slices `[:, h, :]`, its
-outgoing group the output kernel's slice `[h]` (the output kernel's other
-side is the layer's output channels).
+`layer_rules.base.gate_view`). A Bidirectional wrapper around LSTM, GRU or
+SimpleRNN has the four kernels of its two directions, with paths
+`forward_layer.cell.kernel`, `backward_layer.cell.recurrent_kernel`, ... and
+each direction's gates; its regularizers go into the wrapped layers' configs
+(`regularizer_argument` is a config path, `"layer.config.kernel_regularizer"`
+or `"backward_layer.config.recurrent_regularizer"`), and its units are the
+forward units followed by the backward units. `WEIGHT_LAYOUTS` lists the
+classes whose layout the class alone fixes, so not Bidirectional.
+
+An attention layer's units are its heads: a head's incoming groups are its
+query, key and value slices `[:, h, :]`, its outgoing group the output
+kernel's slice `[h]` (the output kernel's other side is the layer's output
+channels).
 """
 
 from keras_dropneuron.layer_rules import RULES, WeightLayout, rule_for
@@ -53,7 +63,7 @@ def weight_layouts(layer):
     The most specific registered class wins, so user subclasses of `Dense` and
     friends are handled like their parent.
     """
-    return rule_for(layer).weights_of(type(layer))
+    return rule_for(layer).layer_weights(layer)
 
 
 def is_supported(layer):
@@ -63,4 +73,5 @@ def is_supported(layer):
 
 def supported_layer_names():
     """Names of the supported layer classes, for error messages and docs."""
-    return sorted(cls.__name__ for cls in WEIGHT_LAYOUTS)
+    wrappers = [cls for rule in RULES if rule.wraps for cls in rule.types]
+    return sorted(cls.__name__ for cls in [*WEIGHT_LAYOUTS, *wrappers])

@@ -59,8 +59,12 @@ def test_lookup_follows_the_class_hierarchy():
 def test_supported_layers_is_the_registry_view():
     assert supported_layers.weight_layouts(keras.layers.Dense(2)) == DenseRule.weights
     assert set(supported_layers.supported_layer_names()) == {
-        cls.__name__ for rule in layer_rules.RULES for cls in rule.types if rule.weights_of(cls)
+        cls.__name__
+        for rule in layer_rules.RULES
+        for cls in rule.types
+        if rule.weights_of(cls) or rule.wraps
     }
+    assert "Bidirectional" in supported_layers.supported_layer_names()
     lstm, gru = keras.layers.LSTM(2), keras.layers.GRU(2)
     assert [layout.gates for layout in supported_layers.weight_layouts(lstm)] == [4, 4]
     assert [layout.gates for layout in supported_layers.weight_layouts(gru)] == [3, 3]

@@ -43,7 +43,10 @@ class WeightLayout:
     Attributes:
         attribute: Path of the layer attribute that holds the weight
             (`"kernel"`, `"cell.kernel"`; read it with `attribute()`).
-        regularizer_argument: Constructor argument that regularizes it.
+        regularizer_argument: Constructor argument that regularizes it, or
+            its path in the layer's config for a wrapped layer's weight
+            (`"layer.config.kernel_regularizer"`: a `Bidirectional`'s forward
+            layer).
         input_axes: Axes that index the layer's input units (channels).
         output_axes: Axes that index the layer's output units (filters).
         gates: Number of gate blocks on the last axis (`gates * units`
@@ -218,6 +221,9 @@ class LayerRule:
         training_sensitive: Whether the layer computes differently in training
             mode (batch statistics, random masks); such a call is kept whole
             when it may run in training mode.
+        wraps: Whether the layer's weights are those of the layers it wraps,
+            so that only `layer_weights(layer)` knows them (`weights_of` of
+            the class gives none).
     """
 
     types: tuple[type, ...] = ()
@@ -226,6 +232,7 @@ class LayerRule:
     width_argument: str | None = None
     consumes = False
     training_sensitive = False
+    wraps = False
 
     def barrier_reason(self, layer, in_tensors, out_tensors):
         """Why this call must keep all its channels, or `None`."""
@@ -311,6 +318,25 @@ class LayerRule:
     def weights_of(self, cls):
         """The `weights` of layers of class `cls` (a family's own, where they differ)."""
         return self.weights
+
+    def layer_weights(self, layer):
+        """The `weights` of `layer` itself (a wrapper's: those of what it wraps)."""
+        return self.weights_of(type(layer))
+
+    def units_read(self, layer, reads):
+        """For the reports: per unit of `layer`, whether a consumer reads it.
+
+        Args:
+            layer: The layer.
+            reads: Per output tensor of one call, the surgeon's boolean array
+                of the channels some consumer reads (`None` where unknown).
+
+        Returns:
+            A boolean array over the units of `alive_sides`, or `None` where
+            unknown (then every unit counts as read). By default the first
+            output's channels are the units.
+        """
+        return reads[0]
 
     def alive_sides(self, layer, pairs, threshold):
         """For the reports: which input units and which units of `layer` are alive.

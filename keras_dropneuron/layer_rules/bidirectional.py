@@ -20,10 +20,21 @@ its own layer reads it back and no consumer reads its output).
 - An input feature goes when neither direction's kernel reads it (or it is the
   constant 0).
 
+Penalties and pruning (`layer_weights`): the kernels of both directions,
+`forward_layer.cell.kernel`, `forward_layer.cell.recurrent_kernel`,
+`backward_layer.cell.kernel`, `backward_layer.cell.recurrent_kernel`, each
+with its direction's gates; `regularize_model` puts the regularizers into the
+wrapped layers' configs (`"layer"` and `"backward_layer"`). For the reports
+the wrapper's units are the forward units followed by the backward units
+(`forward.units + backward.units`, whatever the merge mode), and the units
+`slim_model` keeps are those of both directions (`side_units`).
+
 Kept whole (with the reason): a wrapped layer other than Keras's LSTM, GRU or
 SimpleRNN, or one that overrides `call()`; stateful layers; initial states
 given to the call; directions of different widths.
 """
+
+import dataclasses
 
 import numpy as np
 from keras import layers
@@ -57,6 +68,63 @@ class BidirectionalRule(LayerRule):
     types = (layers.Bidirectional,)
     state = tuple(f"{side}.{path}" for side in _SIDES for path in _RECURRENT.state)
     width_argument = "units"
+    wraps = True
+
+    def layer_weights(self, layer):
+        """Both directions' recurrent layouts, under `forward_layer.` and `backward_layer.`.
+
+        A wrapped layer without a recurrent rule gives none (the wrapper is
+        then not supported).
+        """
+        found = []
+        for side in _SIDES:
+            rnn = getattr(layer, side, None)
+            if not isinstance(rnn, _RECURRENT.types):
+                return ()
+            found += [
+                dataclasses.replace(
+                    layout,
+                    attribute=f"{side}.{layout.attribute}",
+                    regularizer_argument=f"{_CONFIG_KEYS[side]}.config."
+                    f"{layout.regularizer_argument}",
+                )
+                for layout in _RECURRENT.weights_of(type(rnn))
+            ]
+        return tuple(found)
+
+    def _side_pairs(self, pairs):
+        """`pairs` of the wrapper split per direction, with the wrapped layer's paths."""
+        for side in _SIDES:
+            prefix = f"{side}."
+            yield [
+                (dataclasses.replace(layout, attribute=layout.attribute[len(prefix) :]), value)
+                for layout, value in pairs
+                if layout.attribute.startswith(prefix)
+            ]
+
+    def alive_sides(self, layer, pairs, threshold):
+        # Inputs: read by either direction; units: forward's, then backward's.
+        inputs, units = [], []
+        for side, side_pairs in zip(_SIDES, self._side_pairs(pairs), strict=True):
+            alive = _RECURRENT.alive_sides(getattr(layer, side), side_pairs, threshold)
+            inputs.append(alive[0])
+            units.append(alive[1])
+        return np.logical_or.reduce(inputs), np.concatenate(units)
+
+    def read_inside(self, layer, pairs):
+        inside = [
+            _RECURRENT.read_inside(getattr(layer, side), side_pairs)
+            for side, side_pairs in zip(_SIDES, self._side_pairs(pairs), strict=True)
+        ]
+        return np.concatenate(inside)
+
+    def units_read(self, layer, reads):
+        # concat: the output's channels are the units; otherwise channel j (or
+        # output 0 / 1 without merging) is read for forward and backward unit j.
+        if layer.merge_mode == "concat":
+            return reads[0]
+        sides = (reads[0], reads[1]) if layer.merge_mode is None else (reads[0], reads[0])
+        return None if any(r is None for r in sides) else np.concatenate(sides)
 
     def barrier_reason(self, layer, in_tensors, out_tensors):
         for side in _SIDES:
