@@ -16,6 +16,7 @@ from test_recurrent_penalties import li_numpy, lo_numpy, unit_columns
 
 from keras_dropneuron import (
     DropNeuronRegularizer,
+    ProximalGroupShrinkage,
     PruneCallback,
     prune_weights,
     regularize_model,
@@ -275,3 +276,30 @@ def test_training_kills_whole_units_per_direction_and_slim_removes_them(kind, me
     row = sparsity_report(model).to_list()[0]
     assert (row["units"], row["units_after_slim"]) == (12, 2 * units)
     np.testing.assert_allclose(to_numpy(slim(x[:32])), to_numpy(model(x[:32])), atol=1e-5)
+
+
+def test_proximal_shrinkage_zeroes_whole_units_of_each_direction():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 3))
+    layer = L.Bidirectional(L.GRU(4), name="bi")
+    model = keras.Model(inputs, L.Dense(1)(layer(inputs)))
+    small = {"forward_layer": [1, 3], "backward_layer": [0]}  # units scaled down
+    for side, units in small.items():
+        scale = np.ones(4, "float32")
+        scale[units] = 0.1
+        scale = np.tile(scale, 3)
+        scale[4 + 2] = 0.1  # unit 2 small in its reset block only: its group is not
+        cell = getattr(layer, side).cell
+        for variable in (cell.kernel, cell.recurrent_kernel):
+            variable.assign(to_numpy(variable) * scale)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    x = np.random.default_rng(2).standard_normal((64, 5, 3)).astype("float32")
+    shrink = ProximalGroupShrinkage(li=0.5)
+    model.fit(x, x[:, 0, :1], epochs=2, batch_size=16, verbose=0, callbacks=[shrink])
+    for side, units in small.items():
+        cell = getattr(layer, side).cell
+        for weight in (to_numpy(cell.kernel), to_numpy(cell.recurrent_kernel)):
+            groups = unit_columns(weight, 3)
+            # The small units went in every gate block at once; the others are whole.
+            np.testing.assert_array_equal(np.all(groups == 0, axis=1), np.isin(range(4), units))
+            assert np.all(groups[~np.isin(range(4), units)] != 0)
