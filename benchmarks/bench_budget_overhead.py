@@ -21,6 +21,10 @@ Figures, per side, medians over the epochs after each fit's first (which pays fo
 - `hooks_share`: time inside the callback's hooks / epoch time: for the budget side the
   controller's events (the surgeon's plan, built and counted a few times per event).
 - `scales`: how many different strengths the budget side trained with (it must change).
+- `alternated_step_ratio`: the train step alone (`train_on_batch` on one batch of 256),
+  fixed against scaled penalties, alternated call by call (`--step-repeats` samples of at
+  least 50 ms each; the scale changes every 20 budget steps). Epochs are long samples,
+  which a shared machine's load swings spoil; short alternated ones keep the ratio.
 """
 
 import os
@@ -38,7 +42,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from bench_callback_overhead import EpochTimes, data  # noqa: E402
 
-from keras_dropneuron import BudgetCallback, PruneCallback, regularize_model  # noqa: E402
+from keras_dropneuron import BudgetCallback, PruneCallback, budget, regularize_model  # noqa: E402
 
 MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 BATCH = 256
@@ -116,16 +120,52 @@ def measure(x, y, repeats, epochs_per_fit=3):
     }
 
 
+def measure_steps(x, y, repeats):
+    """The train step alone, alternated call by call: fixed strengths against scaled ones.
+
+    The budget side's penalties are wrapped exactly as `BudgetCallback` wraps them (one
+    scale variable), and the scale takes a new value every 20 steps, so a retrace would
+    show; the fixed side trains with the plain penalties.
+    """
+    keras.utils.set_random_seed(0)
+    base = _models.lenet_300_100(softmax_layer=True)
+    models = {}
+    for side in ("fixed", "budget"):
+        models[side] = regularize_model(base, li=4e-4, lo=4e-4)
+        models[side].compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    scale = keras.Variable(1.0, trainable=False, name="scale")
+    for variable in budget.penalized_variables(models["budget"]):
+        variable.regularizer = budget._ScaledPenalty(variable.regularizer, scale)
+    xb, yb = x[:BATCH], y[:BATCH]
+    calls = iter(range(10**9))
+
+    def budget_step():
+        if next(calls) % 20 == 0:  # a new strength every 20 steps, as a callback would set it
+            scale.assign(1.0 + scale.numpy() % 1.0 + 0.25)
+        models["budget"].train_on_batch(xb, yb)
+
+    seconds = _common.alternate(
+        {"fixed": lambda: models["fixed"].train_on_batch(xb, yb), "budget": budget_step},
+        repeats,
+    )
+    return {
+        "alternated_fixed_step_ms": 1e3 * seconds["fixed"],
+        "alternated_budget_step_ms": 1e3 * seconds["budget"],
+        "alternated_step_ratio": seconds["budget"] / seconds["fixed"],
+    }
+
+
 def main(argv=None):
     p = _common.parser(__doc__, repeats=4)
     p.add_argument("--mnist", default=str(MNIST), help="local mnist.npz")
     p.add_argument("--samples", type=int, default=60000, help="training samples per epoch")
+    p.add_argument("--step-repeats", type=int, default=41, help="samples of the alternated step")
     _backend_choice.add_argument(p)
     args = p.parse_args(argv)
     _backend_choice.check(p, args)
     samples = 128 if args.tiny else args.samples
     x, y = data("lenet-300-100", args.mnist, samples, args.tiny)
-    rows = [measure(x, y, max(args.repeats, 2))]
+    rows = [{**measure(x, y, max(args.repeats, 2)), **measure_steps(x, y, args.step_repeats)}]
     _common.print_table(rows, list(rows[0]))
     _common.finish(args, rows, backend=args.backend)
     return rows
