@@ -153,6 +153,34 @@ def run(net, seed, targets, tiny, out, epochs, control, train_samples=None):
     return rows
 
 
+def table(path):
+    """A Markdown table of the runs in the JSON-lines file `path`, per net and target."""
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["net"], row["target_macs"]), []).append(row)
+    lines = [
+        "| net | target_macs | seeds | slim MACs / original (mean; each) | within 10% | "
+        "test accuracy before -> after (drop, points) | epochs to target | status |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (net, target), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        done = [r for r in runs if "macs_ratio" in r]
+        ratios = [r["macs_ratio"] for r in done]
+        before = np.mean([r["test_accuracy_before"] for r in done]) if done else float("nan")
+        after = np.mean([r["test_accuracy_after"] for r in done]) if done else float("nan")
+        status = ", ".join(sorted({r["status"].split(":")[0] for r in runs}))
+        within = all(abs(q - target) <= 0.1 * target for q in ratios) and bool(ratios)
+        lines.append(
+            f"| {net} | {target:g} | {len(runs)} | "
+            f"{np.mean(ratios) if ratios else float('nan'):.3f}; "
+            f"{', '.join(f'{q:.3f}' for q in ratios)} | {'yes' if within else 'no'} | "
+            f"{100 * before:.2f}% -> {100 * after:.2f}% ({100 * (before - after):+.2f}) | "
+            f"{', '.join(str(r.get('epochs_to_target', '-')) for r in runs)} | {status} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = _common.parser(__doc__, repeats=1)
     p.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS)
@@ -161,7 +189,11 @@ def main(argv=None):
     p.add_argument(
         "--train-samples", type=int, help="train on the first N images only (default: 54000)"
     )
+    p.add_argument("--table", metavar="JSONL", help="print the Markdown table of earlier runs")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return []
     rows = []
     for net in args.nets:
         for seed in args.seeds:

@@ -139,3 +139,6 @@ def test_budget_mnist_runner(tmp_path, capsys):
     assert row["status"] == "ok" or row["status"].startswith("BudgetError: target_macs=0.5")
     ratios = row.get("ratios") or {"macs": row["macs_ratio"]}
     assert 0 < ratios["macs"] <= 1
+    capsys.readouterr()
+    importlib.import_module("budget_mnist").main(["--table", str(out)])
+    assert "| lenet-300-100 | 0.5 | 1 |" in capsys.readouterr().out
