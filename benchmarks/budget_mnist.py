@@ -155,7 +155,8 @@ def run(net, seed, targets, tiny, out, epochs, control, train_samples=None):
 
 def table(path):
     """A Markdown table of the runs in the JSON-lines file `path`, per net and target."""
-    rows = [json.loads(line) for line in open(path) if line.strip()]
+    with open(path) as file:
+        rows = [json.loads(line) for line in file if line.strip()]
     groups = {}
     for row in rows:
         groups.setdefault((row["net"], row["target_macs"]), []).append(row)
