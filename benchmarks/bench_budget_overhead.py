@@ -25,6 +25,8 @@ Figures, per side, medians over the epochs after each fit's first (which pays fo
   fixed against scaled penalties, alternated call by call (`--step-repeats` samples of at
   least 50 ms each; the scale changes every 20 budget steps). Epochs are long samples,
   which a shared machine's load swings spoil; short alternated ones keep the ratio.
+  `alternated_control_ratio` times a third model identical to the fixed one in the same
+  rotation: how far two equal sides differ in this run (the noise floor).
 """
 
 import os
@@ -130,7 +132,7 @@ def measure_steps(x, y, repeats):
     keras.utils.set_random_seed(0)
     base = _models.lenet_300_100(softmax_layer=True)
     models = {}
-    for side in ("fixed", "budget"):
+    for side in ("fixed", "control", "budget"):
         models[side] = regularize_model(base, li=4e-4, lo=4e-4)
         models[side].compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     scale = keras.Variable(1.0, trainable=False, name="scale")
@@ -144,14 +146,14 @@ def measure_steps(x, y, repeats):
             scale.assign(1.0 + scale.numpy() % 1.0 + 0.25)
         models["budget"].train_on_batch(xb, yb)
 
-    seconds = _common.alternate(
-        {"fixed": lambda: models["fixed"].train_on_batch(xb, yb), "budget": budget_step},
-        repeats,
-    )
+    steps = {side: (lambda m=models[side]: m.train_on_batch(xb, yb)) for side in models}
+    seconds = _common.alternate({**steps, "budget": budget_step}, repeats)
     return {
         "alternated_fixed_step_ms": 1e3 * seconds["fixed"],
         "alternated_budget_step_ms": 1e3 * seconds["budget"],
         "alternated_step_ratio": seconds["budget"] / seconds["fixed"],
+        # A third model, identical to the fixed one: the noise floor of this run.
+        "alternated_control_ratio": seconds["control"] / seconds["fixed"],
     }
 
 
