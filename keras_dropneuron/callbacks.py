@@ -64,6 +64,11 @@ class PruneCallback(keras.callbacks.Callback):
             none do.
         warmup_epochs: Number of epochs to train before the first pruning
             event. Defaults to `0`.
+        keep_last_unit: When a pruning event would remove every unit (or
+            head) of a layer, keep that layer's strongest unit instead of
+            refusing the event and stopping `fit`. Useful for residual
+            blocks, where a dead sublayer only adds a constant. Defaults to
+            `False`.
 
     Raises:
         TypeError, ValueError: On invalid arguments (checked here); when
@@ -95,6 +100,7 @@ class PruneCallback(keras.callbacks.Callback):
         mode="weight",
         layers=None,
         warmup_epochs=0,
+        keep_last_unit=False,
     ):
         super().__init__()
         self.threshold = checks.check_non_negative_float("threshold", threshold)
@@ -103,6 +109,7 @@ class PruneCallback(keras.callbacks.Callback):
         self.mode = checks.check_choice("mode", mode, pruning.PRUNE_MODES)
         self.layers = checks.check_layers("layers", layers, names_only=True)
         self.warmup_epochs = checks.check_int("warmup_epochs", warmup_epochs, 0)
+        self.keep_last_unit = checks.check_bool("keep_last_unit", keep_last_unit)
         # With per-epoch pruning the batch hook only counts batches, so Keras may
         # dispatch it asynchronously instead of syncing every step.
         self.async_safe = frequency == "epoch"
@@ -123,6 +130,7 @@ class PruneCallback(keras.callbacks.Callback):
             "mode": self.mode,
             "layers": self.layers,
             "warmup_epochs": self.warmup_epochs,
+            "keep_last_unit": self.keep_last_unit,
         }
 
     def on_train_begin(self, logs=None):
@@ -234,7 +242,9 @@ class PruneCallback(keras.callbacks.Callback):
                     "Lower the learning rate or the regularization strength."
                 )
             keeps.append(pruning.keep_mask(value, layout, threshold, self.mode))
-        if threshold is not None:
+        if threshold is not None and self.keep_last_unit:
+            keeps = pruning.keep_strongest_units(self._weights, values, keeps)
+        elif threshold is not None:
             pruning.check_units_survive(self._weights, values, keeps, threshold)
         return keeps
 

@@ -80,6 +80,39 @@ def check_units_survive(weights, values, keeps, threshold):
             )
 
 
+def keep_strongest_units(weights, values, keeps):
+    """Keeps the strongest unit of every layer that pruning would empty.
+
+    Where `check_units_survive` would refuse the step, the unit (or head) with
+    the largest incoming-group norm keeps its non-zero weights instead, so
+    the layer stays a layer of width one. In a residual block a sublayer
+    whose units all die only adds a constant; keeping one unit lets training
+    go on, and `slim_model` keeps a width-one layer exactly.
+
+    Args:
+        weights: `(layer, layout, variable)` triples from `managed_weights`.
+        values: Their current values.
+        keeps: The masks that pruning would apply.
+
+    Returns:
+        The masks, with one unit restored in each layer they would empty.
+    """
+    result = []
+    for (_, layout, _), value, keep in zip(weights, values, keeps, strict=True):
+        alive_after = group_alive(np.where(keep, value, 0), layout.output_axes, layout.gates)
+        alive_before = group_alive(value, layout.output_axes, layout.gates)
+        if layout.guard and alive_before.any() and not alive_after.any():
+            view, _, reduce_axes = gate_view(value.shape, layout.output_axes, layout.gates)
+            squared = np.square(value.astype(np.float64)).reshape(view)
+            norms = np.sum(squared, axis=reduce_axes, keepdims=True)
+            strongest = np.zeros(norms.shape, dtype=bool)
+            strongest.flat[np.argmax(norms)] = True
+            unit = np.broadcast_to(strongest, view).reshape(value.shape)
+            keep = keep | (unit & (value != 0))
+        result.append(keep)
+    return result
+
+
 def managed_weights(layers):
     """Lists `(layer, layout, variable)` for every prunable weight of `layers`.
 

@@ -6,7 +6,9 @@ import pytest
 from backend_utils import BACKEND, sync, tensorflow_only
 from shared_layers import shared_with_nested_model
 
-from keras_dropneuron import DropNeuronRegularizer, LiRegularizer, PruneCallback
+import keras_dropneuron
+from keras_dropneuron import DropNeuronRegularizer, LiRegularizer, PruneCallback, pruning
+from keras_dropneuron.supported_layers import WeightLayout
 
 L = keras.layers
 THRESHOLD = 0.05
@@ -452,3 +454,39 @@ def test_two_callbacks_on_other_layers_keep_their_masks_and_give_them_back():
         model.fit(x, y, epochs=1, verbose=0, callbacks=[*callbacks, RaiseAtBatch(2)])
     _assert_masks_are_gone(model, constraints)
     assert np.all(out.numpy()[:2] != 0)
+
+
+def test_keep_last_unit_keeps_each_emptied_layer_at_its_strongest_unit():
+    model = _mlp()
+    x, y = _data()
+    # Threshold 100 would empty h1 and h2; without keep_last_unit the event is refused.
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[PruneCallback(100.0, keep_last_unit=True)])
+    for name in ("h1", "h2"):
+        kernel = keras.ops.convert_to_numpy(model.get_layer(name).kernel)
+        alive = np.flatnonzero(np.any(kernel != 0, axis=0))
+        assert alive.size == 1, (name, alive)
+    slim = keras_dropneuron.slim_model(model)
+    assert [slim.get_layer(n).units for n in ("h1", "h2")] == [1, 1]
+    np.testing.assert_allclose(slim.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert PruneCallback(keep_last_unit=True).get_config()["keep_last_unit"] is True
+    with pytest.raises(TypeError, match="keep_last_unit"):
+        PruneCallback(keep_last_unit="yes")
+
+
+def test_keep_strongest_units_matches_numpy_on_a_gated_kernel():
+    rng = np.random.default_rng(0)
+    units, gates = 5, 4
+    value = rng.normal(size=(3, gates * units)) * 0.01
+    value[:, 2::units] *= 3  # unit 2's columns in every gate block are the largest
+    layout = WeightLayout("cell.kernel", "kernel_regularizer", (-2,), (-1,), gates=gates)
+    keep = np.zeros(value.shape, dtype=bool)  # pruning would remove everything
+    (result,) = pruning.keep_strongest_units([(None, layout, None)], [value], [keep])
+    norms = np.square(value).reshape(3, gates, units).sum(axis=(0, 1))
+    expected = np.zeros(value.shape, dtype=bool)
+    expected[:, np.argmax(norms) :: units] = True
+    np.testing.assert_array_equal(result, expected)
+    # A layer that keeps a unit anyway is left as pruning would leave it.
+    partial = np.zeros(value.shape, dtype=bool)
+    partial[:, 0] = True
+    (result,) = pruning.keep_strongest_units([(None, layout, None)], [value], [partial])
+    np.testing.assert_array_equal(result, partial)
