@@ -14,6 +14,7 @@ surviving input pixels of the MNIST networks as 28x28 images.
 import itertools
 import json
 import pathlib
+import textwrap
 
 import numpy as np
 
@@ -401,7 +402,8 @@ def _write_pixels(out, rows, points, plotting):
     panels = []
     for r in front:
         for seed, mask in sorted(by_label.get((r["label"], r["epochs"]), [])):
-            title = f"{r['label']}\nseed {seed}: {int(mask.sum())} pixels"
+            label = textwrap.fill(r["label"].replace(",", ", "), 30)
+            title = f"{label}\nseed {seed}: {int(mask.sum())} pixels"
             panels.append((title, mask.reshape(28, 28)))
     if panels:
         seeds = max(len(by_label.get((r["label"], r["epochs"]), [])) for r in front)

@@ -111,7 +111,7 @@ def save_pixel_mask(mask, path):
 def plot_pixel_masks(panels, path, columns=3):
     """Saves `(title, 2-D boolean mask)` panels (e.g. surviving MNIST pixels) as a grid."""
     plt = _pyplot()
-    fig, axes = _grid(plt, len(panels), columns=columns, panel=(2.2, 2.5))
+    fig, axes = _grid(plt, len(panels), columns=columns, panel=(2.4, 2.9))
     for ax, (title, mask) in zip(axes, panels, strict=True):
         ax.imshow(
             np.asarray(mask, dtype="float32"), cmap="gray", vmin=0, vmax=1, interpolation="nearest"
