@@ -125,7 +125,9 @@ def run_once(
     if auto_threshold is not None:
         cut = int(len(x) * (1 - VALIDATION_FRACTION))
         x, y, x_val, y_val = x[:cut], y[:cut], x[cut:], y[cut:]
-    callbacks = [PruneCallback(setup.threshold, mode=setup.prune_mode)]
+    callbacks = [
+        PruneCallback(setup.threshold, mode=setup.prune_mode, keep_last_unit=setup.keep_last_unit)
+    ]
     if variant == "unpenalized":
         callbacks = []  # the reference: the same training, nothing pruned
     elif method == "proximal":
