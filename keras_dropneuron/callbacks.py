@@ -56,7 +56,8 @@ class PruneCallback(keras.callbacks.Callback):
             24 batches have 6 events, after batches 4, 8, ..., 24.
         mode: `"weight"`, `"incoming"`, `"outgoing"` or `"neuron"` (both
             groups); see `keras_dropneuron.pruning.keep_mask`. A recurrent
-            unit's group spans its columns in every gate block; an attention
+            unit's group spans its columns in every gate block (in a
+            `Bidirectional`, per direction); an attention
             layer's units are its heads (`"incoming"` prunes whole heads).
             Defaults to `"weight"`.
         layers: Names of the layers to manage. Defaults to `None`: the layers

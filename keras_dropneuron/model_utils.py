@@ -12,7 +12,9 @@ def iter_layers(model):
 
     A layer that sits both in `model` and in a nested model (or in a nested
     model used twice) is yielded at its first place only, so that its weights
-    are counted, pruned and masked once.
+    are counted, pruned and masked once. A wrapper (`Bidirectional`) is
+    yielded itself, not the layers it wraps: its rule's `layer_weights` name
+    their weights (`"forward_layer.cell.kernel"`).
     """
     seen = set()
 

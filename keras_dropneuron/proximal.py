@@ -36,7 +36,8 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
 
     For every incoming group (strength `li`) and outgoing group (strength `lo`)
     of the managed layers (`keras_dropneuron.pruning.keep_mask` lists them:
-    a recurrent unit's group spans every gate block, a head is an attention
+    a recurrent unit's group spans every gate block, each direction's in a
+    `Bidirectional`, a head is an attention
     layer's unit): `w_g <- max(0, 1 - step * lambda / ||w_g||) * w_g`,
     with `step` the optimizer's current learning rate. This is proximal
     gradient descent on the Li/Lo penalties: groups reach exact zeros during

@@ -25,7 +25,8 @@ def keep_mask(weight, layout, threshold, mode="weight"):
             `"outgoing"` whole outgoing groups (one per input unit) whose L2 norm
             is below `threshold`; `"neuron"` does both. A recurrent kernel's
             group of unit `j` spans its columns in every gate block
-            (`layout.gates`); an attention layer's groups are its heads'
+            (`layout.gates`; a `Bidirectional` has each direction's kernels
+            with their own gates); an attention layer's groups are its heads'
             slices (incoming: query, key, value; outgoing: output kernel).
     """
     keep = weight != 0
