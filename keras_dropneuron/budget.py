@@ -362,6 +362,8 @@ class BudgetCallback(callbacks.PruneCallback):
         config = {name: None for name in _TARGET_ARGUMENTS}
         config[f"target_{self.budget}"] = self.target
         config.update(super().get_config())
+        # Not an argument here: the controller needs refused events to see a layer emptied.
+        config.pop("keep_last_unit", None)
         config.update(
             initial_scale=self.initial_scale,
             growth=self.growth,
