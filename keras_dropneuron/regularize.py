@@ -24,6 +24,8 @@ def regularizer_for(layout, li=0.0, lo=0.0, l1=0.0, l2=0.0, scale_by_group_size=
 def regularizers_for(layer, li, lo, l1, l2, heads, scale_by_group_size):
     """Constructor argument -> regularizer for every weight `layer` has in the layer table."""
     if isinstance(layer, keras.layers.MultiHeadAttention):
+        if not (heads or l1 or l2):
+            return {}  # nothing to penalise: the layer is left as it is
         reg = HeadRegularizer(
             heads,
             num_heads=layer.num_heads,
@@ -91,7 +93,7 @@ def regularize_model(
             supported layer.
         heads: Per-head strength for `MultiHeadAttention` layers. Defaults to
             `None`: `li` (a head is the attention layer's unit); pass `0.0` to
-            leave the heads unpenalised.
+            leave attention layers as they are (no l1/l2 either: untouched).
 
     Returns:
         A new model of the same kind with the same weights.

@@ -277,6 +277,11 @@ def test_regularize_model_refuses_an_attention_layer_it_cannot_orient():
         regularize_model(model, li=0.1)
     with pytest.raises(ValueError, match="`heads`"):
         regularize_model(model, li=0.1, heads=-1.0)
+    # heads=0.0 penalises nothing there: the layer is left as it is, the rest regularized.
+    dense = L.Dense(3, name="ff")(outputs)
+    regularized = regularize_model(keras.Model(inputs, dense), li=0.1, heads=0.0)
+    assert regularized.get_layer("square").get_config()["kernel_regularizer"] is None
+    assert regularized.get_layer("ff").kernel_regularizer.li == 0.1
 
 
 # ---------------------------------------------------------------- pruning and the report
