@@ -92,8 +92,8 @@ def regularize_model(
         layers: Names or layers to regularize. Defaults to `None`: every
             supported layer.
         heads: Per-head strength for `MultiHeadAttention` layers. Defaults to
-            `None`: `li` (a head is the attention layer's unit); pass `0.0` to
-            leave attention layers as they are (no l1/l2 either: untouched).
+            `None`: `li` (a head is the attention layer's unit); `0.0` with
+            `l1 = l2 = 0` leaves attention layers as they are.
 
     Returns:
         A new model of the same kind with the same weights.
