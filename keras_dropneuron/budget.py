@@ -656,10 +656,36 @@ class BudgetReport:
     __repr__ = __str__
 
 
-def _check_pair(name, data):
+def _check_pair(name, data, model):
+    """`(x, y)` as numpy arrays, checked against each other and the model's input."""
     if not isinstance(data, tuple | list) or len(data) != 2:
         raise checks.invalid_type(name, "a tuple (x, y) of arrays", data)
-    return tuple(data)
+    try:
+        x, y = (np.asarray(a) for a in data)
+    except (TypeError, ValueError) as error:
+        raise checks.invalid_type(name, "a tuple (x, y) of arrays", data) from error
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected x and y with one entry per "
+            f"sample. Received: x of shape {x.shape} and y of shape {y.shape}"
+        )
+    for label, array in (("x", x), ("y", y)):
+        if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+            raise ValueError(
+                f"Invalid value for argument `{name}`: expected finite values. "
+                f"Received: {label} with NaN or infinite entries"
+            )
+    expected = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else None
+    if expected is not None and (
+        len(expected) != x.ndim - 1
+        or any(e is not None and e != d for e, d in zip(expected, x.shape[1:], strict=True))
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected x of shape (n, "
+            f"{', '.join(str(d) for d in expected)}) for the model's input. "
+            f"Received: x of shape {x.shape}"
+        )
+    return x, y
 
 
 def _score(model, x, y, batch_size):
@@ -755,8 +781,8 @@ def prune_to_budget(
         **unknown,
     )
     checks.check_model("model", model)
-    x, y = _check_pair("train_data", train_data)
-    x_val, y_val = _check_pair("val_data", val_data)
+    x, y = _check_pair("train_data", train_data, model)
+    x_val, y_val = _check_pair("val_data", val_data, model)
     max_drop = checks.check_non_negative_float("max_accuracy_drop", max_accuracy_drop)
     epochs = checks.check_int("epochs", epochs, 1)
     finetune_epochs = checks.check_int("finetune_epochs", finetune_epochs, 0)

@@ -235,6 +235,26 @@ def test_other_bad_arguments_name_themselves():
         BudgetCallback(target_macs=0.5, treshold=0.1)
 
 
+def test_prune_to_budget_checks_its_data_before_training():
+    model = _mlp()
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    x, y = _data(64)
+    weights = [w.copy() for w in model.get_weights()]
+    nan = x.copy()
+    nan[3, 1] = np.nan
+    for train, val, name, match in (
+        ((x[:, :-1], y), (x, y), "train_data", r"expected x of shape \(n, 50\)"),
+        ((nan, y), (x, y), "train_data", "finite"),
+        ((x, y), (x, y[:10]), "val_data", r"y of shape \(10,\)"),
+        ((x,), (x, y), "train_data", "tuple"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=match) as info:
+            prune_to_budget(model, train, val, target_macs=0.5)
+        assert f"`{name}`" in str(info.value)
+    for w, before in zip(model.get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(w, before)  # nothing trained
+
+
 def test_prune_to_budget_returns_a_verified_slim_model_within_the_budget():
     model = _mlp()
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
