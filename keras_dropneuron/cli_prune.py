@@ -61,7 +61,25 @@ def _load_data(option, path):
             f"{option}: `x` and `y` must hold the same number (>= 2) of samples; "
             f"received {len(x)} and {len(y)} in {path}"
         )
+    for name, array in (("x", x), ("y", y)):
+        if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+            raise CommandError(f"{option}: `{name}` in {path} holds NaN or infinite values")
     return x, y
+
+
+def _check_shape(option, x, model):
+    """Refuses samples that the model's (single) input cannot take, naming the option."""
+    from keras_dropneuron.cli import CommandError
+
+    if len(model.inputs) != 1:
+        return
+    expected = tuple(model.inputs[0].shape[1:])
+    fits = len(expected) == x.ndim - 1 and all(
+        e is None or e == d for e, d in zip(expected, x.shape[1:], strict=True)
+    )
+    if not fits:
+        shape = ", ".join("n" if d is None else str(d) for d in (None, *expected))
+        raise CommandError(f"{option}: `x` has shape {x.shape}; the model takes ({shape})")
 
 
 def _prune(args):
@@ -97,6 +115,9 @@ def _prune(args):
     from keras_dropneuron.budget import BudgetError, prune_to_budget
 
     model = _load_model(args.input)
+    _check_shape("--data", x, model)
+    if args.val_data:
+        _check_shape("--val-data", val[0], model)
     try:
         slim, report = prune_to_budget(
             model,

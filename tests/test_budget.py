@@ -1,6 +1,7 @@
 """Pruning to a budget: BudgetCallback's controller and prune_to_budget."""
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -381,3 +382,12 @@ def test_prune_verb_checks_the_data_file(saved, tmp_path, capsys):
     assert "has no array 'x'" in capsys.readouterr().err
     assert main(["prune", path, "--data", path, "--target-macs", "0.5", "-o", out]) == 1
     assert "must be a .npz file" in capsys.readouterr().err
+    x = np.random.default_rng(0).normal(size=(20, 50))
+    np.savez(bad, x=x[:, :10], y=np.zeros(20))
+    assert main(["prune", path, "--data", str(bad), "--target-macs", "0.5", "-o", out]) == 1
+    assert "--data: `x` has shape (20, 10); the model takes (n, 50)" in capsys.readouterr().err
+    x[2, 3] = np.nan
+    np.savez(bad, x=x, y=np.zeros(20))
+    assert main(["prune", path, "--data", str(bad), "--target-macs", "0.5", "-o", out]) == 1
+    assert "--data: `x` in" in capsys.readouterr().err
+    assert not os.path.exists(out)
