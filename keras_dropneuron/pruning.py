@@ -47,6 +47,15 @@ def keep_mask(weight, layout, threshold, mode="weight"):
     return keep
 
 
+def _would_empty(layout, value, keep):
+    """Whether applying `keep` kills the last alive unit of a guarded weight."""
+    if not layout.guard:
+        return False
+    alive_before = group_alive(value, layout.output_axes, layout.gates)
+    alive_after = group_alive(np.where(keep, value, 0), layout.output_axes, layout.gates)
+    return bool(alive_before.any() and not alive_after.any())
+
+
 def check_units_survive(weights, values, keeps, threshold):
     """Refuses a pruning step that would kill the last alive units of a layer.
 
@@ -67,11 +76,7 @@ def check_units_survive(weights, values, keeps, threshold):
             lose every unit.
     """
     for (layer, layout, _), value, keep in zip(weights, values, keeps, strict=True):
-        if not layout.guard:
-            continue
-        alive_before = group_alive(value, layout.output_axes, layout.gates)
-        alive_after = group_alive(np.where(keep, value, 0), layout.output_axes, layout.gates)
-        if alive_before.any() and not alive_after.any():
+        if _would_empty(layout, value, keep):
             raise UnitsWouldVanishError(
                 f"Invalid value for argument `threshold`: pruning at threshold={threshold!r} "
                 f"would remove every unit of layer {layer.name!r} (weight "
@@ -100,9 +105,7 @@ def keep_strongest_units(weights, values, keeps):
     """
     result = []
     for (_, layout, _), value, keep in zip(weights, values, keeps, strict=True):
-        alive_after = group_alive(np.where(keep, value, 0), layout.output_axes, layout.gates)
-        alive_before = group_alive(value, layout.output_axes, layout.gates)
-        if layout.guard and alive_before.any() and not alive_after.any():
+        if _would_empty(layout, value, keep):
             view, _, reduce_axes = gate_view(value.shape, layout.output_axes, layout.gates)
             squared = np.square(value.astype(np.float64)).reshape(view)
             norms = np.sum(squared, axis=reduce_axes, keepdims=True)
