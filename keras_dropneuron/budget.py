@@ -675,17 +675,24 @@ def _check_pair(name, data, model):
                 f"Invalid value for argument `{name}`: expected finite values. "
                 f"Received: {label} with NaN or infinite entries"
             )
-    expected = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else None
-    if expected is not None and (
-        len(expected) != x.ndim - 1
-        or any(e is not None and e != d for e, d in zip(expected, x.shape[1:], strict=True))
-    ):
+    expected = input_mismatch(model, x)
+    if expected:
         raise ValueError(
-            f"Invalid value for argument `{name}`: expected x of shape (n, "
-            f"{', '.join(str(d) for d in expected)}) for the model's input. "
-            f"Received: x of shape {x.shape}"
+            f"Invalid value for argument `{name}`: expected x of shape {expected} for the "
+            f"model's input. Received: x of shape {x.shape}"
         )
     return x, y
+
+
+def input_mismatch(model, x):
+    """The input shape a single-input `model` expects, as text, when `x` does not fit it."""
+    if len(model.inputs) != 1:
+        return None
+    expected = tuple(model.inputs[0].shape[1:])
+    fits = len(expected) == x.ndim - 1 and all(
+        e is None or e == d for e, d in zip(expected, x.shape[1:], strict=True)
+    )
+    return None if fits else "(" + ", ".join(["n", *map(str, expected)]) + ")"
 
 
 def _score(model, x, y, batch_size):

@@ -69,17 +69,12 @@ def _load_data(option, path):
 
 def _check_shape(option, x, model):
     """Refuses samples that the model's (single) input cannot take, naming the option."""
+    from keras_dropneuron.budget import input_mismatch
     from keras_dropneuron.cli import CommandError
 
-    if len(model.inputs) != 1:
-        return
-    expected = tuple(model.inputs[0].shape[1:])
-    fits = len(expected) == x.ndim - 1 and all(
-        e is None or e == d for e, d in zip(expected, x.shape[1:], strict=True)
-    )
-    if not fits:
-        shape = ", ".join("n" if d is None else str(d) for d in (None, *expected))
-        raise CommandError(f"{option}: `x` has shape {x.shape}; the model takes ({shape})")
+    expected = input_mismatch(model, x)
+    if expected:
+        raise CommandError(f"{option}: `x` has shape {x.shape}; the model takes {expected}")
 
 
 def _prune(args):
