@@ -19,11 +19,12 @@ import textwrap
 import numpy as np
 
 from keras_dropneuron.checks import check_non_negative_float
-from keras_dropneuron.experiments import runner
+from keras_dropneuron.experiments import methods, runner
 from keras_dropneuron.experiments.setups import SETUPS
 
-# Grid keys besides the set-up's penalty strengths (`runner.run_once` arguments).
-OPTIONS = ("auto_threshold", "finetune_epochs")
+# Grid keys besides the set-up's penalty strengths (`runner.run_once` arguments,
+# and the training methods of `methods.OPTIONS`).
+OPTIONS = ("auto_threshold", "finetune_epochs", *methods.OPTIONS)
 SIZES = ("units", "slim_params", "slim_macs")  # the frontier's size axes
 SIZE_LABELS = {
     "units": "units alive (sum over the counted layers)",
@@ -108,8 +109,9 @@ def parse_grid(name, specs):
             check_non_negative_float(f"grid[{'+'.join(keys)}]", float(v))
             for v in _floats(spec, values)
         ]
-        if "finetune_epochs" in keys and any(v != int(v) for v in numbers):
-            raise ValueError(f"Invalid grid: finetune_epochs must be whole numbers: {spec!r}")
+        whole = {"finetune_epochs", *methods.WHOLE} & set(keys)
+        if whole and any(v != int(v) for v in numbers):
+            raise ValueError(f"Invalid grid: {sorted(whole)} must be whole numbers: {spec!r}")
         axes.append([dict.fromkeys(keys, v) for v in numbers])
     configs = []
     for combination in itertools.product(*axes):
@@ -118,6 +120,9 @@ def parse_grid(name, specs):
         config = {"penalties": merged, "auto_threshold": auto}
         if "finetune_epochs" in merged:  # absent unless given: older points keep their ids
             config["finetune_epochs"] = int(merged.pop("finetune_epochs"))
+        training = {k: merged.pop(k) for k in methods.OPTIONS if k in merged}
+        if training:
+            config["training"] = methods.check_training(training)
         configs.append(config)
     return configs
 
@@ -138,6 +143,7 @@ def config_label(config):
         parts.append(f"auto={config['auto_threshold']:g}")
     if config.get("finetune_epochs") is not None:
         parts.append(f"ft={config['finetune_epochs']}")
+    parts += [f"{k}={v:g}" for k, v in sorted(config.get("training", {}).items())]
     return ",".join(parts) or "defaults"
 
 
@@ -204,6 +210,7 @@ def run_frontier(
                 penalties=config["penalties"],
                 auto_threshold=config["auto_threshold"],
                 finetune_epochs=config.get("finetune_epochs"),
+                training=config.get("training"),
             )
             result["config"] = config
             result["label"] = config_label(config)

@@ -1,5 +1,6 @@
 """Train, prune, slim and report one experiment; aggregate over seeds."""
 
+import itertools
 import json
 import pathlib
 import time
@@ -9,7 +10,7 @@ import numpy as np
 
 from keras_dropneuron.callbacks import PruneCallback
 from keras_dropneuron.checks import check_non_negative_float
-from keras_dropneuron.experiments import timing
+from keras_dropneuron.experiments import methods, timing
 from keras_dropneuron.experiments.setups import SETUPS
 from keras_dropneuron.layer_rules import rule_for
 from keras_dropneuron.proximal import ProximalGroupShrinkage
@@ -78,12 +79,8 @@ def _alive_units(setup, report, model, slim):
     return units
 
 
-def _compile(model, setup, learning_rate):
-    model.compile(
-        keras.optimizers.Adam(learning_rate),
-        setup.loss,
-        steps_per_execution=setup.steps_per_execution,
-    )
+def _compile(model, setup, optimizer):
+    model.compile(optimizer, setup.loss, steps_per_execution=setup.steps_per_execution)
 
 
 def run_once(
@@ -98,6 +95,7 @@ def run_once(
     penalties=None,
     auto_threshold=None,
     finetune_epochs=None,
+    training=None,
 ):
     """Runs one experiment end to end and returns its figures as a dict.
 
@@ -111,7 +109,9 @@ def run_once(
     below the largest threshold that loses at most `tolerance` on it
     (`choose_threshold` in `"neuron"` mode) are pruned before fine-tuning.
     `finetune_epochs` overrides the set-up's (`None`: the set-up's); they are
-    part of `epochs`, not added to it.
+    part of `epochs`, not added to it. `training` holds the method options of
+    `keras_dropneuron.experiments.methods` (learning-rate schedule, optimizer,
+    warm-up, prune-and-retrain cycles, reweighting); `None` is the set-up's recipe.
     """
     setup = SETUPS[name]
     keras.utils.set_random_seed(seed)
@@ -122,6 +122,19 @@ def run_once(
         epochs = 1
     overrides = check_penalties(name, penalties)
     penalties = {**setup.penalties, **overrides}
+    training = methods.check_training(training)
+    if training.get("proximal"):
+        method = "proximal"
+    cycles = int(training.get("cycles", 0)) or 1
+    if cycles > 1 and auto_threshold is None:
+        raise ValueError(
+            "Invalid `training['cycles']`: prune-and-retrain cycles need `auto_threshold`"
+        )
+    if training.get("ramp_epochs") and keras.backend.backend() == "jax":
+        raise ValueError(
+            "`training['ramp_epochs']` needs TensorFlow or PyTorch (JAX traces the scale)"
+        )
+    learning_rate = training.get("learning_rate", setup.learning_rate)
     if auto_threshold is not None:
         cut = int(len(x) * (1 - VALIDATION_FRACTION))
         x, y, x_val, y_val = x[:cut], y[:cut], x[cut:], y[cut:]
@@ -139,38 +152,50 @@ def run_once(
         ]
         # No penalty on top of the proximal step (it *is* the penalty's step).
         penalties = {k: v if k.startswith("prox_") else 0.0 for k, v in penalties.items()}
+    if variant != "unpenalized":
+        if training.get("ramp_epochs"):
+            callbacks.append(methods.PenaltyRamp(training["ramp_epochs"]))
+        if training.get("reweight"):
+            callbacks.append(methods.ReweightedGroupLasso())
     model = setup.build(variant, penalties)
-    _compile(model, setup, setup.learning_rate)
     if finetune_epochs is None:
         finetune_epochs = setup.finetune_epochs
     finetune = 0 if quick else min(finetune_epochs, epochs - 1)
+    steps = -(-len(x) // setup.batch_size)
+    _compile(model, setup, methods.optimizer(training, learning_rate, steps * (epochs - finetune)))
     chosen = None
     start = time.perf_counter()
-    model.fit(
-        x,
-        y,
-        epochs=epochs - finetune,
-        batch_size=setup.batch_size,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-    if auto_threshold is not None:
-        chosen, _ = choose_threshold(
-            model,
-            x_val,
-            y_val,
-            tolerance=auto_threshold,
-            mode="neuron",
-            score=lambda t, p: score(setup.metric, t, p),
+    # Prune-and-retrain cycles: the penalized epochs in `cycles` parts, the
+    # automatic threshold after each (one part, pruned once, without the option).
+    bounds = np.unique(np.linspace(0, epochs - finetune, cycles + 1).round().astype(int))
+    for first, last in itertools.pairwise(bounds):
+        model.fit(
+            x,
+            y,
+            initial_epoch=int(first),
+            epochs=int(last),
+            batch_size=setup.batch_size,
+            callbacks=callbacks,
+            verbose=verbose,
         )
-        if chosen:
-            prune_weights(model, chosen, mode="neuron")
+        if auto_threshold is not None:
+            chosen, _ = choose_threshold(
+                model,
+                x_val,
+                y_val,
+                tolerance=auto_threshold,
+                mode="neuron",
+                score=lambda t, p: score(setup.metric, t, p),
+            )
+            if chosen:
+                prune_weights(model, chosen, mode="neuron")
     if finetune:
         # Retrain the survivors without penalties (the penalties shrink every
         # weight a little), usually at a lower learning rate; PruneCallback(0.0)
         # holds the pruned weights at zero.
         model = regularize_model(model)
-        _compile(model, setup, setup.learning_rate * setup.finetune_lr_factor)
+        rate = learning_rate * setup.finetune_lr_factor
+        _compile(model, setup, methods.optimizer(training, rate, steps * finetune))
         model.fit(
             x,
             y,
@@ -201,6 +226,7 @@ def run_once(
         "variant": variant,
         "method": method if auto_threshold is None else f"{method}+auto",
         "penalties": overrides,
+        "training": training,
         "seed": seed,
         "epochs": epochs,
         "finetune_epochs": finetune,

@@ -1,0 +1,182 @@
+"""Training-method options of the frontier sweeps (issue 14), inside the group-lasso family.
+
+Each option is a number, so that `keras-dropneuron frontier --grid KEY=V1,V2`
+can sweep it; `0` (or absent) is the set-up's own recipe:
+
+- `learning_rate`: the penalized phase's learning rate (fine-tuning keeps its
+  fraction `finetune_lr_factor` of it).
+- `cosine_lr`: `1` decays the learning rate of each phase (penalized training,
+  fine-tuning) to zero on a half cosine.
+- `sgd_momentum`: `m > 0` trains with SGD and momentum `m` instead of Adam.
+- `proximal`: `1` replaces the penalties' gradients by proximal group
+  shrinkage (`ProximalGroupShrinkage`, strengths `prox_li` / `prox_lo`);
+  under SGD the proximal step is the penalty's own step, `lr * strength`.
+- `ramp_epochs`: the penalties grow linearly from `1 / n` of their strength
+  to all of it over the first `n` epochs (a warm-up).
+- `cycles`: `k > 1` splits the penalized phase into `k` parts and prunes with
+  the automatic threshold after each (prune-and-retrain cycles; needs
+  `auto_threshold`).
+- `reweight`: `1` is the reweighted group lasso: after every epoch each group's
+  strength becomes `strength * mean_norm / (norm + 0.1 * mean_norm)` (weak
+  groups are pushed harder, strong ones spared), on the Dense layers.
+
+A method becomes a library option only if it moves the frontier
+(RESULTS.md, section 10, says which did).
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_dropneuron import budget
+from keras_dropneuron.regularizers import DropNeuronRegularizer
+
+OPTIONS = (
+    "learning_rate",
+    "cosine_lr",
+    "sgd_momentum",
+    "proximal",
+    "ramp_epochs",
+    "cycles",
+    "reweight",
+)
+WHOLE = ("cosine_lr", "proximal", "ramp_epochs", "cycles", "reweight")  # integer-valued
+
+
+def check_training(training):
+    """Returns the method options as a dict after checking keys and values."""
+    training = dict(training or {})
+    for key, value in training.items():
+        if key not in OPTIONS:
+            raise ValueError(
+                f"Invalid key in argument `training`: expected one of {list(OPTIONS)}. "
+                f"Received: {key!r}"
+            )
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(
+                f"Invalid value for `training[{key!r}]`: expected a finite number >= 0. "
+                f"Received: {value!r}"
+            )
+        if key in WHOLE and value != int(value):
+            raise ValueError(
+                f"Invalid value for `training[{key!r}]`: expected a whole number. "
+                f"Received: {value!r}"
+            )
+        if key == "sgd_momentum" and value >= 1:
+            raise ValueError(
+                f"Invalid value for `training['sgd_momentum']`: expected a number in [0, 1). "
+                f"Received: {value!r}"
+            )
+    return training
+
+
+def optimizer(training, learning_rate, steps):
+    """The optimizer of one phase of `steps` batches at `learning_rate`."""
+    rate = learning_rate
+    if training.get("cosine_lr"):
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, max(int(steps), 1))
+    momentum = training.get("sgd_momentum", 0.0)
+    if momentum:
+        return keras.optimizers.SGD(rate, momentum=momentum)
+    return keras.optimizers.Adam(rate)
+
+
+class _PenaltyScale(keras.callbacks.Callback):
+    """Multiplies every DropNeuron penalty of the model by a variable (budget's wrapper)."""
+
+    def on_train_begin(self, logs=None):
+        self.variable = keras.Variable(
+            self.scale_at(0), dtype="float32", trainable=False, name="penalty_ramp"
+        )
+        self.wrapped = [(v, v.regularizer) for v in budget.penalized_variables(self.model)]
+        for variable, regularizer in self.wrapped:
+            variable.regularizer = budget._ScaledPenalty(regularizer, self.variable)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(self.scale_at(epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["penalty_scale"] = float(self.scale_at(epoch))
+
+    def on_train_end(self, logs=None):
+        for variable, regularizer in self.wrapped:
+            variable.regularizer = regularizer
+
+
+class PenaltyRamp(_PenaltyScale):
+    """Linear warm-up of the penalties: `(epoch + 1) / epochs` of them, then all.
+
+    TensorFlow and PyTorch read the variable in the train step; on JAX the
+    traced step would freeze it, so the runner refuses `ramp_epochs` there.
+    """
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = int(epochs)
+
+    def scale_at(self, epoch):
+        return min(1.0, (epoch + 1) / self.epochs)
+
+
+class ReweightedGroupLasso(keras.callbacks.Callback):
+    """Reweighted group lasso on Dense kernels penalized by `DropNeuronRegularizer`.
+
+    Replaces each such kernel's penalty with
+    `li * sum_j c_j ||W[:, j]|| + lo * sum_i r_i ||W[i, :]||`, the weights `c`
+    and `r` (variables) recomputed after every epoch from the current norms:
+    `c_j = m / (n_j + 0.1 m)`, `m` the mean norm of the groups still alive, so
+    a group near zero is pushed about ten times harder than an average one.
+    """
+
+    EPSILON = 0.1
+
+    def on_train_begin(self, logs=None):
+        self.targets = []
+        for layer in self.model.layers:
+            regularizer = getattr(layer, "kernel_regularizer", None)
+            kernel = getattr(layer, "kernel", None)
+            if not isinstance(regularizer, DropNeuronRegularizer) or kernel is None:
+                continue
+            plain = regularizer.gates == 1 and not (regularizer.l1 or regularizer.l2)
+            if len(kernel.shape) != 2 or not plain or regularizer.scale_by_group_size:
+                continue
+            columns = keras.Variable(np.ones(kernel.shape[1], "float32"), trainable=False)
+            rows = keras.Variable(np.ones(kernel.shape[0], "float32"), trainable=False)
+            original = kernel.regularizer
+            kernel.regularizer = _Reweighted(regularizer.li, regularizer.lo, columns, rows)
+            self.targets.append((kernel, original, columns, rows))
+
+    def on_epoch_end(self, epoch, logs=None):
+        for kernel, _, columns, rows in self.targets:
+            w = np.asarray(kernel.numpy(), "float64")
+            for variable, norms in (
+                (columns, np.linalg.norm(w, axis=0)),
+                (rows, np.linalg.norm(w, axis=1)),
+            ):
+                alive = norms[norms > 0]
+                mean = float(alive.mean()) if alive.size else 1.0
+                variable.assign((mean / (norms + self.EPSILON * mean)).astype("float32"))
+
+    def on_train_end(self, logs=None):
+        for kernel, original, _, _ in self.targets:
+            kernel.regularizer = original
+
+
+class _Reweighted:
+    def __init__(self, li, lo, columns, rows):
+        self.li, self.lo, self.columns, self.rows = li, lo, columns, rows
+
+    def __call__(self, w):
+        squares = ops.square(w)
+        # The small constant keeps the gradient finite at an all-zero group.
+        incoming = ops.sqrt(ops.sum(squares, axis=0) + 1e-12)
+        outgoing = ops.sqrt(ops.sum(squares, axis=1) + 1e-12)
+        penalty = 0.0
+        if self.li:
+            penalty = penalty + self.li * ops.sum(ops.cast(self.columns, w.dtype) * incoming)
+        if self.lo:
+            penalty = penalty + self.lo * ops.sum(ops.cast(self.rows, w.dtype) * outgoing)
+        return penalty
