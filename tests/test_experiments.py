@@ -205,6 +205,81 @@ def test_proximal_runs_carry_no_penalty(mnist_path):
     assert [float(loss) for loss in model.losses] == [0.0] * len(model.losses)
 
 
+# ------------------------------------------------------- LeNet-5-Caffe (issue 14)
+
+
+def test_lenet_5_caffe_penalties_are_group_norms_of_filters_channels_and_units():
+    setup = SETUPS["lenet-5-caffe"]
+    strengths = {"li": 1e-3, "lo": 2e-3, "conv_li": 3e-3, "conv_lo": 4e-3}
+    model = setup.build("dropneuron", {**setup.penalties, **strengths})
+    assert [layer.name for layer in model.layers if layer.weights] == [
+        "conv1",
+        "conv2",
+        "fc1",
+        "fc2",
+    ]
+    assert model.output_shape == (None, 10)
+    assert model.get_layer("fc1").input.shape[-1] == 800
+
+    def kernel(name):
+        return keras.ops.convert_to_numpy(model.get_layer(name).kernel).astype("float64")
+
+    def norms(w, keep):  # one L2 norm per index of axis `keep`
+        axes = tuple(a for a in range(w.ndim) if a != keep % w.ndim)
+        return np.sqrt(np.sum(w**2, axis=axes))
+
+    conv1, conv2, fc1, fc2 = (kernel(n) for n in ("conv1", "conv2", "fc1", "fc2"))
+    expected = [
+        3e-3 * norms(conv1, -1).sum(),  # conv1 filters
+        3e-3 * norms(conv2, -1).sum() + 4e-3 * norms(conv2, 2).sum(),  # filters, channels
+        1e-3 * norms(fc1, -1).sum() + 2e-3 * norms(fc1, 0).sum(),  # units, inputs
+        2e-3 * norms(fc2, 0).sum(),  # fc1's units as the output layer reads them
+    ]
+    np.testing.assert_allclose([float(v) for v in model.losses], expected, rtol=1e-5)
+    unpenalized = setup.build("unpenalized", setup.penalties)
+    assert unpenalized.losses == [] and unpenalized.count_params() == model.count_params()
+
+
+def test_lenet_5_caffe_dead_filters_and_units_are_sliced_away_exactly():
+    from keras_dropneuron import slim_model, sparsity_report
+
+    setup = SETUPS["lenet-5-caffe"]
+    model = setup.build("unpenalized", setup.penalties)
+    # conv1 filters 0-10 and conv2 filters 0-31 receive nothing (relu(0) = 0).
+    for name, dead in (("conv1", slice(0, 11)), ("conv2", slice(0, 32))):
+        _kill(model.get_layer(name).kernel, (..., dead))
+        _kill(model.get_layer(name).bias, dead)
+    # fc1 reads 65 of the 800 flattened features (row p * 50 + c for position p,
+    # channel c), all from live channels, and its units 0-474 receive nothing.
+    rng = np.random.default_rng(4)
+    live_rows = np.flatnonzero(np.arange(800) % 50 >= 32)
+    rows = np.sort(rng.choice(live_rows, size=65, replace=False))
+    _kill(model.get_layer("fc1").kernel, np.setdiff1d(np.arange(800), rows))
+    _kill(model.get_layer("fc1").kernel, (slice(None), slice(0, 475)))
+    _kill(model.get_layer("fc1").bias, slice(0, 475))
+    channels = np.unique(rows % 50)  # the conv2 filters that fc1 still reads
+    slim = slim_model(model)
+    assert slim.get_layer("conv1").filters == 9
+    assert slim.get_layer("conv2").filters == len(channels)
+    # A read channel keeps all its 16 positions: the convolution computes them.
+    assert tuple(slim.get_layer("fc1").kernel.shape) == (16 * len(channels), 25)
+    images = np.random.default_rng(5).random((16, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(slim(images)),
+        keras.ops.convert_to_numpy(model(images)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # The records' order: conv1 filters - conv2 filters - fc1 inputs - fc1 units.
+    units = runner._alive_units(setup, sparsity_report(model), model, slim)
+    assert [(u["alive"], u["total"]) for u in units] == [
+        (9, 20),
+        (len(channels), 50),
+        (65, 800),
+        (25, 500),
+    ]
+
+
 # ------------------------------------------------- beyond the paper (issue 12)
 
 

@@ -114,6 +114,43 @@ def test_published_points_cost_follows_from_their_units():
     assert frontier.published_points("lenet-5") == []
 
 
+def test_conv_net_records_give_error_and_units_only():
+    bc, l0 = frontier.published_points("lenet-5-caffe")
+    assert (bc["units"], bc["units_total"], bc["error"]) == ([5, 10, 76, 16], 107, 1.0)
+    assert (l0["units"], l0["units_total"], l0["error"]) == ([9, 18, 65, 25], 117, 1.0)
+    assert "slim_params" not in bc and "slim_macs" not in l0
+    lines = frontier.markdown([], "lenet-5-caffe").splitlines()
+    assert "| L0-sep (Louizos et al. 2018) | 1.00% | 9-18-65-25 | - | - |" in lines
+
+
+def test_frontier_quick_lenet_5_caffe_prunes_filters_and_slims_exactly(
+    mnist_path, tmp_path, capsys
+):
+    grid = "li+lo+conv_li+conv_lo=1e-3"
+    args = ["frontier", "lenet-5-caffe", "--quick", "--seeds", "1", "--grid", grid]
+    assert cli.main([*args, "--mnist", str(mnist_path), "--out", str(tmp_path)]) == 0
+    assert "1 runs trained, 0 found" in capsys.readouterr().out
+    (path,) = (tmp_path / "points").glob("*.json")
+    run = json.loads(path.read_text())
+    assert run["slim_matches"] and run["slim_error"] == pytest.approx(run["error"], abs=1e-9)
+    assert [(u["label"], u["total"]) for u in run["units"]] == [
+        ("conv1 filters", 20),
+        ("conv2 filters", 50),
+        ("fc1 inputs", 800),
+        ("fc1", 500),
+    ]
+    assert all(0 < u["alive"] <= u["total"] for u in run["units"])
+    assert run["slim_params"] <= run["params"] == 431_080
+    assert "alive_inputs" not in run  # no pixel rows: fc1 reads feature maps
+    document = json.loads((tmp_path / "frontier.json").read_text())
+    assert [r["label"] for r in document["rows"]] == [
+        "conv_li=0.001,conv_lo=0.001,li=0.001,lo=0.001"
+    ]
+    assert [p["units"] for p in document["published"]] == [[5, 10, 76, 16], [9, 18, 65, 25]]
+    assert (tmp_path / "frontier.png").stat().st_size > 0
+    assert not (tmp_path / "pixels.png").exists()
+
+
 def _quick_frontier(mnist_path, out, *extra):
     return cli.main(
         [

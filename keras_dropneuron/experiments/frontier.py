@@ -33,6 +33,8 @@ SIZE_LABELS = {
 }
 # Outputs of the Dense chains whose published points give units only: their
 # parameters and multiply-adds follow from the units (weights plus biases).
+# Not the convolutional networks: there they depend on which fc1 inputs the
+# records kept, so their published points give the metric and units only.
 _CHAIN_OUTPUTS = {"lenet-300-100": 10, "autoencoder": 784, "sparse-regression": 1}
 
 # Published neuron-level records (../shared/PAPER.md): units alive in the order
@@ -54,6 +56,15 @@ PUBLISHED = {
     "sparse-regression": [
         {"source": "DropNeuron (Pan et al. 2016)", "nmse": 3.6e-4, "units": [2, 1]}
     ],
+    # conv1 filters - conv2 filters - fc1 inputs - fc1 units (20-50-800-500).
+    "lenet-5-caffe": [
+        {
+            "source": "Bayesian Compression GHS (Louizos et al. 2017)",
+            "error": 1.0,
+            "units": [5, 10, 76, 16],
+        },
+        {"source": "L0-sep (Louizos et al. 2018)", "error": 1.0, "units": [9, 18, 65, 25]},
+    ],
 }
 
 # A small grid per experiment for `keras-dropneuron frontier` without `--grid`.
@@ -61,6 +72,7 @@ DEFAULT_GRIDS = {
     "lenet-300-100": ["li+lo=2e-4,3e-4,4e-4", "auto_threshold=0"],
     "autoencoder": ["li+lo+output_lo=2e-6,3e-6,6e-6"],
     "lenet-5": ["li+lo=3e-4,5e-4,1e-3"],
+    "lenet-5-caffe": ["li+lo+conv_li+conv_lo=5e-4,1e-3,2e-3"],
     "sparse-regression": ["li+lo=0.03,0.1,0.3"],
 }
 
@@ -334,6 +346,10 @@ def _fmt(metric, value):
     return f"{value:.2f}%" if metric == "error" else f"{value:.3g}"
 
 
+def _count(value):
+    return "-" if value is None else f"{value:,}"
+
+
 def markdown(rows, name):
     """The frontier as a Markdown table, then the published records."""
     metric = SETUPS[name].metric
@@ -364,8 +380,8 @@ def markdown(rows, name):
         for p in published:
             lines.append(
                 f"| {p['source']} | {_fmt(metric, p[metric])} "
-                f"| {'-'.join(map(str, p['units']))} | {p.get('slim_params', '-'):,} "
-                f"| {p.get('slim_macs', '-'):,} |"
+                f"| {'-'.join(map(str, p['units']))} | {_count(p.get('slim_params'))} "
+                f"| {_count(p.get('slim_macs'))} |"
             )
     return "\n".join(lines)
 
