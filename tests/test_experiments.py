@@ -205,6 +205,27 @@ def test_proximal_runs_carry_no_penalty(mnist_path):
     assert [float(loss) for loss in model.losses] == [0.0] * len(model.losses)
 
 
+def test_autoencoder_per_layer_li_penalizes_each_layer_by_its_strength():
+    setup = SETUPS["autoencoder"]
+    strengths = {"li": 1e-3, "lo": 2e-3, "input_lo": 3e-3, "output_lo": 4e-3, "enc1_li": 5e-3}
+    model = setup.build("dropneuron", {**setup.penalties, **strengths, "code_li": 6e-3})
+    expected = {
+        "enc1": (5e-3, 3e-3),
+        "code": (6e-3, 2e-3),
+        "dec1": (1e-3, 2e-3),
+        "recon": (0, 4e-3),
+    }
+    for layer in model.layers:
+        w = np.asarray(layer.kernel.numpy(), "float64")
+        li, lo = expected[layer.name]
+        norms = li * np.linalg.norm(w, axis=0).sum() + lo * np.linalg.norm(w, axis=1).sum()
+        penalty = float(keras.ops.convert_to_numpy(layer.kernel_regularizer(layer.kernel)))
+        assert penalty == pytest.approx(norms, rel=1e-5), layer.name
+    # Without them, enc1 and the code take `li` (the set-up's defaults are None).
+    model = setup.build("dropneuron", {**setup.penalties, **strengths, "enc1_li": None})
+    assert model.get_layer("enc1").kernel_regularizer.li == 1e-3
+
+
 # ------------------------------------------------------- LeNet-5-Caffe (issue 14)
 
 

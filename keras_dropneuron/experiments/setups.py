@@ -146,14 +146,19 @@ def _load_mnist_images(seed, mnist_path=None):
 
 
 def _build_autoencoder(variant, penalties):
-    reg = {"li": penalties["li"], "lo": penalties["lo"]}
     # The pixels have their own Lo strength: input pruning and hidden-unit
-    # pruning pull against the reconstruction error differently.
-    first = {"li": penalties["li"], "lo": penalties["input_lo"]}
+    # pruning pull against the reconstruction error differently. So may each
+    # hidden layer's Li (`None` is `li`): enc1's units cost the most error.
+    strengths = {
+        "enc1": {"li": penalties.get("enc1_li"), "lo": penalties["input_lo"]},
+        "code": {"li": penalties.get("code_li"), "lo": penalties["lo"]},
+        "dec1": {"li": None, "lo": penalties["lo"]},
+    }
     layers = [keras.Input((784,))]
     for name, units in (("enc1", 128), ("code", 64), ("dec1", 128)):
-        strengths = first if name == "enc1" else reg
-        layers.append(L.Dense(units, "sigmoid", name=name, kernel_regularizer=_reg(strengths)))
+        reg = strengths[name]
+        reg["li"] = penalties["li"] if reg["li"] is None else reg["li"]
+        layers.append(L.Dense(units, "sigmoid", name=name, kernel_regularizer=_reg(reg)))
     # No Li on the reconstruction layer: its incoming groups are the outputs.
     layers.append(
         L.Dense(
@@ -192,6 +197,8 @@ AUTOENCODER = Setup(
         "lo": 2e-6,
         "input_lo": 1e-6,  # Lo on the pixels (enc1's rows)
         "output_lo": 2e-6,  # Lo on the reconstruction layer (dec1's units)
+        "enc1_li": None,  # Li on enc1's units (None: li)
+        "code_li": None,  # Li on the code units (None: li)
         "prox_li": 0.05,
         "prox_lo": 0.05,
     },
