@@ -107,16 +107,21 @@ def test_reweighted_group_lasso_matches_numpy_weights():
 
 
 def test_training_options_are_grid_keys_with_labels():
-    configs = frontier.parse_grid("lenet-300-100", ["li=1e-4", "cosine_lr=0,1", "cycles=2"])
+    configs = frontier.parse_grid(
+        "lenet-300-100", ["li=1e-4", "cosine_lr=0,1", "sgd_momentum=0.9"]
+    )
     assert [c["training"] for c in configs] == [
-        {"cosine_lr": 0.0, "cycles": 2.0},
-        {"cosine_lr": 1.0, "cycles": 2.0},
+        {"cosine_lr": 0.0, "sgd_momentum": 0.9},
+        {"cosine_lr": 1.0, "sgd_momentum": 0.9},
     ]
-    assert frontier.config_label(configs[1]) == "li=0.0001,cosine_lr=1,cycles=2"
+    assert frontier.config_label(configs[1]) == "li=0.0001,cosine_lr=1,sgd_momentum=0.9"
     # Configurations without method options keep their old labels (and point files).
     assert "training" not in frontier.parse_grid("lenet-300-100", ["li=1e-4"])[0]
     with pytest.raises(ValueError, match="whole numbers"):
         frontier.parse_grid("lenet-300-100", ["ramp_epochs=1.5"])
+    with pytest.raises(ValueError, match="needs auto_threshold"):
+        frontier.parse_grid("lenet-300-100", ["cycles=1,3"])
+    assert len(frontier.parse_grid("lenet-300-100", ["cycles=1,3", "auto_threshold=0"])) == 2
 
 
 def test_cycles_need_the_automatic_threshold(mnist_path):
