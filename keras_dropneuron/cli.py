@@ -552,8 +552,12 @@ def _add_frontier(subparsers):
         metavar="KEY=V1,V2",
         action="append",
         help="one axis of the grid, repeatable (the grid is their product); KEY is a "
-        "penalty strength of the set-up (li, lo, input_lo, ...) or auto_threshold, and "
-        "KEY1+KEY2=... ties keys, e.g. --grid li+lo=2e-4,4e-4 --grid auto_threshold=0 "
+        "penalty strength of the set-up (li, lo, input_lo, ...), auto_threshold, "
+        "finetune_epochs, or a training method: learning_rate, cosine_lr (1: cosine "
+        "decay), sgd_momentum (SGD instead of Adam), proximal (1: proximal shrinkage with "
+        "prox_li/prox_lo), ramp_epochs (penalty warm-up), cycles (prune-and-retrain, needs "
+        "auto_threshold), reweight (1: reweighted group lasso); KEY1+KEY2=... ties keys, "
+        "e.g. --grid li+lo=2e-4,4e-4 --grid auto_threshold=0 "
         "(default: a small grid per experiment)",
     )
     _add_training_options(parser, seeds=3)
