@@ -506,6 +506,12 @@ def _frontier(args):
         configs = frontier.parse_grid(args.experiment, specs)
     except (TypeError, ValueError) as error:
         raise CommandError(f"--grid: {_one_line(error)}") from error
+    if args.mnist is not None and not os.path.isfile(args.mnist):
+        raise CommandError(f"--mnist: expected an MNIST .npz file. Received: {args.mnist!r}")
+    try:  # before any training: a folder that cannot be made fails now
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"--out: cannot create {out}: {error.strerror}") from error
     with _mnist_errors():
         trained, skipped = frontier.run_frontier(
             args.experiment,
@@ -555,8 +561,10 @@ def _add_frontier(subparsers):
         "penalty strength of the set-up (li, lo, input_lo, ...), auto_threshold, "
         "finetune_epochs, or a training method: learning_rate, cosine_lr (1: cosine "
         "decay), sgd_momentum (SGD instead of Adam), proximal (1: proximal shrinkage with "
-        "prox_li/prox_lo), ramp_epochs (penalty warm-up), cycles (prune-and-retrain, needs "
-        "auto_threshold), reweight (1: reweighted group lasso); KEY1+KEY2=... ties keys, "
+        "prox_li/prox_lo, the other strengths unused), ramp_epochs (penalty warm-up), "
+        "cycles (prune-and-retrain, needs auto_threshold), reweight (1: reweighted group "
+        "lasso on Dense kernels); 0 is the set-up's recipe (learning_rate must be > 0); "
+        "ramp_epochs and reweight need TensorFlow or PyTorch; KEY1+KEY2=... ties keys, "
         "e.g. --grid li+lo=2e-4,4e-4 --grid auto_threshold=0 "
         "(default: a small grid per experiment)",
     )

@@ -256,6 +256,18 @@ def test_frontier_cli_errors_and_help(tmp_path, capsys, monkeypatch):
     assert len(err.splitlines()) == 1 and "--grid" in err and "'nope'" in err
     assert cli.main(["frontier", "mnist-vit", "--out", str(tmp_path)]) == 1
     assert "no default grid" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.npz")
+    out = tmp_path / "never"
+    assert cli.main(["frontier", "lenet-300-100", "--mnist", missing, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--mnist" in err and "missing.npz" in err
+    assert not out.exists()  # refused before anything was made
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setattr(cli, "_check_out_directory", lambda *a: None)
+    assert cli.main(["frontier", "lenet-300-100", "--out", str(blocked / "sub")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out: cannot create" in err
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["frontier", "lenet-300-100", "--seeds", "0"])
     assert exit_info.value.code == 2

@@ -43,11 +43,31 @@ def _numpy_penalty(model, li=1e-3, lo=2e-3, columns=None, rows=None):
         ({"learning_rate": float("nan")}, "finite number >= 0"),
         ({"cycles": 2.5}, "whole number"),
         ({"sgd_momentum": 1.0}, r"\[0, 1\)"),
+        ({"learning_rate": 0}, "> 0"),
+        ({"proximal": 1, "reweight": 1}, "'reweight'"),
+        ({"proximal": 1, "ramp_epochs": 3}, "'ramp_epochs'"),
     ],
 )
 def test_check_training_rejects_bad_options(training, match):
     with pytest.raises(ValueError, match=match):
         methods.check_training(training)
+
+
+def test_penalty_variables_are_refused_on_jax(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    for training in ({"ramp_epochs": 2}, {"reweight": 1}):
+        with pytest.raises(ValueError, match="TensorFlow or PyTorch"):
+            methods.check_training(training)
+    assert methods.check_training({"cosine_lr": 1}) == {"cosine_lr": 1}
+
+
+def test_check_training_keeps_only_what_changes_the_recipe():
+    training = {"cosine_lr": 0, "cycles": 1, "sgd_momentum": 0.0, "reweight": 1}
+    assert methods.check_training(training) == {"reweight": 1}
+    assert methods.check_training({"cycles": 2, "learning_rate": 0.5}) == {
+        "cycles": 2,
+        "learning_rate": 0.5,
+    }
 
 
 def test_optimizer_cosine_schedule_and_sgd():
@@ -77,6 +97,12 @@ def test_penalty_ramp_scales_every_penalty_and_restores_it():
         assert logs["penalty_scale"] == scale
     ramp.on_train_end()
     assert _penalty(model) == pytest.approx(full, rel=1e-5)
+    # A second fit (a prune-and-retrain cycle) reads the same variable.
+    variable = ramp.variable
+    ramp.on_train_begin()
+    ramp.on_epoch_begin(1)
+    assert ramp.variable is variable
+    assert _penalty(model) == pytest.approx(0.5 * full, rel=1e-5)
 
 
 def test_reweighted_group_lasso_matches_numpy_weights():
@@ -111,7 +137,7 @@ def test_training_options_are_grid_keys_with_labels():
         "lenet-300-100", ["li=1e-4", "cosine_lr=0,1", "sgd_momentum=0.9"]
     )
     assert [c["training"] for c in configs] == [
-        {"cosine_lr": 0.0, "sgd_momentum": 0.9},
+        {"sgd_momentum": 0.9},
         {"cosine_lr": 1.0, "sgd_momentum": 0.9},
     ]
     assert frontier.config_label(configs[1]) == "li=0.0001,cosine_lr=1,sgd_momentum=0.9"

@@ -1,16 +1,18 @@
 """Training-method options of the frontier sweeps (issue 14), inside the group-lasso family.
 
 Each option is a number, so that `keras-dropneuron frontier --grid KEY=V1,V2`
-can sweep it; `0` (or absent) is the set-up's own recipe:
+can sweep it; `0` (or absent) is the set-up's own recipe, and a configuration
+stores only the options that change it:
 
-- `learning_rate`: the penalized phase's learning rate (fine-tuning keeps its
-  fraction `finetune_lr_factor` of it).
+- `learning_rate`: the penalized phase's learning rate, > 0 (fine-tuning keeps
+  its fraction `finetune_lr_factor` of it).
 - `cosine_lr`: `1` decays the learning rate of each phase (penalized training,
   fine-tuning) to zero on a half cosine.
 - `sgd_momentum`: `m > 0` trains with SGD and momentum `m` instead of Adam.
 - `proximal`: `1` replaces the penalties' gradients by proximal group
-  shrinkage (`ProximalGroupShrinkage`, strengths `prox_li` / `prox_lo`);
-  under SGD the proximal step is the penalty's own step, `lr * strength`.
+  shrinkage (`ProximalGroupShrinkage`, strengths `prox_li` / `prox_lo`; the
+  other strengths are then unused); under SGD the proximal step is the
+  penalty's own step, `lr * strength`.
 - `ramp_epochs`: the penalties grow linearly from `1 / n` of their strength
   to all of it over the first `n` epochs (a warm-up).
 - `cycles`: `k > 1` splits the penalized phase into `k` parts and prunes with
@@ -20,8 +22,10 @@ can sweep it; `0` (or absent) is the set-up's own recipe:
   strength becomes `strength * mean_norm / (norm + 0.1 * mean_norm)` (weak
   groups are pushed harder, strong ones spared), on the Dense layers.
 
-A method becomes a library option only if it moves the frontier
-(RESULTS.md, section 10, says which did).
+`ramp_epochs` and `reweight` change the penalties through variables that a
+jitted JAX step would freeze: they need TensorFlow or PyTorch. A method becomes
+a library option only if it moves the frontier (`benchmarks/RESULTS.md`,
+section 10, says which did).
 """
 
 import math
@@ -69,7 +73,27 @@ def check_training(training):
                 f"Invalid value for `training['sgd_momentum']`: expected a number in [0, 1). "
                 f"Received: {value!r}"
             )
-    return training
+        if key == "learning_rate" and value == 0:
+            raise ValueError(
+                f"Invalid value for `training['learning_rate']`: expected a number > 0. "
+                f"Received: {value!r}"
+            )
+    changed = {k: v for k, v in training.items() if k == "learning_rate" or v}
+    if changed.get("cycles") == 1:
+        del changed["cycles"]  # one part is the recipe
+    if changed.get("proximal"):
+        on_penalties = sorted({"ramp_epochs", "reweight"} & set(changed))
+        if on_penalties:
+            raise ValueError(
+                f"Invalid `training`: {on_penalties} act on the penalties, which `proximal` "
+                f"replaces. Received: {training!r}"
+            )
+    if {"ramp_epochs", "reweight"} & set(changed) and keras.backend.backend() == "jax":
+        raise ValueError(
+            "Invalid `training`: ramp_epochs and reweight need TensorFlow or PyTorch (a "
+            f"jitted JAX step freezes their variables). Received: {training!r}"
+        )
+    return changed
 
 
 def optimizer(training, learning_rate, steps):
@@ -86,10 +110,15 @@ def optimizer(training, learning_rate, steps):
 class _PenaltyScale(keras.callbacks.Callback):
     """Multiplies every DropNeuron penalty of the model by a variable (budget's wrapper)."""
 
+    variable = None
+
     def on_train_begin(self, logs=None):
-        self.variable = keras.Variable(
-            self.scale_at(0), dtype="float32", trainable=False, name="penalty_ramp"
-        )
+        # One variable for every fit: a train function traced in an earlier fit
+        # (prune-and-retrain cycles) keeps reading it.
+        if self.variable is None:
+            self.variable = keras.Variable(
+                self.scale_at(0), dtype="float32", trainable=False, name="penalty_ramp"
+            )
         self.wrapped = [(v, v.regularizer) for v in budget.penalized_variables(self.model)]
         for variable, regularizer in self.wrapped:
             variable.regularizer = budget._ScaledPenalty(regularizer, self.variable)
@@ -133,6 +162,10 @@ class ReweightedGroupLasso(keras.callbacks.Callback):
 
     EPSILON = 0.1
 
+    def __init__(self):
+        super().__init__()
+        self.weights = {}
+
     def on_train_begin(self, logs=None):
         self.targets = []
         for layer in self.model.layers:
@@ -143,8 +176,11 @@ class ReweightedGroupLasso(keras.callbacks.Callback):
             plain = regularizer.gates == 1 and not (regularizer.l1 or regularizer.l2)
             if len(kernel.shape) != 2 or not plain or regularizer.scale_by_group_size:
                 continue
-            columns = keras.Variable(np.ones(kernel.shape[1], "float32"), trainable=False)
-            rows = keras.Variable(np.ones(kernel.shape[0], "float32"), trainable=False)
+            if id(kernel) not in self.weights:  # kept across fits, like PenaltyRamp's
+                self.weights[id(kernel)] = tuple(
+                    keras.Variable(np.ones(n, "float32"), trainable=False) for n in kernel.shape
+                )
+            rows, columns = self.weights[id(kernel)]
             original = kernel.regularizer
             kernel.regularizer = _Reweighted(regularizer.li, regularizer.lo, columns, rows)
             self.targets.append((kernel, original, columns, rows))

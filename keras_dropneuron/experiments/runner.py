@@ -130,10 +130,6 @@ def run_once(
         raise ValueError(
             "Invalid `training['cycles']`: prune-and-retrain cycles need `auto_threshold`"
         )
-    if training.get("ramp_epochs") and keras.backend.backend() == "jax":
-        raise ValueError(
-            "`training['ramp_epochs']` needs TensorFlow or PyTorch (JAX traces the scale)"
-        )
     learning_rate = training.get("learning_rate", setup.learning_rate)
     if auto_threshold is not None:
         cut = int(len(x) * (1 - VALIDATION_FRACTION))
