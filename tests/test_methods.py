@@ -186,3 +186,32 @@ def test_methods_run_end_to_end_and_slim_exactly(mnist_path, training):
         model.optimizer,
         keras.optimizers.SGD if "sgd_momentum" in training else keras.optimizers.Adam,
     )
+
+
+def test_prox_input_lo_gives_the_first_layer_its_own_proximal_strength(mnist_path, monkeypatch):
+    made = []
+
+    class Recorder(runner.ProximalGroupShrinkage):
+        def __init__(self, li=0.0, lo=0.0, layers=None):
+            super().__init__(li, lo, layers)
+            made.append((li, lo, layers))
+
+    monkeypatch.setattr(runner, "ProximalGroupShrinkage", Recorder)
+    penalties = {"prox_li": 1e-3, "prox_lo": 2e-3, "prox_input_lo": 5e-3}
+    result, model = runner.run_once(
+        "lenet-300-100",
+        "dropneuron",
+        0,
+        "proximal",
+        quick=True,
+        mnist=mnist_path,
+        verbose=0,
+        penalties=penalties,
+    )
+    assert made == [(1e-3, 5e-3, ["fc1"]), (1e-3, 2e-3, ["fc2"])]
+    assert result["slim_matches"] and result["penalties"] == penalties
+    made.clear()
+    runner.run_once(
+        "lenet-300-100", "dropneuron", 0, "proximal", quick=True, mnist=mnist_path, verbose=0
+    )
+    assert made == [(0.5, 0.5, None)]  # without it: one step on every layer but the last

@@ -79,6 +79,17 @@ def _alive_units(setup, report, model, slim):
     return units
 
 
+def _proximal_steps(model, penalties):
+    """The proximal callbacks: `prox_li` / `prox_lo`, and `prox_input_lo` on the first layer."""
+    strengths = {"li": penalties["prox_li"], "lo": penalties["prox_lo"]}
+    if penalties.get("prox_input_lo") is None:
+        return [ProximalGroupShrinkage(**strengths)]
+    # The pixels' own proximal strength: the first layer's rows apart.
+    first, *middle = [layer.name for layer in model.layers if layer.weights][:-1]
+    steps = [ProximalGroupShrinkage(strengths["li"], penalties["prox_input_lo"], layers=[first])]
+    return steps + ([ProximalGroupShrinkage(**strengths, layers=middle)] if middle else [])
+
+
 def _compile(model, setup, optimizer):
     model.compile(optimizer, setup.loss, steps_per_execution=setup.steps_per_execution)
 
@@ -142,10 +153,7 @@ def run_once(
     elif method == "proximal":
         # Adam's steps do not scale with the gradient, so the proximal step
         # has its own strengths rather than the penalties' ones.
-        callbacks = [
-            ProximalGroupShrinkage(li=penalties["prox_li"], lo=penalties["prox_lo"]),
-            PruneCallback(0.0),  # counts and reports the exact zeros
-        ]
+        callbacks = [PruneCallback(0.0)]  # counts and reports the exact zeros
         # No penalty on top of the proximal step (it *is* the penalty's step).
         penalties = {k: v if k.startswith("prox_") else 0.0 for k, v in penalties.items()}
     if variant != "unpenalized":
@@ -154,6 +162,8 @@ def run_once(
         if training.get("reweight"):
             callbacks.append(methods.ReweightedGroupLasso())
     model = setup.build(variant, penalties)
+    if method == "proximal" and variant != "unpenalized":
+        callbacks[:0] = _proximal_steps(model, penalties)
     if finetune_epochs is None:
         finetune_epochs = setup.finetune_epochs
     finetune = 0 if quick else min(finetune_epochs, epochs - 1)

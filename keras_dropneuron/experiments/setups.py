@@ -238,7 +238,15 @@ LENET_300_100 = Setup(
     ],
     paper={"dropneuron": {"error": 1.83, "compression": 10.1, "units": "542-83-61"}},
     finetune_epochs=10,
-    penalties={"li": 4e-4, "lo": 4e-4, "input_lo": None, "prox_li": 0.5, "prox_lo": 0.5},
+    # `prox_input_lo`: the proximal method's Lo on the pixels (None: prox_lo).
+    penalties={
+        "li": 4e-4,
+        "lo": 4e-4,
+        "input_lo": None,
+        "prox_li": 0.5,
+        "prox_lo": 0.5,
+        "prox_input_lo": None,
+    },
 )
 
 
