@@ -72,7 +72,7 @@ DEFAULT_GRIDS = {
     "lenet-300-100": ["li+lo=2e-4,3e-4,4e-4", "auto_threshold=0"],
     "autoencoder": ["li+lo+output_lo=2e-6,3e-6,6e-6"],
     "lenet-5": ["li+lo=3e-4,5e-4,1e-3"],
-    "lenet-5-caffe": ["li+lo+conv_li+conv_lo=5e-4,1e-3,2e-3"],
+    "lenet-5-caffe": ["li+lo+conv_li+conv_lo=1e-3,1.5e-3,2e-3"],
     "sparse-regression": ["li+lo=0.03,0.1,0.3"],
 }
 
