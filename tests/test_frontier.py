@@ -276,6 +276,12 @@ def test_frontier_cli_errors_and_help(tmp_path, capsys, monkeypatch):
     assert "not trained again" in capsys.readouterr().out
 
 
+def test_labels_tell_apart_numbers_that_share_six_digits():
+    near = frontier.parse_grid("lenet-300-100", ["li=1e-4,1.0000001e-4", "cosine_lr=1"])
+    labels = [frontier.config_label(c) for c in near]
+    assert labels == ["li=0.0001,cosine_lr=1", "li=0.00010000001,cosine_lr=1"]
+
+
 def test_finetune_epochs_is_a_grid_option_passed_to_the_runner(tmp_path, monkeypatch):
     configs = frontier.parse_grid("lenet-300-100", ["li=1e-4", "finetune_epochs=0,30"])
     assert [c.get("finetune_epochs") for c in configs] == [0, 30]

@@ -153,14 +153,20 @@ def _floats(spec, values):
         ) from None
 
 
+def _number(value):
+    """`value` in 6 significant digits, or all of them where 6 would name another number."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 def config_label(config):
     """A short, stable name of a configuration, e.g. `li=0.0002,lo=0.0002,auto=0`."""
-    parts = [f"{k}={v:g}" for k, v in sorted(config["penalties"].items())]
+    parts = [f"{k}={_number(v)}" for k, v in sorted(config["penalties"].items())]
     if config.get("auto_threshold") is not None:
-        parts.append(f"auto={config['auto_threshold']:g}")
+        parts.append(f"auto={_number(config['auto_threshold'])}")
     if config.get("finetune_epochs") is not None:
         parts.append(f"ft={config['finetune_epochs']}")
-    parts += [f"{k}={v:g}" for k, v in sorted(config.get("training", {}).items())]
+    parts += [f"{k}={_number(v)}" for k, v in sorted(config.get("training", {}).items())]
     return ",".join(parts) or "defaults"
 
 
