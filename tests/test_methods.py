@@ -64,7 +64,7 @@ def test_penalty_variables_are_refused_on_jax(monkeypatch):
 def test_check_training_keeps_only_what_changes_the_recipe():
     training = {"cosine_lr": 0, "cycles": 1, "sgd_momentum": 0.0, "reweight": 1}
     assert methods.check_training(training) == {"reweight": 1}
-    assert methods.check_training({"cycles": 2, "learning_rate": 0.5}) == {
+    assert methods.check_training({"cycles": 2, "learning_rate": 0.5}, auto_threshold=0.0) == {
         "cycles": 2,
         "learning_rate": 0.5,
     }

@@ -133,13 +133,8 @@ def parse_grid(name, specs):
         if "finetune_epochs" in merged:  # absent unless given: older points keep their ids
             config["finetune_epochs"] = int(merged.pop("finetune_epochs"))
         training = {k: merged.pop(k) for k in methods.OPTIONS if k in merged}
-        if training.get("cycles", 0) > 1 and auto is None:
-            raise ValueError(
-                "Invalid grid: cycles > 1 (prune-and-retrain cycles) needs auto_threshold. "
-                f"Received: {specs!r}"
-            )
         if training:
-            config["training"] = methods.check_training(training)
+            config["training"] = methods.check_training(training, auto)
         configs.append(config)
     return configs
 

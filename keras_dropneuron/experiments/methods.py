@@ -49,8 +49,11 @@ OPTIONS = (
 WHOLE = ("cosine_lr", "proximal", "ramp_epochs", "cycles", "reweight")  # integer-valued
 
 
-def check_training(training):
-    """Returns the method options as a dict after checking keys and values."""
+def check_training(training, auto_threshold=None):
+    """Returns the method options that change the recipe, after checking them.
+
+    `auto_threshold` is the run's: prune-and-retrain cycles need it.
+    """
     training = dict(training or {})
     for key, value in training.items():
         if key not in OPTIONS:
@@ -81,6 +84,11 @@ def check_training(training):
     changed = {k: v for k, v in training.items() if k == "learning_rate" or v}
     if changed.get("cycles") == 1:
         del changed["cycles"]  # one part is the recipe
+    if changed.get("cycles") and auto_threshold is None:
+        raise ValueError(
+            "Invalid `training`: cycles > 1 (prune-and-retrain cycles) needs auto_threshold. "
+            f"Received: {training!r}"
+        )
     if changed.get("proximal"):
         on_penalties = sorted({"ramp_epochs", "reweight"} & set(changed))
         if on_penalties:
@@ -107,10 +115,23 @@ def optimizer(training, learning_rate, steps):
     return keras.optimizers.Adam(rate)
 
 
-class _PenaltyScale(keras.callbacks.Callback):
-    """Multiplies every DropNeuron penalty of the model by a variable (budget's wrapper)."""
+class PenaltyRamp(keras.callbacks.Callback):
+    """Linear warm-up of the penalties: `(epoch + 1) / epochs` of them, then all.
+
+    Every DropNeuron penalty of the model is multiplied by one variable
+    (budget's wrapper). TensorFlow and PyTorch read it in the train step; on
+    JAX the traced step would freeze it, so `check_training` refuses
+    `ramp_epochs` there.
+    """
 
     variable = None
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = int(epochs)
+
+    def scale_at(self, epoch):
+        return min(1.0, (epoch + 1) / self.epochs)
 
     def on_train_begin(self, logs=None):
         # One variable for every fit: a train function traced in an earlier fit
@@ -133,21 +154,6 @@ class _PenaltyScale(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         for variable, regularizer in self.wrapped:
             variable.regularizer = regularizer
-
-
-class PenaltyRamp(_PenaltyScale):
-    """Linear warm-up of the penalties: `(epoch + 1) / epochs` of them, then all.
-
-    TensorFlow and PyTorch read the variable in the train step; on JAX the
-    traced step would freeze it, so the runner refuses `ramp_epochs` there.
-    """
-
-    def __init__(self, epochs):
-        super().__init__()
-        self.epochs = int(epochs)
-
-    def scale_at(self, epoch):
-        return min(1.0, (epoch + 1) / self.epochs)
 
 
 class ReweightedGroupLasso(keras.callbacks.Callback):

@@ -133,14 +133,10 @@ def run_once(
         epochs = 1
     overrides = check_penalties(name, penalties)
     penalties = {**setup.penalties, **overrides}
-    training = methods.check_training(training)
+    training = methods.check_training(training, auto_threshold)
     if training.get("proximal"):
         method = "proximal"
-    cycles = int(training.get("cycles", 0)) or 1
-    if cycles > 1 and auto_threshold is None:
-        raise ValueError(
-            "Invalid `training['cycles']`: prune-and-retrain cycles need `auto_threshold`"
-        )
+    cycles = int(training.get("cycles", 1))
     learning_rate = training.get("learning_rate", setup.learning_rate)
     if auto_threshold is not None:
         cut = int(len(x) * (1 - VALIDATION_FRACTION))
