@@ -11,7 +11,6 @@ import dataclasses
 import keras
 
 from keras_dropneuron import keras_internals
-from keras_dropneuron.layer_rules.base import channels  # noqa: F401 (re-exported)
 
 SUPPORTED_MODEL_KINDS = (
     "a Functional model (`keras.Model(inputs, outputs)`) or a built "
@@ -44,7 +43,7 @@ class Call:
     name: str
     training: bool | None = None
 
-    def arguments(self, known):
+    def arguments(self, known: dict) -> tuple[list, dict]:
         """`(args, kwargs)` to replay the call, `known`: input `id()` -> value."""
         args, kwargs = keras_internals.call_arguments(self.node, known)
         if self.training is not None and keras_internals.takes_training(self.layer):
@@ -75,7 +74,7 @@ class Graph:
     calls_of_layer: dict
 
 
-def functional_view(model):
+def functional_view(model: keras.Model) -> keras.Model:
     """Returns the Functional graph behind `model`, or raises.
 
     Raises:
@@ -125,7 +124,77 @@ def _submodel_inputs(fn, node):
     return list(node.input_tensors)
 
 
-def build_graph(model):
+class _Flattener:
+    """Walks nested Functional graphs, giving every tensor one canonical key."""
+
+    def __init__(self):
+        self.tensors = {}
+        self.calls = []
+        self._used_names = {}
+        self._names_of_layer = {}
+        self._scopes = 0
+
+    def reserve(self, name, owner):
+        """Marks `name` as taken by `owner` (a model input keeps its name)."""
+        self._used_names[name] = owner
+
+    def unique_name(self, layer, prefix):
+        """`layer.name`, or with the submodel prefix when another layer has it."""
+        owner = self._used_names.get(layer.name)
+        if owner is None or owner is layer:
+            self._used_names[layer.name] = layer
+            return layer.name
+        name = f"{prefix}_{layer.name}" if prefix else layer.name
+        while name in self._used_names and self._used_names[name] is not layer:
+            name += "_"
+        self._used_names[name] = layer
+        return name
+
+    def walk(self, fn, input_keys, prefix, training):
+        """Appends the leaf calls of `fn` and returns the keys of its outputs."""
+        self._scopes += 1
+        scope = self._scopes
+        alias = {id(x): key for x, key in zip(fn.inputs, input_keys, strict=True)}
+
+        def key_of(x):
+            if id(x) in alias:
+                return alias[id(x)]
+            key = (scope, id(x))
+            self.tensors[key] = x
+            return key
+
+        for node in keras_internals.nodes_in_order(fn):
+            op = node.operation
+            if not op or node.is_input:
+                continue
+            in_keys = [key_of(x) for x in node.input_tensors]
+            explicit = _explicit_training(node)
+            inherited = training if training is not None else explicit
+            if keras_internals.is_graph_model(op):
+                inner = functional_view(op)
+                inner_prefix = f"{prefix}_{op.name}" if prefix else op.name
+                inner_keys = [key_of(x) for x in _submodel_inputs(inner, node)]
+                out_keys = self.walk(inner, inner_keys, inner_prefix, inherited)
+                for x, key in zip(node.outputs, out_keys, strict=True):
+                    alias[id(x)] = key
+                continue
+            if id(op) not in self._names_of_layer:
+                self._names_of_layer[id(op)] = self.unique_name(op, prefix)
+            self.calls.append(
+                Call(
+                    layer=op,
+                    node=node,
+                    raw_inputs=[id(x) for x in node.input_tensors],
+                    inputs=in_keys,
+                    outputs=[key_of(x) for x in node.outputs],
+                    name=self._names_of_layer[id(op)],
+                    training=inherited,
+                )
+            )
+        return [key_of(x) for x in fn.outputs]
+
+
+def build_graph(model: keras.Model) -> Graph:
     """Flattens `model` into a `Graph`.
 
     Args:
@@ -139,80 +208,21 @@ def build_graph(model):
         ValueError: If `model` is subclassed or not built.
     """
     functional = functional_view(model)
-    tensors = {}
-    calls = []
-    used_names = {}
-    counter = [0]
-
-    def unique_name(layer, prefix):
-        owner = used_names.get(layer.name)
-        if owner is None or owner is layer:
-            used_names[layer.name] = layer
-            return layer.name
-        name = f"{prefix}_{layer.name}" if prefix else layer.name
-        while name in used_names and used_names[name] is not layer:
-            name += "_"
-        used_names[name] = layer
-        return name
-
-    names_of_layer = {}
-
-    def walk(fn, input_keys, prefix, training):
-        counter[0] += 1
-        scope = counter[0]
-        alias = {id(x): key for x, key in zip(fn.inputs, input_keys, strict=True)}
-
-        def key_of(x):
-            if id(x) in alias:
-                return alias[id(x)]
-            key = (scope, id(x))
-            tensors[key] = x
-            return key
-
-        for node in keras_internals.nodes_in_order(fn):
-            op = node.operation
-            if not op or node.is_input:
-                continue
-            in_keys = [key_of(x) for x in node.input_tensors]
-            explicit = _explicit_training(node)
-            if keras_internals.is_graph_model(op):
-                inner = functional_view(op)
-                inner_prefix = f"{prefix}_{op.name}" if prefix else op.name
-                inner_keys = [key_of(x) for x in _submodel_inputs(inner, node)]
-                inherited = training if training is not None else explicit
-                out_keys = walk(inner, inner_keys, inner_prefix, inherited)
-                for x, key in zip(node.outputs, out_keys, strict=True):
-                    alias[id(x)] = key
-                continue
-            if id(op) not in names_of_layer:
-                names_of_layer[id(op)] = unique_name(op, prefix)
-            calls.append(
-                Call(
-                    layer=op,
-                    node=node,
-                    raw_inputs=[id(x) for x in node.input_tensors],
-                    inputs=in_keys,
-                    outputs=[key_of(x) for x in node.outputs],
-                    name=names_of_layer[id(op)],
-                    training=training if training is not None else explicit,
-                )
-            )
-        return [key_of(x) for x in fn.outputs]
-
+    flattener = _Flattener()
     input_keys = [("input", i) for i in range(len(functional.inputs))]
     for key, x in zip(input_keys, functional.inputs, strict=True):
-        tensors[key] = x
-        used_names[keras_internals.input_name(x)] = x
-    output_keys = walk(functional, input_keys, "", None)
+        flattener.tensors[key] = x
+        flattener.reserve(keras_internals.input_name(x), x)
+    output_keys = flattener.walk(functional, input_keys, "", None)
     calls_of_layer = {}
-    for i, call in enumerate(calls):
+    for i, call in enumerate(flattener.calls):
         calls_of_layer.setdefault(id(call.layer), []).append(i)
     return Graph(
         model=model,
         functional=functional,
         inputs=input_keys,
         outputs=output_keys,
-        calls=calls,
-        tensors=tensors,
+        calls=flattener.calls,
+        tensors=flattener.tensors,
         calls_of_layer=calls_of_layer,
     )
