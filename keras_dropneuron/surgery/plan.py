@@ -13,10 +13,12 @@ model outputs keep their slots. `slim_model` builds from the `Plan`, and
 
 import dataclasses
 
+import keras
 import numpy as np
 
 from keras_dropneuron import keras_internals, layer_rules
 from keras_dropneuron.layer_rules.base import attribute, channels
+from keras_dropneuron.surgery.graph import Graph
 
 
 @dataclasses.dataclass
@@ -37,7 +39,7 @@ class Plan:
             channels (attention heads), for layers that lose some.
     """
 
-    graph: object
+    graph: Graph
     rules: list
     reasons: list
     kept: dict
@@ -47,7 +49,7 @@ class Plan:
     kept_inputs: dict
     inner: dict = dataclasses.field(default_factory=dict)
 
-    def cut(self, index):
+    def cut(self, index: int) -> layer_rules.Cut:
         """The `layer_rules.Cut` of one call."""
         call = self.graph.calls[index]
         return layer_rules.Cut(
@@ -57,7 +59,7 @@ class Plan:
             inner=self.inner.get(index),
         )
 
-    def resized(self, index):
+    def resized(self, index: int) -> bool:
         """Whether the call's layer loses channels or takes a folded constant."""
         call = self.graph.calls[index]
         if index in self.folds or index in self.inner:
@@ -71,7 +73,7 @@ class Plan:
 class Analysis:
     """The state the layer rules fill in, one call at a time."""
 
-    def __init__(self, graph, threshold, approximate):
+    def __init__(self, graph: Graph, threshold: float, approximate: bool):
         self.graph = graph
         self.threshold = threshold
         self.approximate = approximate
@@ -87,6 +89,7 @@ class Analysis:
         self.inner = {}
 
     def tensor(self, key):
+        """The KerasTensor of key `key` (its shape and dtype)."""
         return self.graph.tensors[key]
 
     def slots(self, key):
@@ -107,7 +110,8 @@ class Analysis:
         slots = self.slots(key)
         self.reads[slots if mask is None else slots[mask]] = True
 
-    def is_shared(self, call):
+    def is_shared(self, call) -> bool:
+        """Whether the call's layer is called more than once in the graph."""
         return len(self.graph.calls_of_layer[id(call.layer)]) > 1
 
 
@@ -132,13 +136,13 @@ def _components(size, edges):
             return labels
 
 
-def holds_only_known_weights(layer, rule):
+def holds_only_known_weights(layer: keras.layers.Layer, rule: layer_rules.LayerRule) -> bool:
     """Whether every weight of `layer` is one `rule` knows how to slice."""
     known = {id(weight) for name in rule.state if (weight := attribute(layer, name)) is not None}
     return all(id(weight) in known for weight in layer.weights)
 
 
-def computes_like_keras(layer):
+def computes_like_keras(layer: keras.layers.Layer) -> bool:
     """Whether the `call()` that `layer` runs is the one of a Keras layer class."""
     module = getattr(type(layer).call, "__module__", "") or ""
     return module == "keras" or module.startswith("keras.")
@@ -241,7 +245,14 @@ def _settle(graph, rules, analysis, labels, removed, round_to):
                 changed |= restore(gone[: target - kept])
 
 
-def make_plan(graph, *, threshold, drop_inputs, approximate, round_to=1):
+def make_plan(
+    graph: Graph,
+    *,
+    threshold: float,
+    drop_inputs: bool,
+    approximate: bool,
+    round_to: int = 1,
+) -> Plan:
     """Runs the analysis.
 
     Args:

@@ -13,6 +13,7 @@ from keras import tree
 from keras_dropneuron import keras_internals, layer_rules
 from keras_dropneuron.layer_rules.base import attribute, channels
 from keras_dropneuron.surgery import copying
+from keras_dropneuron.surgery.plan import Plan
 
 
 def _new_layer(plan, index, keep_regularizers):
@@ -68,7 +69,9 @@ def _new_input(tensor, width):
     )
 
 
-def rebuild(plan, *, keep_regularizers=True, progress=None):
+def rebuild(
+    plan: Plan, *, keep_regularizers: bool = True, progress: keras.utils.Progbar | None = None
+) -> tuple[keras.Model, dict]:
     """Builds the slim model described by `plan`.
 
     Args:

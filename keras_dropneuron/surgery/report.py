@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import keras
+
 from keras_dropneuron import layer_rules
 from keras_dropneuron.layer_rules.base import channels
 from keras_dropneuron.surgery.graph import build_graph
@@ -54,7 +56,7 @@ class SlimReport:
     latency: dict | None = None
 
     @classmethod
-    def compare(cls, before, after, **kwargs):
+    def compare(cls, before: keras.Model, after: keras.Model, **kwargs) -> "SlimReport":
         """Builds the report from the source and the slim model.
 
         Args:
@@ -84,11 +86,11 @@ class SlimReport:
             )
         return cls(rows, **kwargs)
 
-    def to_list(self):
+    def to_list(self) -> list[dict]:
         """Returns the rows as a list of plain dicts (a copy)."""
         return [dict(row) for row in self.rows]
 
-    def totals(self):
+    def totals(self) -> dict[str, int]:
         """Returns summed `units_*`, `params_*` and `macs_*` over all rows."""
         keys = (
             [k for k in self.rows[0] if k.endswith(("_before", "_after"))] if (self.rows) else []

@@ -40,10 +40,10 @@ def slim_model(
     approximate: bool = False,
     return_report: bool = False,
     verify: bool = True,
-    verify_inputs=None,
+    verify_inputs: np.ndarray | list | dict | None = None,
     round_to: int = 1,
     benchmark: int | None = None,
-):
+) -> keras.Model | tuple[keras.Model, SlimReport]:
     """Rebuilds `model` physically smaller, without its dead units.
 
     A unit (neuron, filter, channel) is removed when the surgeon can prove
