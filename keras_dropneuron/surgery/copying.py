@@ -15,7 +15,7 @@ import numpy as np
 from keras import ops
 
 from keras_dropneuron import keras_internals
-from keras_dropneuron.layer_rules.base import numpy
+from keras_dropneuron.weight_values import numpy
 
 # Constructor arguments that hold callables. They are passed on as the live
 # objects, so unregistered functions, lambdas and regularizers without
@@ -74,7 +74,7 @@ def _without_weight_regularizers(value):
     }
 
 
-def layer_config(layer, name, keep_regularizers):
+def layer_config(layer: keras.layers.Layer, name: str, keep_regularizers: bool) -> dict:
     """The config to re-create `layer` under `name`, with live callables.
 
     Args:
@@ -121,7 +121,9 @@ def _is_initializer(argument, value):
     return argument.endswith("_initializer") and value is not None
 
 
-def new_layer(layer, config, placeholder_initializers=False):
+def new_layer(
+    layer: keras.layers.Layer, config: dict, placeholder_initializers: bool = False
+) -> keras.layers.Layer:
     """`type(layer).from_config(config)`, with a clear error on failure.
 
     With `placeholder_initializers`, the weights are created as zeros: every
@@ -142,7 +144,7 @@ def new_layer(layer, config, placeholder_initializers=False):
         ) from error
 
 
-def restore_initializers(new, config):
+def restore_initializers(new: keras.layers.Layer, config: dict) -> None:
     """Sets the initializers `config` names on the built layer `new`.
 
     Where the layer only forwards the attribute (an RNN's initializers live in
@@ -225,7 +227,7 @@ def _finalize(layer):
             sublayer.finalize_state()
 
 
-def copy_state(source, target):
+def copy_state(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
     """Copies every variable and asset of `source` into `target`.
 
     `target` must be built from the same config. The state goes through the
