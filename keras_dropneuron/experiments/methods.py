@@ -24,8 +24,8 @@ stores only the options that change it:
 
 `ramp_epochs` and `reweight` change the penalties through variables that a
 jitted JAX step would freeze: they need TensorFlow or PyTorch. A method becomes
-a library option only if it moves the frontier (`benchmarks/RESULTS.md`,
-section 10, says which did).
+a library option only if it moves the frontier (`docs/results.md`, "Compression frontier",
+says which did).
 """
 
 import math
