@@ -32,7 +32,6 @@ from keras_dropneuron import (
     pruning,
     supported_layers,
 )
-from keras_dropneuron.layer_rules.base import cached_values
 from keras_dropneuron.regularize import regularize_model
 from keras_dropneuron.regularizers import DROPNEURON_REGULARIZERS, has_dropneuron_regularizer
 from keras_dropneuron.surgery.graph import build_graph
@@ -41,6 +40,7 @@ from keras_dropneuron.surgery.rebuild import rebuild
 from keras_dropneuron.surgery.report import SlimReport
 from keras_dropneuron.surgery.slim import slim_model
 from keras_dropneuron.threshold import _default_score, choose_threshold
+from keras_dropneuron.weight_values import cached_values
 
 BUDGETS = ("macs", "params", "units")
 _TARGET_ARGUMENTS = tuple(f"target_{kind}" for kind in BUDGETS)

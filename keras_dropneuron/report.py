@@ -4,10 +4,11 @@ import numpy as np
 
 from keras_dropneuron import checks, layer_rules, model_utils, supported_layers
 from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
-from keras_dropneuron.layer_rules.base import attribute, cached_values
+from keras_dropneuron.layer_rules.base import attribute
 from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
+from keras_dropneuron.weight_values import cached_values
 
 _COLUMNS = (
     ("layer", "Layer (type)"),

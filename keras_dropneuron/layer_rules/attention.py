@@ -9,9 +9,9 @@ from keras_dropneuron.layer_rules.base import (
     WeightLayout,
     channels,
     group_alive,
-    numpy,
     spatial_size,
 )
+from keras_dropneuron.weight_values import numpy
 
 _PROJECTIONS = ("query_dense", "key_dense", "value_dense")
 

@@ -9,12 +9,13 @@ argument that sets its width. `keras_dropneuron.layer_rules.rule_for(layer)`
 finds the rule of a layer; a layer without one is a `Barrier`.
 """
 
-import contextlib
 import dataclasses
 import math
 
 import numpy as np
 from keras import ops
+
+from keras_dropneuron.weight_values import numpy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,46 +101,11 @@ def group_alive(weight, unit_axes, gates=1):
     return np.any(np.reshape(weight, view) != 0, axis=reduce_axes)
 
 
-_cache = None
-
-
-@contextlib.contextmanager
-def cached_values():
-    """Within it, `numpy(variable)` reads each variable once (and values are read-only).
-
-    One `slim_model` call reads every weight for the NaN check, the analysis,
-    the slicing and the copies; without the cache each read is a conversion.
-    """
-    global _cache
-    outer, _cache = _cache, {}
-    try:
-        yield
-    finally:
-        _cache = outer
-
-
 def attribute(obj, path):
     """`obj.a.b` for the path `"a.b"` (`None` where an attribute is missing)."""
     for name in path.split("."):
         obj = getattr(obj, name, None)
     return obj
-
-
-def numpy(variable):
-    """The value of a variable as a numpy array (`None` stays `None`).
-
-    Inside `cached_values()` the array is shared and read-only.
-    """
-    if variable is None:
-        return None
-    if _cache is None:
-        return np.asarray(ops.convert_to_numpy(variable))
-    key = id(variable)
-    if key not in _cache:
-        value = np.asarray(ops.convert_to_numpy(variable))
-        value.flags.writeable = False
-        _cache[key] = (variable, value)  # the variable keeps its id alive
-    return _cache[key][1]
 
 
 def activate(layer, values):

@@ -39,8 +39,9 @@ import dataclasses
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import Cut, LayerRule, numpy
+from keras_dropneuron.layer_rules.base import Cut, LayerRule
 from keras_dropneuron.layer_rules.recurrent import RecurrentRule
+from keras_dropneuron.weight_values import numpy
 
 _RECURRENT = RecurrentRule()
 _SIDES = ("forward_layer", "backward_layer")

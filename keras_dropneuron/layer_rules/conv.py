@@ -5,15 +5,10 @@ import math
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import (
-    WeightLayout,
-    channels,
-    numpy,
-    spatial_axes,
-    spatial_size,
-)
+from keras_dropneuron.layer_rules.base import WeightLayout, channels, spatial_axes, spatial_size
 from keras_dropneuron.layer_rules.dense import DENSE_LIKE
 from keras_dropneuron.layer_rules.resized import ResizedRule
+from keras_dropneuron.weight_values import numpy
 
 TRANSPOSED = WeightLayout("kernel", "kernel_regularizer", (-1,), (-2,))
 

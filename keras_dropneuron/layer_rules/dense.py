@@ -5,8 +5,9 @@ import math
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import WeightLayout, channels, numpy, spatial_size
+from keras_dropneuron.layer_rules.base import WeightLayout, channels, spatial_size
 from keras_dropneuron.layer_rules.resized import ResizedRule
+from keras_dropneuron.weight_values import numpy
 
 DENSE_LIKE = WeightLayout("kernel", "kernel_regularizer", (-2,), (-1,))
 

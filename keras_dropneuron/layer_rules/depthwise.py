@@ -13,12 +13,12 @@ from keras_dropneuron.layer_rules.base import (
     channels,
     channels_first,
     mixes_channels,
-    numpy,
     spatial_axes,
     spatial_size,
 )
 from keras_dropneuron.layer_rules.conv import is_one_by_one
 from keras_dropneuron.layer_rules.resized import ResizedRule
+from keras_dropneuron.weight_values import numpy
 
 # Output channel `c * multiplier + m` belongs to input channel `c`: its
 # incoming group is `kernel[..., c, m]`, the outgoing group of `c` is

@@ -3,7 +3,8 @@
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import LayerRule, WeightLayout, numpy
+from keras_dropneuron.layer_rules.base import LayerRule, WeightLayout
+from keras_dropneuron.weight_values import numpy
 
 
 class EmbeddingRule(LayerRule):

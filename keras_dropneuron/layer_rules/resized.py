@@ -8,8 +8,8 @@ from keras_dropneuron.layer_rules.base import (
     bias_or_zeros,
     channels_first,
     mixes_channels,
-    numpy,
 )
+from keras_dropneuron.weight_values import numpy
 
 
 class ResizedRule(LayerRule):

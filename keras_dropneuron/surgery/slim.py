@@ -6,13 +6,13 @@ import keras
 import numpy as np
 
 from keras_dropneuron import checks
-from keras_dropneuron.layer_rules.base import cached_values, numpy
 from keras_dropneuron.surgery import latency
 from keras_dropneuron.surgery import verify as verification
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
 from keras_dropneuron.surgery.rebuild import rebuild
 from keras_dropneuron.surgery.report import SlimReport
+from keras_dropneuron.weight_values import cached_values, numpy
 
 # A progress bar only helps on big models and in an interactive terminal.
 _PROGRESS_MIN_CALLS = 200
