@@ -13,8 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_dropneuron import cli
-from keras_dropneuron.cli import main
+from keras_dropneuron.cli import common, main
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 
@@ -390,7 +389,7 @@ def test_bad_threshold_is_a_usage_error(verb, value, tmp_path, capsys, monkeypat
     def load(path):
         raise AssertionError("the model must not be loaded")
 
-    monkeypatch.setattr(cli, "_load_model", load)
+    monkeypatch.setattr(common, "load_model", load)
     args = [verb, str(tmp_path / "missing.keras"), "--threshold", value]
     with pytest.raises(SystemExit) as exit_info:
         main(args + (["-o", str(tmp_path / "out.keras")] if verb == "slim" else []))

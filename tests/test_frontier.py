@@ -264,7 +264,7 @@ def test_frontier_cli_errors_and_help(tmp_path, capsys, monkeypatch):
     assert not out.exists()  # refused before anything was made
     blocked = tmp_path / "file"
     blocked.write_text("")
-    monkeypatch.setattr(cli, "_check_out_directory", lambda *a: None)
+    monkeypatch.setattr(cli.common, "check_out_directory", lambda *a: None)
     assert cli.main(["frontier", "lenet-300-100", "--out", str(blocked / "sub")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--out: cannot create" in err

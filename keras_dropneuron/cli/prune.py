@@ -9,16 +9,19 @@ import argparse
 import os
 
 from keras_dropneuron.checks import argparse_type, check_int, check_non_negative_float
+from keras_dropneuron.cli import common
+from keras_dropneuron.cli.common import CommandError, one_line
 
 DATA_FORMAT = (
     "a .npz file with two arrays: `x`, the inputs as the model takes them (e.g. "
     "(n, 28, 28, 1) floats), and `y`, the integer class labels (n,) or the targets"
 )
+_TARGETS = ("target_macs", "target_params", "target_units")
 
 
 def _fraction(option):
     def parse(text):
-        from keras_dropneuron.budget import check_target
+        from keras_dropneuron.budget.targets import check_target
 
         try:
             value = float(text)
@@ -34,15 +37,10 @@ def _fraction(option):
     return parse
 
 
-def _load_data(option, path):
+def _read_npz(option, path):
+    """The arrays `x` and `y` of the .npz file `path`."""
     import numpy as np
 
-    from keras_dropneuron.cli import CommandError, _one_line
-
-    if not os.path.isfile(path):
-        raise CommandError(f"{option}: file not found: {path}")
-    if not path.endswith(".npz"):
-        raise CommandError(f"{option} must be {DATA_FORMAT}; received: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [name for name in ("x", "y") if name not in data.files]
@@ -51,11 +49,22 @@ def _load_data(option, path):
                     f"{option}: {path} has no array {' or '.join(map(repr, missing))} "
                     f"(it has {data.files}); expected {DATA_FORMAT}"
                 )
-            x, y = data["x"], data["y"]
+            return data["x"], data["y"]
     except CommandError:
         raise
     except Exception as error:  # any failure to read is the same to the user
-        raise CommandError(f"{option}: cannot read {path}: {_one_line(error)}") from error
+        raise CommandError(f"{option}: cannot read {path}: {one_line(error)}") from error
+
+
+def _load_data(option, path):
+    """The samples `(x, y)` of `--data` or `--val-data`, checked."""
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise CommandError(f"{option}: file not found: {path}")
+    if not path.endswith(".npz"):
+        raise CommandError(f"{option} must be {DATA_FORMAT}; received: {path}")
+    x, y = _read_npz(option, path)
     if len(x) != len(y) or len(x) < 2:
         raise CommandError(
             f"{option}: `x` and `y` must hold the same number (>= 2) of samples; "
@@ -69,56 +78,41 @@ def _load_data(option, path):
 
 def _check_shape(option, x, model):
     """Refuses samples that the model's (single) input cannot take, naming the option."""
-    from keras_dropneuron.budget import input_mismatch
-    from keras_dropneuron.cli import CommandError
+    from keras_dropneuron.budget.data import input_mismatch
 
     expected = input_mismatch(model, x)
     if expected:
         raise CommandError(f"{option}: `x` has shape {x.shape}; the model takes {expected}")
 
 
-def _prune(args):
-    from keras_dropneuron.cli import (
-        CommandError,
-        _check_input,
-        _check_output,
-        _load_model,
-        _one_line,
-    )
-
-    _check_input(args.input)
-    if not args.output.endswith((".keras", ".h5")):
-        raise CommandError(f"output must end with .keras or .h5, received: {args.output}")
-    _check_output("-o/--output", args.output, args.input)
-    x, y = _load_data("--data", args.data)
+def _train_and_val(args, x, y):
+    """The training and validation samples: `--val-data`, or the last 10% of `--data`."""
     if args.val_data:
-        val = _load_data("--val-data", args.val_data)
-        train = (x, y)
-    else:
-        split = len(x) - max(1, len(x) // 10)
-        train, val = (x[:split], y[:split]), (x[split:], y[split:])
-    targets = {
-        name: getattr(args, name)
-        for name in ("target_macs", "target_params", "target_units")
-        if getattr(args, name) is not None
-    }
+        return (x, y), _load_data("--val-data", args.val_data)
+    split = len(x) - max(1, len(x) // 10)
+    return (x[:split], y[:split]), (x[split:], y[split:])
+
+
+def _target(args):
+    """The one `--target-*` given, as `prune_to_budget`'s keyword argument."""
+    targets = {name: getattr(args, name) for name in _TARGETS if getattr(args, name) is not None}
     if len(targets) != 1:
         raise CommandError("give exactly one of --target-macs, --target-params, --target-units")
+    return targets
 
+
+def _prune_to_budget(args, model, train, val, target):
+    """`prune_to_budget` with the command line's options; its errors become one-line errors."""
     import keras
 
     from keras_dropneuron.budget import BudgetError, prune_to_budget
 
-    model = _load_model(args.input)
-    _check_shape("--data", x, model)
-    if args.val_data:
-        _check_shape("--val-data", val[0], model)
     try:
-        slim, report = prune_to_budget(
+        return prune_to_budget(
             model,
             train,
             val,
-            **targets,
+            **target,
             max_accuracy_drop=args.max_accuracy_drop,
             epochs=args.epochs,
             finetune_epochs=args.finetune_epochs,
@@ -130,38 +124,43 @@ def _prune(args):
             verbose=2 if args.verbose else 0,
         )
     except BudgetError as error:
-        raise CommandError(f"nothing written: {_one_line(error)}") from error
+        raise CommandError(f"nothing written: {one_line(error)}") from error
     except (TypeError, ValueError) as error:
-        raise CommandError(f"cannot prune {args.input}: {_one_line(error)}") from error
-    try:
-        slim.save(args.output)
-    except Exception as error:
-        raise CommandError(f"cannot write {args.output}: {_one_line(error)}") from error
+        raise CommandError(f"cannot prune {args.input}: {one_line(error)}") from error
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs `prune`: checks the paths and data, prunes to the budget, writes the slim model.
+
+    Args:
+        args: The parsed command line.
+
+    Returns:
+        The exit status, 0.
+
+    Raises:
+        CommandError: If a path or the data are unusable, the budget cannot be
+            met within `--max-accuracy-drop`, or the output cannot be written.
+    """
+    common.check_input(args.input)
+    common.check_model_output(args.output, suffixes=(".keras", ".h5"))
+    common.check_output("-o/--output", args.output, args.input)
+    x, y = _load_data("--data", args.data)
+    train, val = _train_and_val(args, x, y)
+    target = _target(args)
+    model = common.load_model(args.input)
+    _check_shape("--data", x, model)
+    if args.val_data:
+        _check_shape("--val-data", val[0], model)
+    slim, report = _prune_to_budget(args, model, train, val, target)
+    common.write(args.output, slim.save, args.output)
     print(report)
     print(f"Slim model: {args.output}")
     return 0
 
 
-def add_prune(subparsers):
-    """Registers the `prune` verb."""
-    parser = subparsers.add_parser(
-        "prune",
-        help="prune a saved model to a budget (multiply-adds, parameters or units)",
-        description="Trains a penalized copy of a saved Keras model until the slim model "
-        "keeps the target fraction, fine-tunes it, chooses the threshold, slims and "
-        "verifies it, and writes it if the validation accuracy dropped by at most "
-        f"--max-accuracy-drop. DATA: {DATA_FORMAT}.",
-    )
-    parser.add_argument("input", help="trained model (.keras or .h5)")
-    parser.add_argument(
-        "--data", required=True, metavar="DATA", help=f"training data: {DATA_FORMAT}"
-    )
-    parser.add_argument(
-        "--val-data",
-        metavar="DATA",
-        help="validation data in the same format (default: the last 10%% of --data)",
-    )
-    parser.add_argument("-o", "--output", required=True, help="slim model path (.keras or .h5)")
+def _add_target_options(parser):
+    """`--target-macs`, `--target-params`, `--target-units` and `--max-accuracy-drop`."""
     for kind, what in (("macs", "multiply-adds"), ("params", "parameters"), ("units", "units")):
         parser.add_argument(
             f"--target-{kind}",
@@ -176,6 +175,14 @@ def add_prune(subparsers):
         default=0.005,
         help="largest allowed validation accuracy drop, a fraction (default: 0.005)",
     )
+
+
+def _add_training_options(parser):
+    """The options of the training: epochs, batch size, strengths, learning rate, loss.
+
+    `--epochs`, `--finetune-epochs`, `--batch-size`, `--li`, `--lo`,
+    `--learning-rate` and `--loss`.
+    """
     for option, minimum, default, text in (
         ("--epochs", 1, 10, "most epochs of penalized training"),
         ("--finetune-epochs", 0, 2, "epochs of fine-tuning without penalties"),
@@ -205,5 +212,33 @@ def add_prune(subparsers):
         default="sparse_categorical_crossentropy",
         help="Keras loss to train with (default: sparse_categorical_crossentropy)",
     )
+
+
+def add_parser(subparsers: common.SubParsers) -> None:
+    """Registers the `prune` verb.
+
+    Args:
+        subparsers: What `argparse.ArgumentParser.add_subparsers` returned.
+    """
+    parser = subparsers.add_parser(
+        "prune",
+        help="prune a saved model to a budget (multiply-adds, parameters or units)",
+        description="Trains a penalized copy of a saved Keras model until the slim model "
+        "keeps the target fraction, fine-tunes it, chooses the threshold, slims and "
+        "verifies it, and writes it if the validation accuracy dropped by at most "
+        f"--max-accuracy-drop. DATA: {DATA_FORMAT}.",
+    )
+    parser.add_argument("input", help="trained model (.keras or .h5)")
+    parser.add_argument(
+        "--data", required=True, metavar="DATA", help=f"training data: {DATA_FORMAT}"
+    )
+    parser.add_argument(
+        "--val-data",
+        metavar="DATA",
+        help="validation data in the same format (default: the last 10%% of --data)",
+    )
+    parser.add_argument("-o", "--output", required=True, help="slim model path (.keras or .h5)")
+    _add_target_options(parser)
+    _add_training_options(parser)
     parser.add_argument("--verbose", action="store_true", help="one line per epoch")
-    parser.set_defaults(handler=_prune)
+    parser.set_defaults(handler=run)
