@@ -28,12 +28,12 @@ from keras_dropneuron import (
     callbacks,
     checks,
     keras_internals,
+    layer_rules,
     model_utils,
     pruning,
-    supported_layers,
 )
 from keras_dropneuron.regularize import regularize_model
-from keras_dropneuron.regularizers import DROPNEURON_REGULARIZERS, has_dropneuron_regularizer
+from keras_dropneuron.regularizers import DROPNEURON_REGULARIZERS
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
 from keras_dropneuron.surgery.rebuild import rebuild
@@ -135,7 +135,7 @@ def ratios_of(report, model):
     supported = {
         layer.name
         for layer in model_utils.iter_layers(model)
-        if supported_layers.is_supported(layer)
+        if layer_rules.is_supported(layer)
     }
     totals = {"macs": [0, 0], "params": [0, 0], "units": [0, 0]}
     for row in report.rows:
@@ -862,7 +862,7 @@ def _penalized_copy(model, li, lo):
     """A copy of `model` that carries DropNeuron penalties (the user's, or Li+Lo)."""
     layers = model_utils.select_layers(model)
     model_utils.check_has_supported_layers(model, layers)
-    if any(has_dropneuron_regularizer(layer) for layer in layers):
+    if any(model_utils.has_dropneuron_regularizer(layer) for layer in layers):
         copy = keras.models.clone_model(model)
         copy.set_weights(model.get_weights())
         return copy

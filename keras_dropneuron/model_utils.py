@@ -3,8 +3,9 @@
 import keras
 import numpy as np
 
-from keras_dropneuron import checks, supported_layers
+from keras_dropneuron import checks, layer_rules
 from keras_dropneuron.layer_rules.base import attribute
+from keras_dropneuron.regularizers import DROPNEURON_REGULARIZERS
 
 
 def iter_layers(model):
@@ -50,10 +51,7 @@ def select_layers(model, layers=None, prefer_regularized=False, name="layers"):
         ValueError: If `layers` is an empty list, or names a layer that
             `model` does not have or that is not supported.
     """
-    # Imported here: regularizers imports this module's sibling table only.
-    from keras_dropneuron.regularizers import has_dropneuron_regularizer
-
-    supported = [layer for layer in iter_layers(model) if supported_layers.is_supported(layer)]
+    supported = [layer for layer in iter_layers(model) if layer_rules.is_supported(layer)]
     if layers is None:
         if prefer_regularized:
             regularized = [layer for layer in supported if has_dropneuron_regularizer(layer)]
@@ -74,11 +72,11 @@ def select_layers(model, layers=None, prefer_regularized=False, name="layers"):
                 f"Invalid value for argument `{name}`: {item!r} is not a layer of "
                 f"model {model.name!r}. Known layers: {sorted(by_name)}"
             )
-        if not supported_layers.is_supported(layer):
+        if not layer_rules.is_supported(layer):
             raise ValueError(
                 f"Unsupported layer in argument `{name}`: {layer.name!r} of type "
                 f"{type(layer).__name__}. Supported layer types: "
-                f"{', '.join(supported_layers.supported_layer_names())}"
+                f"{', '.join(layer_rules.supported_layer_names())}"
             )
         if not any(layer is chosen for chosen in selected):
             selected.append(layer)
@@ -91,7 +89,7 @@ def check_has_supported_layers(model, layers, name="model"):
         raise ValueError(
             f"Invalid value for argument `{name}`: model {model.name!r} has no layer "
             "that DropNeuron can regularize or prune. Supported layer types: "
-            f"{', '.join(supported_layers.supported_layer_names())}"
+            f"{', '.join(layer_rules.supported_layer_names())}"
         )
 
 
@@ -103,7 +101,7 @@ def check_finite_weights(layers, action):
         action: What was refused, for the message (e.g. "prune").
     """
     for layer in layers:
-        for layout in supported_layers.weight_layouts(layer):
+        for layout in layer_rules.weight_layouts(layer):
             value = np.asarray(attribute(layer, layout.attribute).numpy())
             if not np.all(np.isfinite(value)):
                 raise ValueError(
@@ -111,3 +109,16 @@ def check_finite_weights(layers, action):
                     f"{layout.attribute!r} holds NaN or infinite values. Nothing was "
                     "modified."
                 )
+
+
+def has_dropneuron_regularizer(layer):
+    """Whether any weight of `layer` that its rule prunes carries one of our regularizers."""
+    for layout in layer_rules.weight_layouts(layer):
+        # The variable's own (a recurrent cell's, an attention projection's), else the layer's.
+        variable = attribute(layer, layout.attribute)
+        regularizer = getattr(variable, "regularizer", None) or getattr(
+            layer, layout.regularizer_argument, None
+        )
+        if isinstance(regularizer, DROPNEURON_REGULARIZERS):
+            return True
+    return False

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_dropneuron import _backend, callbacks, checks, model_utils, pruning
-from keras_dropneuron.layer_rules.base import gate_view
+from keras_dropneuron._group_lasso import gate_view
 
 
 def _shrunk(value, unit_axes, amount, gates=1):

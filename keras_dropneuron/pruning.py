@@ -2,8 +2,10 @@
 
 import numpy as np
 
-from keras_dropneuron import checks, model_utils, supported_layers
-from keras_dropneuron.layer_rules.base import attribute, gate_view, group_alive
+from keras_dropneuron import checks, layer_rules, model_utils
+from keras_dropneuron._group_lasso import gate_view
+from keras_dropneuron.layer_rules.base import attribute
+from keras_dropneuron.layer_rules.layout import group_alive
 
 PRUNE_MODES = ("weight", "incoming", "outgoing", "neuron")
 
@@ -17,7 +19,7 @@ def keep_mask(weight, layout, threshold, mode="weight"):
 
     Args:
         weight: The weight as a numpy array.
-        layout: Its `supported_layers.WeightLayout`.
+        layout: Its `WeightLayout`.
         threshold: Weights (`mode="weight"`) or group norms (other modes) below
             it are pruned.
         mode: `"weight"` prunes single weights with `|w| < threshold`;
@@ -125,7 +127,7 @@ def managed_weights(layers):
     """
     weights, seen = [], set()
     for layer in layers:
-        for layout in supported_layers.weight_layouts(layer):
+        for layout in layer_rules.weight_layouts(layer):
             variable = attribute(layer, layout.attribute)
             if id(variable) not in seen:
                 seen.add(id(variable))
@@ -138,7 +140,7 @@ def prune_weights(model, threshold, mode="weight", layers=None):
 
     This modifies `model`'s weights in place. It is Dropping Principle 1 of
     DropNeuron applied once, for models trained without `PruneCallback`. Only the
-    kernels listed in `keras_dropneuron.supported_layers` are pruned; biases are
+    weights of the layer rules (`keras_dropneuron.layer_rules`) are pruned; biases are
     left alone.
 
     Args:

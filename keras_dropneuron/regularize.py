@@ -2,51 +2,10 @@
 
 import keras
 
-from keras_dropneuron import checks, model_utils, supported_layers
-from keras_dropneuron.layer_rules.base import attribute
-from keras_dropneuron.regularizers import DropNeuronRegularizer, HeadRegularizer
+from keras_dropneuron import checks, layer_rules, model_utils
 
 
-def regularizer_for(layout, li=0.0, lo=0.0, l1=0.0, l2=0.0, scale_by_group_size=False):
-    """Returns a `DropNeuronRegularizer` whose axes and gates follow `layout`."""
-    return DropNeuronRegularizer(
-        li=li,
-        lo=lo,
-        l1=l1,
-        l2=l2,
-        li_axis=layout.output_axes,
-        lo_axis=layout.input_axes,
-        scale_by_group_size=scale_by_group_size,
-        gates=layout.gates,
-    )
-
-
-def regularizers_for(layer, li, lo, l1, l2, heads, scale_by_group_size):
-    """Constructor argument -> regularizer for every weight `layer` has in the layer table."""
-    if isinstance(layer, keras.layers.MultiHeadAttention):
-        if not (heads or l1 or l2):
-            return {}  # nothing to penalise: the layer is left as it is
-        reg = HeadRegularizer(
-            heads,
-            num_heads=layer.num_heads,
-            key_dim=layer.key_dim,
-            value_dim=layer.value_dim,
-            l1=l1,
-            l2=l2,
-            scale_by_group_size=scale_by_group_size,
-        )
-        for layout in supported_layers.weight_layouts(layer):  # refuses an ambiguous layer now
-            variable = attribute(layer, layout.attribute)
-            if variable is not None:
-                reg.head_axis(variable.shape)
-        return {"kernel_regularizer": reg}
-    return {
-        layout.regularizer_argument: regularizer_for(layout, li, lo, l1, l2, scale_by_group_size)
-        for layout in supported_layers.weight_layouts(layer)
-    }
-
-
-def _set_config(config, path, value):
+def _set_config(config: dict, path: str, value: object) -> None:
     """Sets `config[a][b]... = value` for the path `"a.b..."` (a wrapped layer's argument)."""
     *parents, name = path.split(".")
     for key in parents:
@@ -55,30 +14,27 @@ def _set_config(config, path, value):
 
 
 def regularize_model(
-    model,
-    li=0.0,
-    lo=0.0,
-    l1=0.0,
-    l2=0.0,
-    scale_by_group_size=False,
-    layers=None,
-    heads=None,
-):
+    model: keras.Model,
+    li: float = 0.0,
+    lo: float = 0.0,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    scale_by_group_size: bool = False,
+    layers: list[str | keras.layers.Layer] | None = None,
+    heads: float | None = None,
+) -> keras.Model:
     """Returns a copy of `model` with DropNeuron regularizers on its weights.
 
-    Every supported layer (see `keras_dropneuron.supported_layers`) gets a
-    `DropNeuronRegularizer` oriented to its kernel layout: Dense and Conv
-    kernels `(*k, in, out)`, transposed convolutions `(*k, out, in)`, depthwise
-    kernels (one incoming group per output channel), both kernels of
-    separable convolutions, and both kernels of LSTM, GRU and SimpleRNN
-    layers (`kernel_regularizer` and `recurrent_regularizer`, with `gates` 4,
-    3 and 1: a unit's groups span its columns in every gate block), also
-    inside a `Bidirectional` wrapper (in the configs of both wrapped layers,
-    each with its own gates). A
-    `MultiHeadAttention` gets a `HeadRegularizer` (strength `heads`, plus `l1`
-    and `l2`) as its `kernel_regularizer`, which its four projections share: a
-    head's penalty is the norms of its query, key, value and output slices.
-    Existing regularizers on those weights are replaced; weights, biases and
+    Every layer with a rule (see `keras_dropneuron.layer_rules`, and
+    `supported_layers_table()` there) gets the regularizers its rule gives
+    (`LayerRule.regularizers`): by default a `DropNeuronRegularizer` per
+    weight, its groups oriented to the weight's unit axes and gate blocks
+    (both kernels of a recurrent layer, inside a `Bidirectional` wrapper in
+    the configs of both wrapped layers). A `MultiHeadAttention` gets a
+    `HeadRegularizer` (strength `heads`, plus `l1` and `l2`) as its
+    `kernel_regularizer`, which its four projections share: a head's penalty
+    is the norms of its query, key, value and output slices. Existing
+    regularizers on those weights are replaced; weights, biases and
     everything else are copied. `model` is not modified.
 
     Args:
@@ -121,7 +77,7 @@ def regularize_model(
     model_utils.check_has_supported_layers(model, selected)
     model_utils.check_finite_weights(selected, "regularize")
     regs = {
-        id(layer): regularizers_for(
+        id(layer): layer_rules.rule_for(layer).regularizers(
             layer, heads=heads, scale_by_group_size=scale_by_group_size, **strengths
         )
         for layer in selected

@@ -21,134 +21,21 @@ still runs on its bias (its output is the same sequence for every input), so
 `lo` as well as `li`.
 """
 
-import math
-
 import keras
-from keras import ops
 
-from keras_dropneuron import _backend, checks, supported_layers
-from keras_dropneuron.layer_rules.base import attribute, gate_view
+from keras_dropneuron import checks
+from keras_dropneuron._group_lasso import (
+    Tensor,
+    axis_config,
+    check_gates,
+    group_lasso,
+    with_l1_l2,
+)
 
 _PACKAGE = "keras_dropneuron"
 
-
-# Below this a group norm is treated as tiny in the gradient (see `group_lasso`).
-_TINY_NORM = 1e-12
-
-
-def _axis_config(axes):
-    # Flat, JSON-friendly config: a single axis stays an int.
-    return axes[0] if len(axes) == 1 else list(axes)
-
-
-def _compute_dtype(x):
-    """float32, also for half-precision weights; float64 for float64 (on JAX: in x64 mode)."""
-    if keras.backend.standardize_dtype(x.dtype) != "float64":
-        return "float32"
-    _backend.check_float64("A DropNeuron penalty")
-    return "float64"
-
-
-def _reduce_axes(shape, axis, name, gates):
-    """Checks the unit axes `axis` against `shape`; the axes a norm sums on the gate view."""
-    unit_axes = checks.check_axis_for(name, axis, shape)
-    return gate_view(shape, unit_axes, gates)[2]
-
-
-def _gate_shape(shape, gates):
-    """`shape` with its last axis as `(gates, units)`; checks that it divides."""
-    if gates > 1 and (not shape or shape[-1] % gates):
-        raise ValueError(
-            "Invalid value for argument `gates`: expected the last axis of the weight to "
-            f"be a multiple of gates={gates} (gate blocks of `units` columns). Received: "
-            f"gates={gates} for a weight of shape {tuple(shape)}"
-        )
-    return gate_view(shape, (), gates)[0]
-
-
-def _size_factor(shape, reduce_axes, scale_by_group_size):
-    return math.sqrt(math.prod(shape[a] for a in reduce_axes)) if scale_by_group_size else 1.0
-
-
-def group_lasso(x, terms, scale_by_group_size=False, gates=1):
-    """`sum_k strength_k * sum_g ||w_g||` (groups per term) with a hand-written gradient.
-
-    The gradient of `strength * ||w_g||` is `strength * w_g / ||w_g||`, and 0 for
-    a dead group (where the norm has no derivative), so training stays NaN-free
-    once groups die (below a norm of 1e-12 it is `strength * w_g / 1e-12`, of
-    size below `strength`). Written by hand it is one broadcast and one multiply over
-    the weight for all terms together; autodiff through `sqrt` and its guard
-    takes several times as many ops, which on small models costs more in op
-    dispatch than the arithmetic itself.
-
-    Args:
-        x: Weight tensor.
-        terms: `(strength, axis, name)` triples: `axis` the unit axes of that
-            term (checked by `checks.check_axis`), `name` the argument it came
-            from, for the error when it does not fit `x`.
-        scale_by_group_size: Weight each norm by `sqrt(group size)`.
-            Defaults to `False`.
-        gates: View the last axis of `x` as `(gates, units)` (a recurrent
-            kernel's gate blocks); axes keep their meaning on `x`, so the unit
-            axis `-1` groups unit `j`'s columns of every block. Defaults to `1`.
-
-    Returns:
-        A scalar, float32 (float64 for float64 input).
-
-    Raises:
-        ValueError: If an axis is out of range for `x`'s rank or two axes of a
-            term name the same axis of `x`, or the last axis is not a multiple
-            of `gates`; the message names the argument and the shape.
-    """
-    shape = tuple(x.shape)
-    view = _gate_shape(shape, gates)
-    plan = []
-    for strength, axis, name in terms:
-        reduce_axes = _reduce_axes(shape, axis, name, gates)
-        plan.append((strength * _size_factor(view, reduce_axes, scale_by_group_size), reduce_axes))
-    x = ops.cast(ops.convert_to_tensor(x), _compute_dtype(x))
-    if gates > 1:
-        x = ops.reshape(x, view)  # outside the custom gradient: autodiff reshapes back
-
-    @ops.custom_gradient
-    def penalty(w):
-        squares = ops.square(w)
-        # keepdims: each norm tensor broadcasts against `w` in the gradient.
-        norms = [ops.sqrt(ops.sum(squares, axis=r, keepdims=True)) for _, r in plan]
-        loss = None
-        for (factor, _), n in zip(plan, norms, strict=True):
-            term = factor * ops.sum(n)
-            loss = term if loss is None else loss + term
-
-        def grad(*args, upstream=None):
-            if upstream is None:
-                (upstream,) = args
-            # w_g / max(||w_g||, tiny): a dead group (norm 0) has w_g = 0, so its
-            # gradient is exactly 0 without a test; a group with 0 < norm < tiny gets
-            # a gradient of size below `factor` instead of dividing by ~0. Two ops
-            # per term where `where` took four: on an eager backend (PyTorch) each
-            # op is a dispatch, and they add up on small models.
-            scale = None
-            for (factor, _), n in zip(plan, norms, strict=True):
-                # clip, not maximum: Keras's PyTorch maximum() computes float64 in float32.
-                term = (factor * upstream) / ops.clip(n, _TINY_NORM, math.inf)
-                scale = term if scale is None else scale + term
-            return ops.multiply(w, scale)
-
-        return loss, grad
-
-    return penalty(x)
-
-
-def _with_l1_l2(x, losses, l1, l2):
-    """The sum of `losses` and the L1 and squared L2 penalties of `x` (0 if none)."""
-    if l1 or l2:
-        w = ops.cast(x, _compute_dtype(x))
-        if l1:
-            losses.append(l1 * ops.sum(ops.abs(w)))
-        if l2:
-            losses.append(l2 * ops.sum(ops.square(w)))
-    return sum(losses[1:], losses[0]) if losses else ops.zeros((), _compute_dtype(x))
+# The unit axes of a weight: one axis, or several (a depthwise kernel's `(-2, -1)`).
+Axes = int | tuple[int, ...] | list[int]
 
 
 class _GroupLasso(keras.regularizers.Regularizer):
@@ -157,25 +44,25 @@ class _GroupLasso(keras.regularizers.Regularizer):
     _strength_name = ""
     _default_axis = -1
 
-    def __init__(self, strength, axis, scale_by_group_size, gates):
+    def __init__(self, strength: float, axis: Axes, scale_by_group_size: bool, gates: int) -> None:
         self.strength = checks.check_non_negative_float(self._strength_name, strength)
         self.axis = checks.check_axis("axis", axis)
         self.scale_by_group_size = checks.check_bool("scale_by_group_size", scale_by_group_size)
         self.gates = checks.check_int("gates", gates, 1)
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         terms = [(self.strength, self.axis, "axis")]
         return group_lasso(x, terms, self.scale_by_group_size, self.gates)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
             self._strength_name: self.strength,
-            "axis": _axis_config(self.axis),
+            "axis": axis_config(self.axis),
             "scale_by_group_size": self.scale_by_group_size,
             "gates": self.gates,
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
@@ -220,11 +107,13 @@ class LiRegularizer(_GroupLasso):
 
     _strength_name = "li"
 
-    def __init__(self, li=0.01, axis=-1, scale_by_group_size=False, gates=1):
+    def __init__(
+        self, li: float = 0.01, axis: Axes = -1, scale_by_group_size: bool = False, gates: int = 1
+    ) -> None:
         super().__init__(li, axis, scale_by_group_size, gates)
 
     @property
-    def li(self):
+    def li(self) -> float:
         return self.strength
 
 
@@ -257,11 +146,13 @@ class LoRegularizer(_GroupLasso):
 
     _strength_name = "lo"
 
-    def __init__(self, lo=0.01, axis=-2, scale_by_group_size=False, gates=1):
+    def __init__(
+        self, lo: float = 0.01, axis: Axes = -2, scale_by_group_size: bool = False, gates: int = 1
+    ) -> None:
         super().__init__(lo, axis, scale_by_group_size, gates)
 
     @property
-    def lo(self):
+    def lo(self) -> float:
         return self.strength
 
 
@@ -306,15 +197,15 @@ class DropNeuronRegularizer(keras.regularizers.Regularizer):
 
     def __init__(
         self,
-        li=0.0,
-        lo=0.0,
-        l1=0.0,
-        l2=0.0,
-        li_axis=-1,
-        lo_axis=-2,
-        scale_by_group_size=False,
-        gates=1,
-    ):
+        li: float = 0.0,
+        lo: float = 0.0,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        li_axis: Axes = -1,
+        lo_axis: Axes = -2,
+        scale_by_group_size: bool = False,
+        gates: int = 1,
+    ) -> None:
         self.li = checks.check_non_negative_float("li", li)
         self.lo = checks.check_non_negative_float("lo", lo)
         self.l1 = checks.check_non_negative_float("l1", l1)
@@ -324,8 +215,8 @@ class DropNeuronRegularizer(keras.regularizers.Regularizer):
         self.scale_by_group_size = checks.check_bool("scale_by_group_size", scale_by_group_size)
         self.gates = checks.check_int("gates", gates, 1)
 
-    def __call__(self, x):
-        _gate_shape(tuple(x.shape), self.gates)
+    def __call__(self, x: Tensor) -> Tensor:
+        check_gates(tuple(x.shape), self.gates)
         terms = [
             (strength, axis, name)
             for strength, axis, name in (
@@ -335,21 +226,21 @@ class DropNeuronRegularizer(keras.regularizers.Regularizer):
             if strength
         ]
         losses = [group_lasso(x, terms, self.scale_by_group_size, self.gates)] if terms else []
-        return _with_l1_l2(x, losses, self.l1, self.l2)
+        return with_l1_l2(x, losses, self.l1, self.l2)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
             "li": self.li,
             "lo": self.lo,
             "l1": self.l1,
             "l2": self.l2,
-            "li_axis": _axis_config(self.li_axis),
-            "lo_axis": _axis_config(self.lo_axis),
+            "li_axis": axis_config(self.li_axis),
+            "lo_axis": axis_config(self.lo_axis),
             "scale_by_group_size": self.scale_by_group_size,
             "gates": self.gates,
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"DropNeuronRegularizer({args})"
 
@@ -398,15 +289,15 @@ class HeadRegularizer(keras.regularizers.Regularizer):
 
     def __init__(
         self,
-        heads=0.01,
+        heads: float = 0.01,
         *,
-        num_heads,
-        key_dim,
-        value_dim=None,
-        l1=0.0,
-        l2=0.0,
-        scale_by_group_size=False,
-    ):
+        num_heads: int,
+        key_dim: int,
+        value_dim: int | None = None,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        scale_by_group_size: bool = False,
+    ) -> None:
         self.heads = checks.check_non_negative_float("heads", heads)
         self.num_heads = checks.check_int("num_heads", num_heads, 1)
         self.key_dim = checks.check_int("key_dim", key_dim, 1)
@@ -415,7 +306,7 @@ class HeadRegularizer(keras.regularizers.Regularizer):
         self.l2 = checks.check_non_negative_float("l2", l2)
         self.scale_by_group_size = checks.check_bool("scale_by_group_size", scale_by_group_size)
 
-    def head_axis(self, shape):
+    def head_axis(self, shape: tuple[int, ...]) -> int:
         """The axis of a kernel of `shape` that indexes the heads (0 or 1)."""
         shape = tuple(shape)
         value_dim = self.value_dim or self.key_dim
@@ -437,13 +328,13 @@ class HeadRegularizer(keras.regularizers.Regularizer):
             "sizes (the layer's own), or make the input width differ from `num_heads`."
         )
 
-    def __call__(self, x):
+    def __call__(self, x: Tensor) -> Tensor:
         axis = (self.head_axis(x.shape),)
         terms = [(self.heads, axis, "heads")]
         losses = [group_lasso(x, terms, self.scale_by_group_size)] if self.heads else []
-        return _with_l1_l2(x, losses, self.l1, self.l2)
+        return with_l1_l2(x, losses, self.l1, self.l2)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
             "heads": self.heads,
             "num_heads": self.num_heads,
@@ -454,22 +345,9 @@ class HeadRegularizer(keras.regularizers.Regularizer):
             "scale_by_group_size": self.scale_by_group_size,
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"HeadRegularizer({args})"
 
 
 DROPNEURON_REGULARIZERS = (LiRegularizer, LoRegularizer, DropNeuronRegularizer, HeadRegularizer)
-
-
-def has_dropneuron_regularizer(layer):
-    """Whether any weight of `layer` listed in the layer table carries one of ours."""
-    for layout in supported_layers.weight_layouts(layer):
-        # The variable's own (a recurrent cell's, an attention projection's), else the layer's.
-        variable = attribute(layer, layout.attribute)
-        regularizer = getattr(variable, "regularizer", None) or getattr(
-            layer, layout.regularizer_argument, None
-        )
-        if isinstance(regularizer, DROPNEURON_REGULARIZERS):
-            return True
-    return False

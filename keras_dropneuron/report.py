@@ -2,10 +2,8 @@
 
 import numpy as np
 
-from keras_dropneuron import checks, layer_rules, model_utils, supported_layers
-from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
+from keras_dropneuron import checks, layer_rules, model_utils
 from keras_dropneuron.layer_rules.base import attribute
-from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
 from keras_dropneuron.weight_values import cached_values
@@ -143,7 +141,7 @@ def _compression(total, nonzero):
 
 def _layer_sides(layer, threshold):
     """Alive masks of the input side and output side of a supported layer."""
-    layouts = supported_layers.weight_layouts(layer)
+    layouts = layer_rules.weight_layouts(layer)
     values = [np.asarray(attribute(layer, layout.attribute).numpy()) for layout in layouts]
     pairs = [
         (layout, np.where(np.abs(value) > threshold, value, 0))
@@ -155,17 +153,11 @@ def _layer_sides(layer, threshold):
 
 
 def _units_after_slim(layer, width, graph, plan):
-    """How many output units (attention: heads) of `layer` `slim_model` keeps (same analysis)."""
+    """How many units of `layer` `slim_model` keeps (its rule counts them on the plan)."""
     calls = graph.calls_of_layer.get(id(layer))
     if not calls or plan.rules[calls[0]] is layer_rules.BARRIER:
         return width  # kept whole (its channels need not be on the last axis)
-    rule = plan.rules[calls[0]]
-    if isinstance(rule, MultiHeadAttentionRule):
-        return int(len(plan.inner.get(calls[0], range(width))))
-    kept = plan.kept[graph.calls[calls[0]].outputs[0]]
-    if isinstance(rule, BidirectionalRule):  # both directions' units
-        return int(sum(len(units) for units in rule.side_units(layer, kept)))
-    return int(len(kept))
+    return plan.rules[calls[0]].units_kept(layer, plan, calls[0])
 
 
 def params_after_slim(plan):
@@ -232,7 +224,7 @@ def sparsity_report(model, threshold=0.0):
         params_after = params_after_slim(plan)
     rows = []
     for layer in model_utils.iter_layers(model):
-        if not supported_layers.is_supported(layer):
+        if not layer_rules.is_supported(layer):
             continue
         inputs, incoming, values, inside = _layer_sides(layer, threshold)
         outgoing = _outgoing_alive(layer, incoming.size, graph, plan.read)

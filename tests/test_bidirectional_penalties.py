@@ -23,7 +23,7 @@ from keras_dropneuron import (
     slim_model,
     sparsity_report,
 )
-from keras_dropneuron.supported_layers import supported_layer_names, weight_layouts
+from keras_dropneuron.layer_rules import supported_layer_names, weight_layouts
 
 L = keras.layers
 SIDES = ("forward_layer", "backward_layer")

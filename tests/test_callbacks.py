@@ -8,7 +8,7 @@ from shared_layers import shared_with_nested_model
 
 import keras_dropneuron
 from keras_dropneuron import DropNeuronRegularizer, LiRegularizer, PruneCallback, pruning
-from keras_dropneuron.supported_layers import WeightLayout
+from keras_dropneuron.layer_rules import WeightLayout
 
 L = keras.layers
 THRESHOLD = 0.05

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from backend_utils import to_numpy
 
-from keras_dropneuron import layer_rules, slim_model, supported_layers
+from keras_dropneuron import layer_rules, slim_model
 from keras_dropneuron.layer_rules import BARRIER, rule_for
 from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
@@ -56,18 +56,18 @@ def test_lookup_follows_the_class_hierarchy():
     )
 
 
-def test_supported_layers_is_the_registry_view():
-    assert supported_layers.weight_layouts(keras.layers.Dense(2)) == DenseRule.weights
-    assert set(supported_layers.supported_layer_names()) == {
+def test_registry_gives_weights_and_names():
+    assert layer_rules.weight_layouts(keras.layers.Dense(2)) == DenseRule.weights
+    assert set(layer_rules.supported_layer_names()) == {
         cls.__name__
         for rule in layer_rules.RULES
         for cls in rule.types
         if rule.weights_of(cls) or rule.wraps
     }
-    assert "Bidirectional" in supported_layers.supported_layer_names()
+    assert "Bidirectional" in layer_rules.supported_layer_names()
     lstm, gru = keras.layers.LSTM(2), keras.layers.GRU(2)
-    assert [layout.gates for layout in supported_layers.weight_layouts(lstm)] == [4, 4]
-    assert [layout.gates for layout in supported_layers.weight_layouts(gru)] == [3, 3]
+    assert [layout.gates for layout in layer_rules.weight_layouts(lstm)] == [4, 4]
+    assert [layout.gates for layout in layer_rules.weight_layouts(gru)] == [3, 3]
 
 
 # ---------------------------------------------------------------- Dense

@@ -23,8 +23,8 @@ from keras_dropneuron import (
     slim_model,
     sparsity_report,
 )
+from keras_dropneuron.layer_rules import weight_layouts
 from keras_dropneuron.proximal import _proximal_step
-from keras_dropneuron.supported_layers import weight_layouts
 
 L = keras.layers
 RNG = np.random.default_rng(0)

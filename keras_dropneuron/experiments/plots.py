@@ -7,7 +7,7 @@ frontier with the published records, and the surviving MNIST input pixels.
 
 import numpy as np
 
-from keras_dropneuron import model_utils, supported_layers
+from keras_dropneuron import layer_rules, model_utils
 from keras_dropneuron.layer_rules.base import attribute
 
 
@@ -61,7 +61,7 @@ def plot_sparsity_patterns(model, path):
             _as_matrix(np.asarray(attribute(layer, lay.attribute).numpy()), lay),
         )
         for layer in model_utils.iter_layers(model)
-        for layouts in [supported_layers.weight_layouts(layer)]
+        for layouts in [layer_rules.weight_layouts(layer)]
         for lay in layouts
     ]
     fig, axes = _grid(plt, len(kernels), panel=(3.0, 3.0))

@@ -1,62 +1,45 @@
 """One registry of layer rules: what keras-dropneuron knows about each layer.
 
-The regularizers, `regularize_model`, pruning, the callbacks, the reports and
-the surgeon all ask `rule_for(layer)`. Adding a layer family is one rule class
-(see `base.LayerRule`) in its own module, listed in `RULES` below, and its
-tests. Lookup follows the layer's class hierarchy, most specific class first,
-so a user subclass of `Dense` gets the Dense rule (the surgeon still keeps it
-whole when it adds weights or its own `call()`).
+The regularizers, `regularize_model`, pruning, the callbacks, the reports, the
+budget and the surgeon all ask `rule_for(layer)`. A layer family is one rule
+class (see `LayerRule`) in its own module, listed in `registry.RULES`, with
+its tests; a layer class of your own gets one with `register_rule` (see
+`docs/custom_layers.md`). `supported_layers_table()` prints what the registry
+knows.
 """
 
-from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
-from keras_dropneuron.layer_rules.base import Barrier, Cut, LayerRule, WeightLayout
-from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
-from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
+from keras_dropneuron.layer_rules.base import Barrier, Cut, LayerRule
 from keras_dropneuron.layer_rules.dense import DenseRule
-from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
-from keras_dropneuron.layer_rules.embedding import EmbeddingRule
-from keras_dropneuron.layer_rules.flatten import FlattenRule
-from keras_dropneuron.layer_rules.merge import ConcatenateRule, MergeRule
-from keras_dropneuron.layer_rules.per_channel import (
-    ActivationRule,
-    BatchNormalizationRule,
-    PassThroughRule,
-    PReLURule,
-    ZeroPaddingRule,
+from keras_dropneuron.layer_rules.layout import WeightLayout
+from keras_dropneuron.layer_rules.per_channel import PerChannelRule
+from keras_dropneuron.layer_rules.registry import (
+    BARRIER,
+    RULES,
+    is_supported,
+    register_rule,
+    rule_for,
+    runs_registered_call,
+    supported_layer_names,
+    weight_layouts,
 )
-from keras_dropneuron.layer_rules.recurrent import RecurrentRule
+from keras_dropneuron.layer_rules.resized import ResizedRule
+from keras_dropneuron.layer_rules.table import supported_layers_table
 
-RULES: tuple[LayerRule, ...] = (
-    DenseRule(),
-    ConvRule(),
-    ConvTransposeRule(),
-    DepthwiseRule(),
-    SeparableRule(),
-    EmbeddingRule(),
-    BatchNormalizationRule(),
-    PReLURule(),
-    ActivationRule(),
-    ZeroPaddingRule(),
-    PassThroughRule(),
-    MergeRule(),
-    ConcatenateRule(),
-    FlattenRule(),
-    MultiHeadAttentionRule(),
-    RecurrentRule(),
-    BidirectionalRule(),
-)
-
-_BY_TYPE = {cls: rule for rule in RULES for cls in rule.types}
-BARRIER = Barrier()
-
-
-def rule_for(layer):
-    """The rule of `layer`'s most specific registered class, else `BARRIER`."""
-    for cls in type(layer).__mro__:
-        rule = _BY_TYPE.get(cls)
-        if rule is not None:
-            return rule
-    return BARRIER
-
-
-__all__ = ["BARRIER", "RULES", "Barrier", "Cut", "LayerRule", "WeightLayout", "rule_for"]
+__all__ = [
+    "BARRIER",
+    "RULES",
+    "Barrier",
+    "Cut",
+    "DenseRule",
+    "LayerRule",
+    "PerChannelRule",
+    "ResizedRule",
+    "WeightLayout",
+    "is_supported",
+    "register_rule",
+    "rule_for",
+    "runs_registered_call",
+    "supported_layer_names",
+    "supported_layers_table",
+    "weight_layouts",
+]

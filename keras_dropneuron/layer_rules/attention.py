@@ -4,13 +4,10 @@ import numpy as np
 from keras import layers
 
 from keras_dropneuron import keras_internals
-from keras_dropneuron.layer_rules.base import (
-    LayerRule,
-    WeightLayout,
-    channels,
-    group_alive,
-    spatial_size,
-)
+from keras_dropneuron.layer_rules.base import LayerRule, attribute, channels
+from keras_dropneuron.layer_rules.helpers import spatial_size
+from keras_dropneuron.layer_rules.layout import WeightLayout, group_alive
+from keras_dropneuron.regularizers import HeadRegularizer
 from keras_dropneuron.weight_values import numpy
 
 _PROJECTIONS = ("query_dense", "key_dense", "value_dense")
@@ -81,6 +78,38 @@ class MultiHeadAttentionRule(LayerRule):
         if layer.value_dense.bias is not None:
             value |= np.any(np.abs(numpy(layer.value_dense.bias)) > threshold, axis=1)
         return inputs, value & group_alive(found["output_dense.kernel"][1], (0,))
+
+    def regularizers(self, layer, *, li, lo, l1, l2, heads, scale_by_group_size):
+        """One `HeadRegularizer` (strength `heads`, plus `l1` and `l2`) as `kernel_regularizer`.
+
+        The layer passes it to its four projections, so a head's penalty is
+        the norms of its query, key, value and output slices. Every kernel's
+        head axis is checked now, so an ambiguous layer is refused before
+        training. Nothing when `heads`, `l1` and `l2` are all 0.
+        """
+        if not (heads or l1 or l2):
+            return {}  # nothing to penalise: the layer is left as it is
+        reg = HeadRegularizer(
+            heads,
+            num_heads=layer.num_heads,
+            key_dim=layer.key_dim,
+            value_dim=layer.value_dim,
+            l1=l1,
+            l2=l2,
+            scale_by_group_size=scale_by_group_size,
+        )
+        for layout in self.layer_weights(layer):
+            variable = attribute(layer, layout.attribute)
+            if variable is not None:
+                reg.head_axis(variable.shape)
+        return {"kernel_regularizer": reg}
+
+    def units_kept(self, layer, plan, index):
+        # The units are the heads; without an entry in `plan.inner` all stay.
+        return int(len(plan.inner.get(index, range(layer.num_heads))))
+
+    def describe_surgery(self):
+        return "removes heads (`num_heads`); keeps its channels"
 
     def dead_heads(self, layer, threshold):
         """Per head: does it add nothing to the output?"""

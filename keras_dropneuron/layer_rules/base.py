@@ -2,20 +2,26 @@
 
 A rule is everything keras-dropneuron knows about one layer family, in one
 place: which weights it regularizes and prunes (with the axes of their input
-and output units), how channels pass through the layer in the surgeon's
-analysis, how its weights are sliced when channels go, whether a constant
-input channel folds into it exactly, its multiply-adds, and the constructor
-argument that sets its width. `keras_dropneuron.layer_rules.rule_for(layer)`
-finds the rule of a layer; a layer without one is a `Barrier`.
+and output units) and the regularizers it puts on them, how channels pass
+through the layer in the surgeon's analysis, how its weights are sliced when
+channels go, whether a constant input channel folds into it exactly, its
+multiply-adds, and the constructor argument that sets its width.
+`keras_dropneuron.layer_rules.rule_for(layer)` finds the rule of a layer; a
+layer without one is a `Barrier`.
 """
 
 import dataclasses
-import math
+from typing import TYPE_CHECKING
 
+import keras
 import numpy as np
-from keras import ops
 
-from keras_dropneuron.weight_values import numpy
+from keras_dropneuron.layer_rules.layout import WeightLayout, describe_layouts, group_alive
+from keras_dropneuron.regularizers import DropNeuronRegularizer
+
+if TYPE_CHECKING:  # the surgeon imports the rules: these are for annotations only
+    from keras_dropneuron.surgery.graph import Call
+    from keras_dropneuron.surgery.plan import Analysis, Plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,108 +37,20 @@ class Cut:
             (attention heads), or `None`.
     """
 
-    kept_in: object
-    kept_out: object
-    fold: object = None
-    inner: object = None
+    kept_in: np.ndarray | None
+    kept_out: np.ndarray
+    fold: np.ndarray | None = None
+    inner: np.ndarray | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class WeightLayout:
-    """Where the unit axes of one weight tensor are.
-
-    Attributes:
-        attribute: Path of the layer attribute that holds the weight
-            (`"kernel"`, `"cell.kernel"`; read it with `attribute()`).
-        regularizer_argument: Constructor argument that regularizes it, or
-            its path in the layer's config for a wrapped layer's weight
-            (`"layer.config.kernel_regularizer"`: a `Bidirectional`'s forward
-            layer).
-        input_axes: Axes that index the layer's input units (channels).
-        output_axes: Axes that index the layer's output units (filters).
-        gates: Number of gate blocks on the last axis (`gates * units`
-            columns, unit `j` owning column `b * units + j` of every block
-            `b`): 4 for LSTM kernels, 3 for GRU, else 1. Groups are taken on
-            the `gate_view` of the weight.
-        guard: Whether pruning must refuse to kill every output group of this
-            weight at once (the layer would compute a constant). `False` where
-            the layer works on without them (a recurrent kernel, attention
-            queries and keys).
-    """
-
-    attribute: str
-    regularizer_argument: str
-    input_axes: tuple[int, ...]
-    output_axes: tuple[int, ...]
-    gates: int = 1
-    guard: bool = True
-
-
-def gate_view(shape, axes, gates=1):
-    """A weight's shape with its last axis as `(gates, units)`, and `axes` on that view.
-
-    Hidden unit `j` of a recurrent kernel `(..., gates * units)` is column
-    `b * units + j` of every gate block `b`: on the view `(..., gates, units)`
-    it is index `j` of the last axis. Axes keep their meaning on the weight
-    (`-1` is the units, `-2` the rows); the gate axis is never a unit axis.
-
-    Args:
-        shape: The weight's shape.
-        axes: Unit axes of the weight (negative allowed, in range).
-        gates: Number of gate blocks. Defaults to `1` (the shape unchanged).
-
-    Returns:
-        `(view_shape, unit_axes, reduce_axes)`: the shape to reshape the weight
-        to, the unit axes on it (non-negative) and the other axes, which a
-        group's norm sums over.
-    """
-    rank = len(shape)
-    axes = tuple(a % rank for a in axes)
-    if gates > 1:
-        shape = (*shape[:-1], gates, shape[-1] // gates)
-        axes = tuple(rank if a == rank - 1 else a for a in axes)
-        rank += 1
-    return tuple(shape), axes, tuple(a for a in range(rank) if a not in axes)
-
-
-def group_alive(weight, unit_axes, gates=1):
-    """Boolean array over the units of `unit_axes`: True where the group has a non-zero."""
-    view, _, reduce_axes = gate_view(weight.shape, unit_axes, gates)
-    return np.any(np.reshape(weight, view) != 0, axis=reduce_axes)
-
-
-def attribute(obj, path):
+def attribute(obj: object, path: str) -> object:
     """`obj.a.b` for the path `"a.b"` (`None` where an attribute is missing)."""
     for name in path.split("."):
         obj = getattr(obj, name, None)
     return obj
 
 
-def activate(layer, values):
-    """Applies `layer.activation` (if any) to a 1-D numpy array."""
-    fn = getattr(layer, "activation", None)
-    if fn is None:
-        return values
-    return np.asarray(ops.convert_to_numpy(fn(ops.convert_to_tensor(values))))
-
-
-def bias_or_zeros(layer, size):
-    """The bias of `layer`, or zeros of length `size` when it has none."""
-    bias = numpy(getattr(layer, "bias", None)) if layer.use_bias else None
-    return np.zeros(size, dtype=np.float64) if bias is None else bias
-
-
-def spatial_axes(kernel):
-    """The kernel axes that index positions, not channels."""
-    return tuple(range(kernel.ndim - 2))
-
-
-def spatial_size(shape):
-    """Number of positions of a channels-last tensor shape (batch excluded)."""
-    return math.prod(d or 1 for d in shape[1:-1])
-
-
-def channels(tensor):
+def channels(tensor: keras.KerasTensor) -> int:
     """Size of the last (channel) axis of a KerasTensor, or 0 if unknown."""
     shape = tensor.shape
     if not shape or shape[-1] is None:
@@ -140,38 +58,16 @@ def channels(tensor):
     return int(shape[-1])
 
 
-# Activations that mix channels; a layer using one cannot lose output channels.
-_CHANNEL_MIXING = {"softmax", "log_softmax", "glu", "sparsemax"}
-
-
-def elementwise_activation(fn):
-    """Whether `fn` is a Keras activation applied to each value on its own."""
-    name = getattr(fn, "__name__", "")
-    module = getattr(fn, "__module__", "") or ""
-    return module.startswith("keras") and name not in _CHANNEL_MIXING
-
-
-def mixes_channels(layer):
-    """Whether `layer.activation` may mix channels (softmax, a user function)."""
-    fn = getattr(layer, "activation", None)
-    return fn is not None and not elementwise_activation(fn)
-
-
-def channels_first(layer):
-    """Whether `layer` is configured with its channels on axis 1."""
-    if getattr(layer, "data_format", None) == "channels_first":
-        return True
-    axis = getattr(layer, "axis", None)
-    return axis == 1 or axis == [1] or axis == (1,)
-
-
 class LayerRule:
     """What the library knows about one layer family (the default: nothing).
 
     Subclasses set the class attributes and override the methods their
-    family needs. The surgeon's analysis calls `barrier_reason` and then
-    `analyze` once per call of a layer; `slice` and `macs` serve the rebuild
-    and the reports.
+    family needs. `regularize_model` asks `regularizers`; pruning,
+    `PruneCallback` and `sparsity_report` read `layer_weights`; the surgeon's
+    analysis calls `barrier_reason` and then `analyze` once per call of a
+    layer; `resize`, `slice` and `macs` serve the rebuild and the reports.
+    A rule that only declares `weights` gets penalties, pruning and reports,
+    and the surgeon keeps its layers whole (`barrier_reason` says why).
 
     Attributes:
         types: The Keras layer classes the rule covers (subclasses included).
@@ -190,21 +86,34 @@ class LayerRule:
         wraps: Whether the layer's weights are those of the layers it wraps,
             so that only `layer_weights(layer)` knows them (`weights_of` of
             the class gives none).
+
+    Example:
+
+    >>> class AffineRule(DenseRule):  # a user layer with `kernel (in, units)`
+    ...     types = (Affine,)
+    >>> register_rule(Affine, AffineRule)
     """
 
     types: tuple[type, ...] = ()
     weights: tuple[WeightLayout, ...] = ()
     state: tuple[str, ...] = ()
     width_argument: str | None = None
-    consumes = False
-    training_sensitive = False
-    wraps = False
+    consumes: bool = False
+    training_sensitive: bool = False
+    wraps: bool = False
 
-    def barrier_reason(self, layer, in_tensors, out_tensors):
+    def barrier_reason(
+        self,
+        layer: keras.layers.Layer,
+        in_tensors: list[keras.KerasTensor],
+        out_tensors: list[keras.KerasTensor],
+    ) -> str | None:
         """Why this call must keep all its channels, or `None`."""
         return "layer type without a rule"
 
-    def analyze(self, analysis, index, call, constants):
+    def analyze(
+        self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
+    ) -> np.ndarray | list[np.ndarray] | None:
         """Adds the call's channel coupling to `analysis`.
 
         Args:
@@ -220,7 +129,7 @@ class LayerRule:
         """
         raise NotImplementedError
 
-    def must_keep(self, layer, gone):
+    def must_keep(self, layer: keras.layers.Layer, gone: np.ndarray) -> np.ndarray | tuple:
         """Output channels to keep beyond the dead ones the analysis keeps.
 
         Args:
@@ -234,7 +143,7 @@ class LayerRule:
         """
         return ()
 
-    def width_parts(self, layer, width):
+    def width_parts(self, layer: keras.layers.Layer, width: int) -> list[np.ndarray]:
         """The parts of the output channels that `round_to` rounds one by one.
 
         Args:
@@ -247,7 +156,7 @@ class LayerRule:
         """
         return [np.arange(width)]
 
-    def resize(self, layer, config, cut):
+    def resize(self, layer: keras.layers.Layer, config: dict, cut: Cut) -> dict[str, np.ndarray]:
         """Adapts `config` to a `Cut` and returns the new weights.
 
         Args:
@@ -265,7 +174,13 @@ class LayerRule:
             config["use_bias"] = True
         return weights
 
-    def slice(self, layer, kept_in, kept_out, fold):
+    def slice(
+        self,
+        layer: keras.layers.Layer,
+        kept_in: np.ndarray,
+        kept_out: np.ndarray,
+        fold: np.ndarray | None,
+    ) -> dict[str, np.ndarray]:
         """Attribute name -> new value when channels are cut.
 
         Args:
@@ -277,19 +192,93 @@ class LayerRule:
         """
         return {}
 
-    def macs(self, layer, tensor_in, tensor_out):
+    def macs(
+        self,
+        layer: keras.layers.Layer,
+        tensor_in: keras.KerasTensor,
+        tensor_out: keras.KerasTensor | None,
+    ) -> int:
         """Multiply-adds of one call (0 for layers without a kernel)."""
         return 0
 
-    def weights_of(self, cls):
+    def weights_of(self, cls: type) -> tuple[WeightLayout, ...]:
         """The `weights` of layers of class `cls` (a family's own, where they differ)."""
         return self.weights
 
-    def layer_weights(self, layer):
+    def layer_weights(self, layer: keras.layers.Layer) -> tuple[WeightLayout, ...]:
         """The `weights` of `layer` itself (a wrapper's: those of what it wraps)."""
         return self.weights_of(type(layer))
 
-    def units_read(self, layer, reads):
+    def regularizers(
+        self,
+        layer: keras.layers.Layer,
+        *,
+        li: float,
+        lo: float,
+        l1: float,
+        l2: float,
+        heads: float,
+        scale_by_group_size: bool,
+    ) -> dict[str, keras.regularizers.Regularizer]:
+        """The regularizers `regularize_model` puts on `layer`.
+
+        By default one `DropNeuronRegularizer` per weight of `layer_weights`,
+        its Li groups on the weight's output axes and its Lo groups on the
+        input axes, with the weight's `gates`.
+
+        Args:
+            layer: The layer.
+            li: Incoming-group strength.
+            lo: Outgoing-group strength.
+            l1: L1 strength.
+            l2: Squared L2 strength.
+            heads: Per-head strength (for layers whose units are heads).
+            scale_by_group_size: Weight groups by `sqrt(group size)`.
+
+        Returns:
+            Constructor argument (or config path, see
+            `WeightLayout.regularizer_argument`) -> regularizer; empty to
+            leave the layer as it is.
+        """
+        return {
+            layout.regularizer_argument: DropNeuronRegularizer(
+                li=li,
+                lo=lo,
+                l1=l1,
+                l2=l2,
+                li_axis=layout.output_axes,
+                lo_axis=layout.input_axes,
+                scale_by_group_size=scale_by_group_size,
+                gates=layout.gates,
+            )
+            for layout in self.layer_weights(layer)
+        }
+
+    def input_id_limit(self, layer: keras.layers.Layer) -> int | None:
+        """The number of valid integer ids the layer reads (an Embedding's `input_dim`).
+
+        `slim_model` draws the integer inputs of its verification batch below
+        the smallest limit of a model's layers. Defaults to `None`: the layer
+        reads no ids.
+        """
+        return None
+
+    def units_kept(self, layer: keras.layers.Layer, plan: "Plan", index: int) -> int:
+        """For the reports: how many units of `layer` `slim_model` keeps.
+
+        Args:
+            layer: The layer.
+            plan: The surgeon's `plan.Plan`.
+            index: Index of the layer's first call in the graph.
+
+        Returns:
+            By default the kept channels of the call's first output.
+        """
+        return int(len(plan.kept[plan.graph.calls[index].outputs[0]]))
+
+    def units_read(
+        self, layer: keras.layers.Layer, reads: list[np.ndarray | None]
+    ) -> np.ndarray | None:
         """For the reports: per unit of `layer`, whether a consumer reads it.
 
         Args:
@@ -304,7 +293,12 @@ class LayerRule:
         """
         return reads[0]
 
-    def alive_sides(self, layer, pairs, threshold):
+    def alive_sides(
+        self,
+        layer: keras.layers.Layer,
+        pairs: list[tuple[WeightLayout, np.ndarray]],
+        threshold: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """For the reports: which input units and which units of `layer` are alive.
 
         Args:
@@ -324,7 +318,9 @@ class LayerRule:
             group_alive(last_value, last.output_axes, last.gates),
         )
 
-    def read_inside(self, layer, pairs):
+    def read_inside(
+        self, layer: keras.layers.Layer, pairs: list[tuple[WeightLayout, np.ndarray]]
+    ) -> np.ndarray | None:
         """For the reports: which units the layer reads back itself, or `None`.
 
         A recurrent layer's gates read every unit whose recurrent-kernel row
@@ -332,17 +328,41 @@ class LayerRule:
         """
         return None
 
+    def describe_weights(self, cls: type) -> str:
+        """The weights of class `cls` in words, for the supported-layers table."""
+        return describe_layouts(self.weights_of(cls))
+
+    def describe_surgery(self) -> str:
+        """What `slim_model` does with the rule's layers, for the supported-layers table."""
+        if type(self).barrier_reason is LayerRule.barrier_reason:
+            return "kept whole"
+        if self.width_argument:
+            return f"removes units (`{self.width_argument}`)"
+        return "passes channels through"
+
 
 class Barrier(LayerRule):
-    """A layer whose channel semantics are not known: all channels are kept."""
+    """A layer whose channel semantics are not known: all channels are kept.
 
-    def __init__(self, reason="layer type without a rule"):
+    Args:
+        reason: Why, for the surgeon's report. Defaults to
+            `"layer type without a rule"`.
+    """
+
+    def __init__(self, reason: str = "layer type without a rule") -> None:
         self.reason = reason
 
-    def barrier_reason(self, layer, in_tensors, out_tensors):
+    def barrier_reason(
+        self,
+        layer: keras.layers.Layer,
+        in_tensors: list[keras.KerasTensor],
+        out_tensors: list[keras.KerasTensor],
+    ) -> str:
         return self.reason
 
-    def analyze(self, analysis, index, call, constants):
+    def analyze(
+        self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
+    ) -> None:
         for key in call.inputs + call.outputs:
             analysis.keep(key)
         for key in call.inputs:

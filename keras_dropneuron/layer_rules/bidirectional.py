@@ -217,6 +217,16 @@ class BidirectionalRule(LayerRule):
         width = layer.forward_layer.units
         return kept_out[kept_out < width], kept_out[kept_out >= width] - width
 
+    def units_kept(self, layer, plan, index):
+        # The units are both directions' (whatever the merge mode).
+        kept = plan.kept[plan.graph.calls[index].outputs[0]]
+        return int(sum(len(units) for units in self.side_units(layer, kept)))
+
+    def describe_weights(self, cls):
+        layouts = _RECURRENT.weights_of(_RECURRENT.types[0])
+        paths = [f"`{side}.{layout.attribute}`" for side in _SIDES for layout in layouts]
+        return f"{', '.join(paths)} (axes and gates as the wrapped LSTM, GRU or SimpleRNN)"
+
     def resize(self, layer, config, cut):
         weights = {}
         for side, units in zip(_SIDES, self.side_units(layer, cut.kept_out), strict=True):

@@ -5,7 +5,9 @@ import math
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import WeightLayout, channels, spatial_size
+from keras_dropneuron.layer_rules.base import channels
+from keras_dropneuron.layer_rules.helpers import spatial_size
+from keras_dropneuron.layer_rules.layout import WeightLayout
 from keras_dropneuron.layer_rules.resized import ResizedRule
 from keras_dropneuron.weight_values import numpy
 

@@ -5,18 +5,17 @@ import math
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import (
-    LayerRule,
-    WeightLayout,
+from keras_dropneuron.layer_rules.base import LayerRule, channels
+from keras_dropneuron.layer_rules.conv import is_one_by_one
+from keras_dropneuron.layer_rules.helpers import (
     activate,
     bias_or_zeros,
-    channels,
     channels_first,
     mixes_channels,
     spatial_axes,
     spatial_size,
 )
-from keras_dropneuron.layer_rules.conv import is_one_by_one
+from keras_dropneuron.layer_rules.layout import WeightLayout
 from keras_dropneuron.layer_rules.resized import ResizedRule
 from keras_dropneuron.weight_values import numpy
 
@@ -37,6 +36,9 @@ class DepthwiseRule(LayerRule):
         if channels_first(layer):
             return "channels_first: the surgeon follows channels on the last axis"
         return None
+
+    def describe_surgery(self):
+        return "passes channels through (each input channel with its multiplier outputs)"
 
     def analyze(self, analysis, index, call, constants):
         layer = call.layer

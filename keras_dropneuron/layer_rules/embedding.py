@@ -3,7 +3,8 @@
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import LayerRule, WeightLayout
+from keras_dropneuron.layer_rules.base import LayerRule
+from keras_dropneuron.layer_rules.layout import WeightLayout
 from keras_dropneuron.weight_values import numpy
 
 
@@ -17,6 +18,9 @@ class EmbeddingRule(LayerRule):
 
     def barrier_reason(self, layer, in_tensors, out_tensors):
         return None
+
+    def input_id_limit(self, layer):
+        return layer.input_dim
 
     def analyze(self, analysis, index, call, constants):
         analysis.keep(call.inputs[0])

@@ -3,7 +3,8 @@
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import LayerRule, channels_first
+from keras_dropneuron.layer_rules.base import LayerRule
+from keras_dropneuron.layer_rules.helpers import channels_first
 
 
 class FlattenRule(LayerRule):

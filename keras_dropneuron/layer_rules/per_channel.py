@@ -3,7 +3,8 @@
 import numpy as np
 from keras import layers, ops
 
-from keras_dropneuron.layer_rules.base import LayerRule, channels, channels_first, mixes_channels
+from keras_dropneuron.layer_rules.base import LayerRule, channels
+from keras_dropneuron.layer_rules.helpers import channels_first, mixes_channels
 from keras_dropneuron.weight_values import numpy
 
 

@@ -21,7 +21,8 @@ unit `j`'s columns of every gate block the output side (`gates` = 4, 3, 1).
 import numpy as np
 from keras import layers, ops
 
-from keras_dropneuron.layer_rules.base import LayerRule, WeightLayout, channels, group_alive
+from keras_dropneuron.layer_rules.base import LayerRule, channels
+from keras_dropneuron.layer_rules.layout import WeightLayout, group_alive
 from keras_dropneuron.weight_values import numpy
 
 _CANDIDATE_BLOCK = {layers.LSTM: 2, layers.GRU: 2, layers.SimpleRNN: 0}

@@ -2,11 +2,12 @@
 
 import numpy as np
 
-from keras_dropneuron.layer_rules.base import (
-    LayerRule,
+from keras_dropneuron.layer_rules.base import LayerRule
+from keras_dropneuron.layer_rules.helpers import (
     activate,
     bias_or_zeros,
     channels_first,
+    has_bias,
     mixes_channels,
 )
 from keras_dropneuron.weight_values import numpy
@@ -75,6 +76,6 @@ class ResizedRule(LayerRule):
         bias = bias_or_zeros(layer, width)
         if fold is not None:
             bias = bias + self.fold_bias(layer, fold)
-        if layer.use_bias or fold is not None and np.any(bias != 0):
+        if has_bias(layer) or fold is not None and np.any(bias != 0):
             weights["bias"] = bias[kept_out]
         return weights

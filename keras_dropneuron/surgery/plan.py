@@ -174,7 +174,8 @@ def rule_of_call(call, in_tensors, out_tensors, leaked=False):
     reason = rule.barrier_reason(layer, in_tensors, out_tensors)
     if reason is None and runs_in_training_mode(layer, rule, call.training, leaked):
         reason = "runs in training mode (batch statistics or random masks)"
-    if reason is None and not computes_like_keras(layer):
+    trusted = computes_like_keras(layer) or layer_rules.runs_registered_call(layer)
+    if reason is None and not trusted:
         reason = f"{type(layer).__name__} overrides call()"
     if reason is None and not holds_only_known_weights(layer, rule):
         reason = "holds weights its rule does not know (quantization scales, LoRA, extras)"

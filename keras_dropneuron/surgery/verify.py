@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from keras_dropneuron import keras_internals
+from keras_dropneuron import keras_internals, layer_rules
 
 VERIFY_BATCH_SIZE = 2
 _BFLOAT16_EPS = 2.0**-7  # numpy has no bfloat16 to ask
@@ -62,22 +62,19 @@ def random_inputs(model, batch_size=VERIFY_BATCH_SIZE, seed=0, positive=False):
 
     Float inputs are standard normal, or uniform in [0, 1) when `positive`;
     boolean inputs (masks) are True with probability 0.75.
-    Integer inputs draw ids below the
-    smallest `input_dim` of the model's Embedding layers (2 when it has none),
-    so every id is valid.
+    Integer inputs draw ids below the smallest limit the model's layer rules
+    give (`LayerRule.input_id_limit`: an Embedding's `input_dim`; 2 when no
+    layer gives one), so every id is valid.
 
     Raises:
         ValueError: If an input is neither a float nor an integer tensor.
     """
     rng = np.random.default_rng(seed)
-    vocab = min(
-        (
-            layer.input_dim
-            for layer in keras_internals.sublayers(model)
-            if isinstance(layer, keras.layers.Embedding)
-        ),
-        default=2,
+    limits = (
+        layer_rules.rule_for(layer).input_id_limit(layer)
+        for layer in keras_internals.sublayers(model)
     )
+    vocab = min((limit for limit in limits if limit is not None), default=2)
     data = []
     for tensor in model.inputs:
         # A fixed batch size (a stateful RNN) must be kept.

@@ -1,0 +1,165 @@
+"""The registry of layer rules: the rule of a layer, and `register_rule` to add one.
+
+Lookup follows the layer's class hierarchy, most specific registered class
+first, so a user subclass of `Dense` gets the Dense rule (the surgeon still
+keeps it whole when it adds weights or its own `call()`), and a rule
+registered for a user's class wins over the rule of any class it derives
+from.
+"""
+
+import keras
+
+from keras_dropneuron import checks
+from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
+from keras_dropneuron.layer_rules.base import Barrier, LayerRule
+from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
+from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
+from keras_dropneuron.layer_rules.dense import DenseRule
+from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
+from keras_dropneuron.layer_rules.embedding import EmbeddingRule
+from keras_dropneuron.layer_rules.flatten import FlattenRule
+from keras_dropneuron.layer_rules.layout import WeightLayout
+from keras_dropneuron.layer_rules.merge import ConcatenateRule, MergeRule
+from keras_dropneuron.layer_rules.per_channel import (
+    ActivationRule,
+    BatchNormalizationRule,
+    PassThroughRule,
+    PReLURule,
+    ZeroPaddingRule,
+)
+from keras_dropneuron.layer_rules.recurrent import RecurrentRule
+
+# The built-in rules, registered for their `types`.
+RULES: tuple[LayerRule, ...] = (
+    DenseRule(),
+    ConvRule(),
+    ConvTransposeRule(),
+    DepthwiseRule(),
+    SeparableRule(),
+    EmbeddingRule(),
+    BatchNormalizationRule(),
+    PReLURule(),
+    ActivationRule(),
+    ZeroPaddingRule(),
+    PassThroughRule(),
+    MergeRule(),
+    ConcatenateRule(),
+    FlattenRule(),
+    MultiHeadAttentionRule(),
+    RecurrentRule(),
+    BidirectionalRule(),
+)
+
+# The rule of a layer without one: all its channels stay.
+BARRIER = Barrier()
+
+_BY_TYPE: dict[type, LayerRule] = {cls: rule for rule in RULES for cls in rule.types}
+
+
+def _registered_class(layer: keras.layers.Layer) -> type | None:
+    """The most specific class of `layer` that has a rule, or `None`."""
+    return next((cls for cls in type(layer).__mro__ if cls in _BY_TYPE), None)
+
+
+def rule_for(layer: keras.layers.Layer) -> LayerRule:
+    """The rule of `layer`'s most specific registered class, else `BARRIER`.
+
+    Example:
+
+    >>> isinstance(rule_for(keras.layers.Dense(4)), DenseRule)
+    True
+    """
+    cls = _registered_class(layer)
+    return BARRIER if cls is None else _BY_TYPE[cls]
+
+
+def register_rule(
+    layer_class: type[keras.layers.Layer],
+    rule: LayerRule | type[LayerRule],
+    *,
+    replace: bool = False,
+) -> LayerRule:
+    """Registers `rule` for `layer_class` and its subclasses.
+
+    From then on `regularize_model`, `prune_weights`, `PruneCallback`,
+    `sparsity_report`, `slim_model` and the budget treat layers of
+    `layer_class` as the rule says. The most specific registered class of a
+    layer wins, so a rule for a subclass of `Dense` overrides the Dense rule
+    for that subclass. The surgeon trusts the `call()` of `layer_class`
+    itself; a subclass that overrides it is kept whole.
+
+    Args:
+        layer_class: A subclass of `keras.layers.Layer`.
+        rule: A `LayerRule` instance, or a subclass of `LayerRule` (then
+            created without arguments).
+        replace: Whether to replace a rule `layer_class` already has.
+            Defaults to `False`.
+
+    Returns:
+        The registered rule instance.
+
+    Raises:
+        TypeError: If `layer_class` is not a subclass of `keras.layers.Layer`,
+            `rule` not a `LayerRule` instance or subclass, or `replace` not a
+            bool.
+        ValueError: If `layer_class` already has a rule and `replace` is
+            `False`.
+
+    Example:
+
+    >>> class AffineRule(DenseRule):
+    ...     types = (Affine,)
+    >>> register_rule(Affine, AffineRule)
+    """
+    replace = checks.check_bool("replace", replace)
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise checks.invalid_type("layer_class", "a subclass of keras.layers.Layer", layer_class)
+    if isinstance(rule, type) and issubclass(rule, LayerRule):
+        rule = rule()
+    if not isinstance(rule, LayerRule):
+        raise checks.invalid_type("rule", "a LayerRule instance or subclass", rule)
+    existing = _BY_TYPE.get(layer_class)
+    if existing is not None and not replace:
+        raise ValueError(
+            "Invalid value for argument `layer_class`: expected a layer class without a "
+            f"rule (or replace=True). Received: layer_class={layer_class.__name__}, which "
+            f"has the rule {type(existing).__name__}"
+        )
+    _BY_TYPE[layer_class] = rule
+    return rule
+
+
+def registered() -> dict[type, LayerRule]:
+    """Every registered layer class and its rule, built-ins first."""
+    return dict(_BY_TYPE)
+
+
+def runs_registered_call(layer: keras.layers.Layer) -> bool:
+    """Whether `layer` runs the `call()` of the class its rule is registered for.
+
+    A subclass that overrides `call()` computes something its rule does not
+    describe, unless the subclass was registered itself.
+    """
+    cls = _registered_class(layer)
+    return cls is not None and type(layer).call is cls.call
+
+
+def weight_layouts(layer: keras.layers.Layer) -> tuple[WeightLayout, ...]:
+    """The `WeightLayout`s of `layer`, or `()` when it is not supported.
+
+    The most specific registered class wins, so user subclasses of `Dense` and
+    friends are handled like their parent.
+    """
+    return rule_for(layer).layer_weights(layer)
+
+
+def is_supported(layer: keras.layers.Layer) -> bool:
+    """Whether DropNeuron knows the weight layout of `layer`."""
+    return bool(weight_layouts(layer))
+
+
+def supported_layer_names() -> list[str]:
+    """Names of the registered classes with weights to prune, for messages and docs."""
+    return sorted(
+        cls.__name__ for cls, rule in _BY_TYPE.items() if rule.weights_of(cls) or rule.wraps
+    )
