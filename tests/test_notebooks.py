@@ -16,7 +16,7 @@ def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch, mnist_path):
     monkeypatch.setenv("KERAS_DROPNEURON_OUT", str(tmp_path))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     notebook = nbformat.read(path, as_version=4)
-    # Committed notebooks carry no outputs: they are narratives, results live in README.
+    # Committed notebooks carry no outputs: they are narratives, results live in docs/.
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
     NotebookClient(
         notebook,
