@@ -85,7 +85,7 @@ def slim_model(
         round_to: Every resized layer keeps a multiple of this many units
             (or all of them) by keeping some dead ones, which is exact; wide
             vector units and GPUs can run such widths faster. Defaults to `1`
-            (remove every dead unit; see `benchmarks/RESULTS.md` for when
+            (remove every dead unit; see `docs/benchmarks.md` for when
             rounding pays on this machine).
         benchmark: A batch size: the report then holds the measured
             latency of both models at that batch size on this machine
