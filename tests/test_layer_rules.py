@@ -4,12 +4,14 @@ import keras
 import numpy as np
 import pytest
 from backend_utils import to_numpy
+from conftest import REPO
 
 from keras_dropneuron import layer_rules, slim_model
 from keras_dropneuron.layer_rules import BARRIER, rule_for
 from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
 from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
+from keras_dropneuron.layer_rules.layout import WeightLayout, group_slice
 from keras_dropneuron.layer_rules.merge import ConcatenateRule, MergeRule
 from keras_dropneuron.layer_rules.per_channel import BatchNormalizationRule
 from keras_dropneuron.surgery.graph import build_graph
@@ -68,6 +70,38 @@ def test_registry_gives_weights_and_names():
     lstm, gru = keras.layers.LSTM(2), keras.layers.GRU(2)
     assert [layout.gates for layout in layer_rules.weight_layouts(lstm)] == [4, 4]
     assert [layout.gates for layout in layer_rules.weight_layouts(gru)] == [3, 3]
+
+
+def test_readme_table_is_the_generated_one():
+    text = (REPO / "README.md").read_text()
+    start, end = "<!-- supported-layers:start -->", "<!-- supported-layers:end -->"
+    between = text.split(start, 1)[1].split(end, 1)[0]
+    assert between.strip() == layer_rules.supported_layers_table()
+
+
+def test_table_has_a_row_per_rule_and_compacts_dimensions():
+    lines = layer_rules.supported_layers_table().splitlines()
+    assert len(lines) == 2 + len(layer_rules.RULES) + 1  # header, rules, what no rule covers
+    assert (
+        "| `Conv1D/2D/3DTranspose` | `kernel[..., j, :]` | `kernel[..., i]` "
+        "| units removed (`filters` lowered) |"
+    ) in lines
+    assert lines[-1].endswith("| - | - | kept whole |")
+
+
+@pytest.mark.parametrize(
+    ("input_axes", "output_axes", "side", "expected"),
+    [
+        ((-2,), (-1,), "output", "`w[..., j]`"),
+        ((-2,), (-1,), "input", "`w[..., i, :]`"),
+        ((-2,), (-2, -1), "output", "`w[..., c, m]`"),
+        ((0,), (1,), "output", "`w[:, j]`"),
+        ((-1,), (0,), "output", "`w[j]`"),
+    ],
+)
+def test_group_slice_names_the_unit_axes(input_axes, output_axes, side, expected):
+    layout = WeightLayout("w", "w_regularizer", input_axes, output_axes)
+    assert group_slice(layout, side) == expected
 
 
 # ---------------------------------------------------------------- Dense

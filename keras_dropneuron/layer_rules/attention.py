@@ -108,8 +108,12 @@ class MultiHeadAttentionRule(LayerRule):
         # The units are the heads; without an entry in `plan.inner` all stay.
         return int(len(plan.inner.get(index, range(layer.num_heads))))
 
+    def describe_groups(self, cls):
+        incoming, outgoing = super().describe_groups(cls)
+        return f"head `j`: {incoming} (one `HeadRegularizer`)", f"{outgoing} (pruning only)"
+
     def describe_surgery(self):
-        return "removes heads (`num_heads`); keeps its channels"
+        return "dead heads removed (`num_heads` lowered); channels kept"
 
     def dead_heads(self, layer, threshold):
         """Per head: does it add nothing to the output?"""

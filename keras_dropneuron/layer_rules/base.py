@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from keras_dropneuron.layer_rules.layout import WeightLayout, describe_layouts, group_alive
+from keras_dropneuron.layer_rules.layout import WeightLayout, describe_groups, group_alive
 from keras_dropneuron.regularizers import DropNeuronRegularizer
 
 if TYPE_CHECKING:  # the surgeon imports the rules: these are for annotations only
@@ -328,17 +328,23 @@ class LayerRule:
         """
         return None
 
-    def describe_weights(self, cls: type) -> str:
-        """The weights of class `cls` in words, for the supported-layers table."""
-        return describe_layouts(self.weights_of(cls))
+    def describe_groups(self, cls: type) -> tuple[str, str]:
+        """For the supported-layers table: the groups of class `cls`'s weights.
+
+        Returns:
+            The incoming group of output unit `j` and the outgoing group of
+            input unit `i`, as index notation (`"-"` without weights).
+        """
+        layouts = self.weights_of(cls)
+        return describe_groups(layouts, "output"), describe_groups(layouts, "input")
 
     def describe_surgery(self) -> str:
-        """What `slim_model` does with the rule's layers, for the supported-layers table."""
+        """For the supported-layers table: what `slim_model` does with the rule's layers."""
         if type(self).barrier_reason is LayerRule.barrier_reason:
             return "kept whole"
         if self.width_argument:
-            return f"removes units (`{self.width_argument}`)"
-        return "passes channels through"
+            return f"units removed (`{self.width_argument}` lowered)"
+        return "channels pass through"
 
 
 class Barrier(LayerRule):

@@ -222,10 +222,9 @@ class BidirectionalRule(LayerRule):
         kept = plan.kept[plan.graph.calls[index].outputs[0]]
         return int(sum(len(units) for units in self.side_units(layer, kept)))
 
-    def describe_weights(self, cls):
-        layouts = _RECURRENT.weights_of(_RECURRENT.types[0])
-        paths = [f"`{side}.{layout.attribute}`" for side in _SIDES for layout in layouts]
-        return f"{', '.join(paths)} (axes and gates as the wrapped LSTM, GRU or SimpleRNN)"
+    def describe_groups(self, cls):
+        groups = "each direction's, as the wrapped layer's (`forward_layer.cell.kernel`, ...)"
+        return groups, groups
 
     def resize(self, layer, config, cut):
         weights = {}

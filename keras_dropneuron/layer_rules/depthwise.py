@@ -38,7 +38,7 @@ class DepthwiseRule(LayerRule):
         return None
 
     def describe_surgery(self):
-        return "passes channels through (each input channel with its multiplier outputs)"
+        return "input channel `c` and its `depth_multiplier` outputs go together"
 
     def analyze(self, analysis, index, call, constants):
         layer = call.layer

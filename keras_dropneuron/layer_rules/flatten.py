@@ -19,6 +19,9 @@ class FlattenRule(LayerRule):
             return "input shape not fully known"
         return None
 
+    def describe_surgery(self):
+        return "channel `c` is rows `p * C + c` of the next kernel"
+
     def analyze(self, analysis, index, call, constants):
         width = len(constants[0])
         out = analysis.slots(call.outputs[0])

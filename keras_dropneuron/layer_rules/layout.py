@@ -48,22 +48,36 @@ def group_alive(weight: np.ndarray, unit_axes: tuple[int, ...], gates: int = 1) 
     return np.any(np.reshape(weight, view) != 0, axis=reduce_axes)
 
 
-def _axes_text(axes: tuple[int, ...]) -> str:
-    return f"`{axes[0]}`" if len(axes) == 1 else f"`{tuple(axes)}`"
+def group_slice(layout: WeightLayout, side: str) -> str:
+    """The slice of one group of `layout` in index notation, for the docs.
 
+    Args:
+        layout: The weight's layout.
+        side: `"output"` for the incoming group of output unit `j` (its
+            slice along `output_axes`), `"input"` for the outgoing group of
+            input unit `i` (along `input_axes`).
 
-def describe_layouts(layouts: tuple[WeightLayout, ...]) -> str:
-    """`layouts` in words for the supported-layers table, `"none"` when empty.
+    Returns:
+        Text such as `` `kernel[..., j]` `` or `` `kernel[..., i, :]` ``, with
+        `(every gate block)` for a gated weight.
 
     Example:
 
-    >>> describe_layouts((WeightLayout("kernel", "kernel_regularizer", (-2,), (-1,)),))
-    '`kernel` (in `-2`, out `-1`)'
+    >>> group_slice(WeightLayout("kernel", "kernel_regularizer", (-2,), (-1,)), "input")
+    '`kernel[..., i, :]`'
     """
-    parts = []
-    for layout in layouts:
-        text = f"in {_axes_text(layout.input_axes)}, out {_axes_text(layout.output_axes)}"
-        if layout.gates > 1:
-            text += f", {layout.gates} gates"
-        parts.append(f"`{layout.attribute}` ({text})")
-    return "; ".join(parts) or "none"
+    axes = layout.output_axes if side == "output" else layout.input_axes
+    names = dict(zip(axes, ("j",) if len(axes) == 1 else ("c", "m"), strict=False))
+    if min(axes) < 0:
+        index = ["...", *(names.get(a, ":") for a in range(min(axes), 0))]
+    else:
+        index = [names.get(a, ":") for a in range(max(axes) + 1)]
+    text = f"`{layout.attribute}[{', '.join(index)}]`"
+    if side == "input":
+        text = text.replace("j", "i")
+    return text + (" (every gate block)" if layout.gates > 1 else "")
+
+
+def describe_groups(layouts: tuple[WeightLayout, ...], side: str) -> str:
+    """The groups of `layouts` on one `side` (see `group_slice`), `"-"` for none."""
+    return ", ".join(group_slice(layout, side) for layout in layouts) or "-"

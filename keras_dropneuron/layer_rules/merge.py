@@ -31,6 +31,9 @@ class MergeRule(LayerRule):
             return "inputs of different widths (broadcasting)"
         return None
 
+    def describe_surgery(self):
+        return "one channel set shared by every input"
+
     def combine(self, layer, stacked):
         """The constants of the output from the stacked input constants."""
         for cls, combine in self._COMBINE.items():
@@ -52,6 +55,9 @@ class ConcatenateRule(MergeRule):
     """
 
     types = (layers.Concatenate,)
+
+    def describe_surgery(self):
+        return "channels at each input's offset"
 
     def _on_channels(self, layer, rank):
         return layer.axis in (-1, rank - 1)

@@ -26,6 +26,9 @@ class PerChannelRule(LayerRule):
         analysis.join(analysis.slots(call.inputs[0]), analysis.slots(call.outputs[0]))
         return self.constants(call.layer, constants[0])
 
+    def describe_surgery(self):
+        return "sliced with the channels" if self.state else "channels pass through"
+
     def slice(self, layer, kept_in, kept_out, fold):
         return {
             name: numpy(getattr(layer, name))[..., kept_out]

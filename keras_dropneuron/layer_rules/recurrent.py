@@ -60,6 +60,10 @@ class RecurrentRule(LayerRule):
     def weights_of(self, cls):
         return next((_LAYOUTS[family] for family in _GATES if issubclass(cls, family)), ())
 
+    def describe_groups(self, cls):
+        # One row for the three layers: their groups differ only in the number of gates.
+        return super().describe_groups(self.types[0])
+
     def alive_sides(self, layer, pairs, threshold):
         # A unit has an incoming weight in either kernel's columns.
         inputs, _ = super().alive_sides(layer, pairs, threshold)
