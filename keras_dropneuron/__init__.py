@@ -4,8 +4,9 @@ from importlib import metadata as _metadata
 
 from keras_dropneuron.budget import BudgetCallback, BudgetError, BudgetReport, prune_to_budget
 from keras_dropneuron.callbacks import PruneCallback
+from keras_dropneuron.layer_rules import LayerRule, WeightLayout, register_rule
 from keras_dropneuron.proximal import ProximalGroupShrinkage
-from keras_dropneuron.pruning import prune_weights
+from keras_dropneuron.pruning import UnitsWouldVanishError, prune_weights
 from keras_dropneuron.regularize import regularize_model
 from keras_dropneuron.regularizers import (
     DropNeuronRegularizer,
@@ -34,6 +35,7 @@ __all__ = [
     "BudgetReport",
     "DropNeuronRegularizer",
     "HeadRegularizer",
+    "LayerRule",
     "LiRegularizer",
     "LoRegularizer",
     "ProximalGroupShrinkage",
@@ -41,6 +43,8 @@ __all__ = [
     "SlimReport",
     "SlimVerificationError",
     "SparsityReport",
+    "UnitsWouldVanishError",
+    "WeightLayout",
     "__version__",
     "choose_threshold",
     "export_model",
@@ -49,6 +53,7 @@ __all__ = [
     "export_tflite",
     "prune_to_budget",
     "prune_weights",
+    "register_rule",
     "regularize_model",
     "slim_model",
     "sparsity_report",
