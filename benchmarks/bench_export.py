@@ -34,13 +34,13 @@ import numpy as np  # noqa: E402
 from keras_dropneuron import PruneCallback  # noqa: E402
 from keras_dropneuron.experiments import setups  # noqa: E402
 from keras_dropneuron.experiments.data import load_mnist  # noqa: E402
-from keras_dropneuron.surgery import slim_model  # noqa: E402
-from keras_dropneuron.surgery.export import (  # noqa: E402
+from keras_dropneuron.export import (  # noqa: E402
     artifact_size,
     export_onnx,
     export_tflite,
     onnx_missing_packages,
 )
+from keras_dropneuron.surgery import slim_model  # noqa: E402
 
 # TF's interpreter (also inside the int8 calibrator) warns that it is deprecated, at every use.
 warnings.filterwarnings("ignore", ".*tf.lite.Interpreter is deprecated")

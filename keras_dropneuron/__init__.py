@@ -4,6 +4,12 @@ from importlib import metadata as _metadata
 
 from keras_dropneuron.budget import BudgetCallback, BudgetError, BudgetReport, prune_to_budget
 from keras_dropneuron.callbacks import PruneCallback
+from keras_dropneuron.export import (
+    export_model,
+    export_onnx,
+    export_saved_model,
+    export_tflite,
+)
 from keras_dropneuron.layer_rules import LayerRule, WeightLayout, register_rule
 from keras_dropneuron.proximal import ProximalGroupShrinkage
 from keras_dropneuron.pruning import UnitsWouldVanishError, prune_weights
@@ -16,12 +22,6 @@ from keras_dropneuron.regularizers import (
 )
 from keras_dropneuron.report import SparsityReport, sparsity_report
 from keras_dropneuron.surgery import SlimReport, SlimVerificationError, slim_model
-from keras_dropneuron.surgery.export import (
-    export_model,
-    export_onnx,
-    export_saved_model,
-    export_tflite,
-)
 from keras_dropneuron.threshold import choose_threshold
 
 try:

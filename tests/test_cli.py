@@ -46,11 +46,12 @@ def test_slim_verb(pruned, tmp_path, capsys):
     assert "hidden (Dense)" in printed and "32 -> 12" in printed
     assert f"model file: {os.path.getsize(path):,} -> " in printed
     assert "TFLite file:" in printed and "SavedModel:" in printed
-    assert os.path.isdir(sm) and os.path.getsize(tfl) > 0
     slim = keras.saving.load_model(out)
     assert slim.count_params() == (8 * 12 + 12) + (12 * 3 + 3)
     x = np.random.default_rng(0).standard_normal((2, 8)).astype("float32")
     np.testing.assert_allclose(slim(x), model(x), atol=1e-5)
+    np.testing.assert_allclose(serve_saved_model(sm, x), model(x), atol=1e-5)
+    np.testing.assert_allclose(run_tflite(tfl, x)[0], model(x), atol=1e-4)
     assert digest(path) == before
 
 
@@ -257,6 +258,14 @@ def test_output_paths_are_checked_before_anything_is_written(case, pruned, tmp_p
     assert listing(tmp_path) == before
 
 
+def serve_saved_model(path, x):
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (output,) = serve(tf.constant(x)).values()
+    return output.numpy()
+
+
 def run_tflite(path, x):
     import tensorflow as tf
 
@@ -268,8 +277,6 @@ def run_tflite(path, x):
 
 
 def test_slim_every_format(pruned, tmp_path, capsys):
-    import tensorflow as tf
-
     model, path = pruned
     paths = {
         "keras": tmp_path / "a.keras",
@@ -288,9 +295,7 @@ def test_slim_every_format(pruned, tmp_path, capsys):
     for fmt in ("keras", "h5"):
         loaded = keras.saving.load_model(paths[fmt])
         np.testing.assert_allclose(loaded(x), expected, atol=1e-5)
-    serve = tf.saved_model.load(str(paths["saved_model"])).signatures["serving_default"]
-    (output,) = serve(tf.constant(x)).values()
-    np.testing.assert_allclose(output, expected, atol=1e-5)
+    np.testing.assert_allclose(serve_saved_model(paths["saved_model"], x), expected, atol=1e-5)
     np.testing.assert_allclose(run_tflite(paths["litert"], x)[0], expected, atol=1e-4)
 
 
@@ -312,7 +317,7 @@ def test_slim_onnx(pruned, tmp_path, capsys):
 
 
 def test_slim_onnx_without_its_packages(pruned, tmp_path, capsys, monkeypatch):
-    from keras_dropneuron.surgery import export
+    from keras_dropneuron import export
 
     monkeypatch.setattr(export, "onnx_missing_packages", lambda: ["tf2onnx"])
     out = tmp_path / "slim.keras"
@@ -349,7 +354,7 @@ def test_slim_int8_tflite(pruned, tmp_path, capsys, suffix):
 
 
 def test_a_failed_conversion_is_one_line(pruned, tmp_path, capsys, monkeypatch):
-    from keras_dropneuron.surgery import export
+    from keras_dropneuron import export
 
     def fail(*args, **kwargs):
         raise RuntimeError("converter says no\nsecond line")

@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 from backend_utils import BACKEND, to_numpy
 
-from keras_dropneuron.surgery import export as export_module
-from keras_dropneuron.surgery import slim_model
-from keras_dropneuron.surgery.export import (
+from keras_dropneuron.export import (
     export_model,
     export_onnx,
     export_saved_model,
     export_tflite,
     onnx_missing_packages,
+    representative_dataset,
 )
+from keras_dropneuron.export import tflite as tflite_module
+from keras_dropneuron.surgery import slim_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 
@@ -112,7 +113,7 @@ def test_tflite_keras_path_and_fallback_agree(pair, tmp_path, monkeypatch, keras
     model, slim, _ = pair
     x = calibration(8, seed=2)
     if not keras_litert:  # a Keras without format="litert": TFLiteConverter on a SavedModel
-        monkeypatch.setattr(export_module, "_keras_litert", lambda *args: False)
+        monkeypatch.setattr(tflite_module, "_keras_litert", lambda *args: False)
     path = export_tflite(slim, tmp_path / "slim.bin")  # any suffix, though Keras wants .tflite
     output, _ = run_tflite(path, x)
     np.testing.assert_allclose(output, to_numpy(model(x)), atol=1e-4)
@@ -238,6 +239,54 @@ def test_tflite_bad_arguments(pair, tmp_path, case):
     assert sorted(os.listdir(tmp_path)) == before
 
 
+def two_input_model():
+    a = keras.Input((3,), name="a")
+    b = keras.Input((2, 2), name="b")
+    merged = keras.layers.Concatenate()([a, keras.layers.Flatten()(b)])
+    return keras.Model([a, b], keras.layers.Dense(1)(merged))
+
+
+@pytest.mark.parametrize("as_dict", [True, False], ids=["dict", "list"])
+def test_representative_dataset_of_two_inputs(as_dict):
+    model = two_input_model()
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal((5, 2, 2))  # float64
+    samples = list(representative_dataset(model, {"b": b, "a": a} if as_dict else [a, b])())
+    assert len(samples) == 5
+    for i, sample in enumerate(samples):
+        assert sorted(sample) == ["a", "b"]
+        assert sample["a"].dtype == sample["b"].dtype == np.float32
+        np.testing.assert_array_equal(sample["a"], a[i : i + 1].astype("float32"))
+        np.testing.assert_array_equal(sample["b"], b[i : i + 1].astype("float32"))
+
+
+@pytest.mark.parametrize(
+    "data, error, message",
+    [
+        (
+            {"a": np.zeros((4, 3)), "c": np.zeros((4, 2, 2))},
+            ValueError,
+            r"keyed by .*\['a', 'b'\]",
+        ),
+        ([np.zeros((4, 3))], ValueError, r"one array per model input \(2"),
+        (np.zeros((4, 3)), TypeError, "a list or dict of 2 arrays"),
+        ([np.zeros((4, 3)), np.zeros((3, 2, 2))], ValueError, r"same number .* \[4, 3\]"),
+        ([np.zeros((4, 3)), np.zeros((4, 4))], ValueError, r"input 'b' expects .* \(n, 2, 2\)"),
+    ],
+    ids=["dict_keys", "list_length", "one_array", "sample_counts", "shape"],
+)
+def test_representative_dataset_of_two_inputs_refuses(data, error, message):
+    with pytest.raises(error, match=message):
+        representative_dataset(two_input_model(), data)
+
+
+def test_representative_dataset_passes_a_callable_on():
+    def samples():
+        yield [np.zeros((1, 3), "float32"), np.zeros((1, 2, 2), "float32")]
+
+    assert representative_dataset(two_input_model(), samples) is samples
+
+
 @needs_saved_model_export
 def test_saved_model_directory_must_exist(pair, tmp_path):
     _, slim, _ = pair
@@ -273,7 +322,7 @@ def test_onnx_bad_arguments(pair, tmp_path, monkeypatch):
         export_onnx(slim, tmp_path / "nodir" / "slim.onnx")
     with pytest.raises(TypeError, match="argument `opset_version`: expected an int >= 1"):
         export_onnx(slim, tmp_path / "slim.onnx", opset_version="17")
-    monkeypatch.setattr(export_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match=r"needs .*onnx.*keras-dropneuron\[onnx\]"):
         export_onnx(slim, tmp_path / "slim.onnx")
     assert not os.listdir(tmp_path)

@@ -9,12 +9,11 @@ Example:
 import argparse
 import os
 
+from keras_dropneuron import export
 from keras_dropneuron.checks import argparse_type, check_int
 from keras_dropneuron.cli import common
 from keras_dropneuron.cli.common import CommandError, one_line
 
-# `--format FORMAT=PATH`, as `keras_dropneuron.surgery.export.EXPORT_FORMATS` names them.
-FORMATS = ("keras", "h5", "saved_model", "litert", "onnx")
 _FORMAT_SUFFIXES = {"keras": (".keras",), "h5": (".h5", ".hdf5")}
 _FORMAT_LABELS = {
     "keras": "model file",
@@ -77,8 +76,6 @@ def _check_requirements(args, formats):
     if args.calibration and not args.int8:
         raise CommandError("--calibration is only used with --int8")
     if "onnx" in formats:
-        from keras_dropneuron.surgery import export
-
         missing = export.onnx_missing_packages()
         if missing:
             raise CommandError(
@@ -135,8 +132,6 @@ def _slim_model(args, model):
 
 def _calibration_for(args, slim, calibration):
     """The samples of `--calibration`, checked against the slim model's inputs."""
-    from keras_dropneuron.surgery import export
-
     try:
         return export.representative_dataset(slim, calibration)
     except (TypeError, ValueError) as error:
@@ -145,8 +140,6 @@ def _calibration_for(args, slim, calibration):
 
 
 def _write_outputs(args, slim, outputs, calibration):
-    from keras_dropneuron.surgery import export
-
     for _, fmt, path in outputs:
         if fmt in ("keras", "h5"):
             common.write(path, slim.save, path)
@@ -165,8 +158,6 @@ def _write_outputs(args, slim, outputs, calibration):
 
 
 def _print_sizes(args, outputs):
-    from keras_dropneuron.surgery import export
-
     for _, fmt, path in outputs:
         label = _FORMAT_LABELS[fmt] + (" (int8)" if fmt == "litert" and args.int8 else "")
         if fmt in ("keras", "h5"):
@@ -206,9 +197,9 @@ def _format_output(text):
     fmt, sep, path = text.partition("=")
     if not sep or not path:
         raise argparse.ArgumentTypeError(f"expected FORMAT=PATH, received: {text!r}")
-    if fmt not in FORMATS:
+    if fmt not in export.EXPORT_FORMATS:
         raise argparse.ArgumentTypeError(
-            f"unknown format {fmt!r}, expected one of: {', '.join(FORMATS)}"
+            f"unknown format {fmt!r}, expected one of: {', '.join(export.EXPORT_FORMATS)}"
         )
     return fmt, path
 
@@ -224,7 +215,7 @@ def _add_output_options(parser):
         metavar="FORMAT=PATH",
         type=_format_output,
         action="append",
-        help=f"also write PATH in FORMAT, one of {', '.join(FORMATS)}; repeatable "
+        help=f"also write PATH in FORMAT, one of {', '.join(export.EXPORT_FORMATS)}; repeatable "
         "(--format onnx=slim.onnx is --onnx slim.onnx)",
     )
     parser.add_argument(
