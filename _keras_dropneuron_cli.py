@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 _SEVERITIES = "IWEF"  # INFO, WARNING, ERROR, FATAL: levels 0 to 3
@@ -44,12 +45,19 @@ def _start_up_level(environ):
         return 0
 
 
-def filter_log(text, level):
+def filter_log(text: str, level: int) -> str:
     """Returns `text` without the native log messages below `level` (0 to 3).
 
     A line that does not start a message continues the one before it (the
     CPU-feature message takes two lines), or is not a log message at all. absl's
     banner ("All log messages before absl::InitializeLog() ...") goes too.
+
+    Args:
+        text: What TensorFlow's native code wrote, lines and all.
+        level: The lowest severity kept: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL.
+
+    Returns:
+        The lines kept, unchanged.
     """
     kept = []
     keep = True
@@ -65,8 +73,18 @@ def filter_log(text, level):
 
 
 @contextlib.contextmanager
-def native_stderr_filtered(level):
-    """Captures file descriptor 2 and writes back only what `filter_log` keeps."""
+def native_stderr_filtered(level: int) -> Iterator[None]:
+    """Captures file descriptor 2 and writes back only what `filter_log` keeps.
+
+    Args:
+        level: The lowest severity kept (see `filter_log`); at 0, or without a
+            stderr to capture, nothing is captured.
+
+    Example:
+
+    >>> with native_stderr_filtered(3):
+    ...     import tensorflow
+    """
     try:
         saved = os.dup(2) if level > 0 else None
     except OSError:  # no stderr to filter

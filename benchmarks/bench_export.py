@@ -19,10 +19,12 @@ with a third. Its accuracy means nothing, so it reports sizes and the largest de
 each artefact's outputs (softmax probabilities) from the Keras original on random images.
 """
 
+import argparse
 import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -51,7 +53,7 @@ COLUMNS = ["model", "variant", "format", "bytes", "vs_original", "accuracy", "ma
 class TFLite:
     """A TFLite file as a batch predictor."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -61,7 +63,7 @@ class TFLite:
         self.runner = Interpreter(model_path=path).get_signature_runner()
         (self.name,) = self.runner.get_input_details()
 
-    def __call__(self, x, batch=500):
+    def __call__(self, x: np.ndarray, batch: int = 500) -> np.ndarray:
         parts = [self.runner(**{self.name: x[i : i + batch]}) for i in range(0, len(x), batch)]
         return np.concatenate([next(iter(p.values())) for p in parts])
 
@@ -69,17 +71,22 @@ class TFLite:
 class ONNX:
     """An ONNX file as a batch predictor (onnxruntime)."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         import onnxruntime
 
         self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         self.name = self.session.get_inputs()[0].name
 
-    def __call__(self, x):
+    def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.name: x})[0]
 
 
-def keras_predictor(model, batch=500):
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def keras_predictor(model: keras.Model, batch: int = 500) -> Predictor:
+    """`model` as a batch predictor: numpy in, numpy out, `batch` samples at a time."""
+
     def predict(x):
         parts = [model(x[i : i + batch], training=False) for i in range(0, len(x), batch)]
         return np.concatenate([keras.ops.convert_to_numpy(p) for p in parts])
@@ -87,14 +94,20 @@ def keras_predictor(model, batch=500):
     return predict
 
 
-def without_optimizer(model):
+def without_optimizer(model: keras.Model) -> keras.Model:
     """A copy of `model` that saves without its optimizer state (Adam's would triple it)."""
     copy = type(model).from_config(model.get_config())  # clone_model would compile it too
     copy.set_weights(model.get_weights())
     return copy
 
 
-def artefacts(model, slim, calibration, workdir, label):
+def artefacts(
+    model: keras.Model,
+    slim: keras.Model,
+    calibration: np.ndarray,
+    workdir: str,
+    label: str,
+) -> Iterator[tuple[str, str, str, Predictor, float]]:
     """Writes every artefact; yields (variant, format, path, predictor, seconds)."""
 
     def timed(write, *args, **kwargs):
@@ -134,7 +147,15 @@ def artefacts(model, slim, calibration, workdir, label):
     yield "slim+int8", "keras int8 (Dense)", path, keras_predictor(quantized), seconds
 
 
-def measure(label, model, slim, calibration, x_test, y_test=None):
+def measure(
+    label: str,
+    model: keras.Model,
+    slim: keras.Model,
+    calibration: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray | None = None,
+) -> list[dict]:
+    """One row per artefact: its size, its outputs' deviation from `model`'s, its accuracy."""
     rows = []
     reference = keras_predictor(model)(x_test)
     with tempfile.TemporaryDirectory() as workdir:
@@ -159,7 +180,8 @@ def measure(label, model, slim, calibration, x_test, y_test=None):
     return rows
 
 
-def lenet5(args):
+def lenet5(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """LeNet-5 trained with DropNeuron on MNIST, slimmed, and every artefact of both measured."""
     if args.tiny and not os.path.exists(args.mnist):
         rng = np.random.default_rng(0)
         x, y = rng.random((384, 28, 28, 1), np.float32), rng.integers(0, 10, 384)
@@ -206,7 +228,7 @@ def lenet5(args):
     return rows, info
 
 
-def small_resnet():
+def small_resnet() -> keras.Model:
     """Two bottleneck blocks named like ResNet50's, for --tiny."""
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inputs)
@@ -223,7 +245,8 @@ def small_resnet():
     return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(x))
 
 
-def resnet50(args):
+def resnet50(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """ResNet50 with half of its bottleneck filters dead, slimmed, every artefact measured."""
     keras.utils.set_random_seed(0)
     if args.tiny:
         model = small_resnet()
@@ -241,7 +264,8 @@ def resnet50(args):
     return rows, {"params": model.count_params(), "params_slim": slim.count_params()}
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Runs the benchmark and returns its rows."""
     p = _common.parser(__doc__, repeats=1)
     p.add_argument("--epochs", type=int, default=2, help="LeNet-5 training epochs")
     p.add_argument("--mnist", default=MNIST, help="local mnist.npz")

@@ -27,8 +27,10 @@ masked time / slim time, `efficiency` = speedup / multiply-add ratio (target >= 
 batch 256), `unstructured_speedup` = masked time / unstructured time.
 """
 
+import argparse
 import os
 import tempfile
+from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -51,8 +53,10 @@ def _bn_after(model, layer):
     return bns[0] if len(bns) == 1 else None
 
 
-def masked_model(name, tiny, rng):
-    """The model of `name` with dead units, and the fraction of units killed per layer."""
+def masked_model(
+    name: str, tiny: bool, rng: np.random.Generator
+) -> tuple[keras.Model, list[np.ndarray]]:
+    """The model of `name` with dead units, and its weights before the units were killed."""
     if name == "resnet50":
         model = _models.resnet50(32)
         fractions = {
@@ -74,15 +78,22 @@ def masked_model(name, tiny, rng):
     return model, base_weights
 
 
-def kernels(model):
+def kernels(model: keras.Model) -> list:
+    """The kernel variables of `model`'s layers."""
     return [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
 
 
-def nonzeros(model):
+def nonzeros(model: keras.Model) -> int:
+    """The number of non-zero kernel weights of `model`."""
     return int(sum(np.count_nonzero(k.numpy()) for k in kernels(model)))
 
 
-def unstructured_like(masked, base_weights, target_nonzeros, rng):
+def unstructured_like(
+    masked: keras.Model,
+    base_weights: list[np.ndarray],
+    target_nonzeros: int,
+    rng: np.random.Generator,
+) -> keras.Model:
     """The unpruned model, with a random mask leaving `target_nonzeros` kernel weights."""
     model = keras.models.clone_model(masked)
     model.set_weights(base_weights)
@@ -93,7 +104,9 @@ def unstructured_like(masked, base_weights, target_nonzeros, rng):
     return model
 
 
-def runner(model, runtime, batch_size, workdir, exported):
+def runner(
+    model: keras.Model, runtime: str, batch_size: int, workdir: str, exported: dict
+) -> Callable[[], np.ndarray]:
     """A callable that runs `model` once on a fixed random batch and blocks on the result.
 
     `exported` caches the SavedModel and TFLite artifacts across batch sizes and runtimes.
@@ -135,7 +148,8 @@ def runner(model, runtime, batch_size, workdir, exported):
     return run
 
 
-def measure(name, args, workdir):
+def measure(name: str, args: argparse.Namespace, workdir: str) -> tuple[dict, list[dict]]:
+    """The model's sizes, and one timing row per runtime and batch size."""
     rng = np.random.default_rng(0)
     masked, base_weights = masked_model(name, args.tiny, rng)
     slim, report = slim_model(masked, return_report=True)
@@ -176,7 +190,8 @@ def measure(name, args, workdir):
     return info, rows
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
+    """Runs the benchmark."""
     p = _common.parser(__doc__, repeats=9)
     names = ["lenet-300-100", "lenet-5", "resnet50"]
     p.add_argument("--models", nargs="+", default=names, choices=names)
