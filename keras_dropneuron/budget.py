@@ -28,21 +28,18 @@ from keras_dropneuron import (
     callbacks,
     checks,
     keras_internals,
-    layer_rules,
     model_utils,
     pruning,
 )
+from keras_dropneuron.model_utils import has_dropneuron_regularizer
 from keras_dropneuron.regularize import regularize_model
 from keras_dropneuron.regularizers import DROPNEURON_REGULARIZERS
-from keras_dropneuron.surgery.graph import build_graph
-from keras_dropneuron.surgery.plan import make_plan
-from keras_dropneuron.surgery.rebuild import rebuild
 from keras_dropneuron.surgery.report import SlimReport
+from keras_dropneuron.surgery.size import SIZE_KINDS, size_ratios, slim_size_ratios
 from keras_dropneuron.surgery.slim import slim_model
-from keras_dropneuron.threshold import _default_score, choose_threshold
-from keras_dropneuron.weight_values import cached_values
+from keras_dropneuron.threshold import choose_threshold, default_score, default_thresholds
 
-BUDGETS = ("macs", "params", "units")
+BUDGETS = SIZE_KINDS
 _TARGET_ARGUMENTS = tuple(f"target_{kind}" for kind in BUDGETS)
 ON_TARGET = ("hold", "release")
 
@@ -105,47 +102,6 @@ def check_target(caller, **targets):
             name, "a fraction of the original model in (0, 1], e.g. 0.5", value
         )
     return name[len("target_") :], float(value)
-
-
-def budget_ratios(model, threshold=0.0):
-    """The size of the slim model `slim_model` would build, as fractions of `model`'s.
-
-    The surgeon's plan at `threshold` is built into a model (not verified)
-    and counted with the `SlimReport`'s own figures: multiply-adds from the
-    layer rules, parameters, and units of the supported layers.
-
-    Args:
-        model: A Sequential or Functional model.
-        threshold: Weights with `|w| <= threshold` count as zero. Defaults to
-            `0.0`.
-
-    Returns:
-        A dict `{"macs": ..., "params": ..., "units": ...}` of fractions
-        (1.0 where the original has none).
-    """
-    with cached_values():
-        graph = build_graph(model)
-        plan = make_plan(graph, threshold=threshold, drop_inputs=False, approximate=False)
-        slim, _ = rebuild(plan, keep_regularizers=False)
-    return ratios_of(SlimReport.compare(model, slim), model)
-
-
-def ratios_of(report, model):
-    """The `macs`, `params` and `units` fractions kept in a `SlimReport` of `model`."""
-    supported = {
-        layer.name
-        for layer in model_utils.iter_layers(model)
-        if layer_rules.is_supported(layer)
-    }
-    totals = {"macs": [0, 0], "params": [0, 0], "units": [0, 0]}
-    for row in report.rows:
-        for kind in ("macs", "params"):
-            totals[kind][0] += row[f"{kind}_before"]
-            totals[kind][1] += row[f"{kind}_after"]
-        if row["name"] in supported:
-            totals["units"][0] += row["units_before"]
-            totals["units"][1] += row["units_after"]
-    return {kind: (after / before if before else 1.0) for kind, (before, after) in totals.items()}
 
 
 def penalized_variables(model):
@@ -391,7 +347,7 @@ class BudgetCallback(callbacks.PruneCallback):
         self.reached_epoch = None
         self._attach_scale(penalized)
         self._check_reachable()
-        self.ratios = budget_ratios(self.model)
+        self.ratios = slim_size_ratios(self.model)
         kept = self.ratios[self.budget]
         self._previous = kept
         if kept <= self.target:
@@ -443,7 +399,7 @@ class BudgetCallback(callbacks.PruneCallback):
                     trials[threshold] = (-1.0, None, None)
                 else:
                     self._assign(values, keeps)
-                    ratios = budget_ratios(self.model)
+                    ratios = slim_size_ratios(self.model)
                     trials[threshold] = (ratios[self.budget], keeps, ratios)
             return trials[threshold][0]
 
@@ -463,7 +419,7 @@ class BudgetCallback(callbacks.PruneCallback):
                 chosen = _largest(below, lambda t: kept_at(t) >= floor)
             if chosen is None:
                 self._assign(values, [value != 0 for value in values])
-                ratios = budget_ratios(self.model)
+                ratios = slim_size_ratios(self.model)
             else:
                 _, keeps, ratios = trials[chosen]
                 self._assign(values, keeps, masks=True)
@@ -522,7 +478,7 @@ class BudgetCallback(callbacks.PruneCallback):
             keeps.append(keep)
         try:
             self._assign(values, keeps)
-            smallest = budget_ratios(self.model)
+            smallest = slim_size_ratios(self.model)
         finally:
             self._assign(values, [np.ones(value.shape, dtype=bool) for value in values])
         if smallest[self.budget] > self.target:
@@ -696,7 +652,7 @@ def input_mismatch(model, x):
 
 
 def _score(model, x, y, batch_size):
-    return _default_score(y, model.predict(x, batch_size=batch_size, verbose=0))
+    return default_score(y, model.predict(x, batch_size=batch_size, verbose=0))
 
 
 def prune_to_budget(
@@ -830,7 +786,7 @@ def prune_to_budget(
         )
     chosen = _choose_threshold(copy, x_val, y_val, budget, target * (1 - tolerance), batch_size)
     slim, slim_report = slim_model(copy, keep_regularizers=False, return_report=True)
-    ratios = ratios_of(slim_report, copy)
+    ratios = size_ratios(slim_report, copy)
     report = BudgetReport(
         budget=budget,
         target=target,
@@ -862,7 +818,7 @@ def _penalized_copy(model, li, lo):
     """A copy of `model` that carries DropNeuron penalties (the user's, or Li+Lo)."""
     layers = model_utils.select_layers(model)
     model_utils.check_has_supported_layers(model, layers)
-    if any(model_utils.has_dropneuron_regularizer(layer) for layer in layers):
+    if any(has_dropneuron_regularizer(layer) for layer in layers):
         copy = keras.models.clone_model(model)
         copy.set_weights(model.get_weights())
         return copy
@@ -893,7 +849,7 @@ def _compile_like(copy, model, optimizer, loss):
 
 def _choose_threshold(copy, x_val, y_val, budget, floor, batch_size):
     """`choose_threshold` among the thresholds that keep the budget above `floor`; prunes."""
-    grid = np.geomspace(1e-4, 1.0, 25).tolist()
+    grid = default_thresholds()
     trial = keras.models.clone_model(copy)
     weights = copy.get_weights()
 
@@ -903,7 +859,7 @@ def _choose_threshold(copy, x_val, y_val, budget, floor, batch_size):
             pruning.prune_weights(trial, threshold)
         except pruning.UnitsWouldVanishError:
             return False
-        return budget_ratios(trial)[budget] >= floor
+        return slim_size_ratios(trial)[budget] >= floor
 
     largest = _largest(grid, keeps_budget)
     if largest is None:

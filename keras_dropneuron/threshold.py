@@ -1,12 +1,29 @@
 """Choose the pruning threshold by the paper's own principle."""
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 
 from keras_dropneuron import checks, model_utils, pruning
 
 
-def _default_score(y_true, y_pred):
+def default_thresholds() -> list[float]:
+    """The candidate thresholds tried by default: 25 from 1e-4 to 1 on a log scale."""
+    return np.geomspace(1e-4, 1.0, 25).tolist()
+
+
+def default_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The error rate for class scores with integer labels, else the mean squared error.
+
+    Args:
+        y_true: Integer labels `(n,)` (or `(n, 1)`), or targets shaped like `y_pred`.
+        y_pred: The model's outputs.
+
+    Returns:
+        `mean(argmax(y_pred, 1) != y_true)` when `y_pred` holds one score per
+        class and `y_true` one label per sample, else `mean((y_pred - y_true) ** 2)`.
+    """
     y_pred = np.asarray(y_pred)
     y_true = np.asarray(y_true)
     if y_pred.ndim == 2 and y_pred.shape[1] > 1 and y_true.size == y_pred.shape[0]:
@@ -15,8 +32,15 @@ def _default_score(y_true, y_pred):
 
 
 def choose_threshold(
-    model, x, y, tolerance=0.0, thresholds=None, mode="weight", score=None, batch_size=256
-):
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    tolerance: float = 0.0,
+    thresholds: list[float] | None = None,
+    mode: str = "weight",
+    score: Callable[[np.ndarray, np.ndarray], float] | None = None,
+    batch_size: int = 256,
+) -> tuple[float, dict[float, float]]:
     """Returns the largest threshold whose pruned model loses nothing on `(x, y)`.
 
     Dropping principle 1 of DropNeuron: prune with the largest threshold that
@@ -58,7 +82,7 @@ def choose_threshold(
     """
     tolerance = checks.check_non_negative_float("tolerance", tolerance)
     if thresholds is None:
-        thresholds = np.geomspace(1e-4, 1.0, 25).tolist()
+        thresholds = default_thresholds()
     thresholds = checks.check_sequence_of(
         "thresholds", thresholds, object, "None or a list of floats"
     )
@@ -66,7 +90,7 @@ def choose_threshold(
         checks.check_non_negative_float(f"thresholds[{i}]", t) for i, t in enumerate(thresholds)
     )
     checks.check_choice("mode", mode, pruning.PRUNE_MODES)
-    score = _default_score if score is None else checks.check_callable("score", score)
+    score = default_score if score is None else checks.check_callable("score", score)
     batch_size = checks.check_int("batch_size", batch_size, 1)
     checks.check_model("model", model)
     layers = model_utils.select_layers(model)

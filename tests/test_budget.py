@@ -18,8 +18,8 @@ from keras_dropneuron import (
     regularize_model,
     slim_model,
 )
-from keras_dropneuron.budget import budget_ratios
 from keras_dropneuron.cli import main
+from keras_dropneuron.surgery.size import slim_size_ratios
 
 L = keras.layers
 TARGETS = ("target_macs", "target_params", "target_units")
@@ -163,7 +163,7 @@ def test_it_works_with_penalties_attached_by_hand():
     assert callback.reached
     # At most the target; units can die in groups between two events, so the landing can be
     # below the 10% window here (0.52 on JAX), which the synthetic test checks on MACs.
-    assert 0.45 <= budget_ratios(model)["units"] <= 0.6
+    assert 0.45 <= slim_size_ratios(model)["units"] <= 0.6
 
 
 def test_a_model_without_penalties_is_refused():
