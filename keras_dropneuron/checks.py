@@ -15,6 +15,7 @@ for a flat `get_config()`.
 import argparse
 import math
 import numbers
+from collections.abc import Callable, Collection
 
 import keras
 import numpy as np
@@ -24,7 +25,7 @@ from keras_dropneuron import keras_internals
 SUPPORTED_MODEL_KINDS = "a Sequential or Functional keras.Model (nested ones included)"
 
 
-def invalid_type(name, expected, value):
+def invalid_type(name: str, expected: str, value: object) -> TypeError:
     """The `TypeError` for `value` of argument `name`, which should be `expected`."""
     return TypeError(
         f"Invalid type for argument `{name}`: expected {expected}. "
@@ -32,18 +33,18 @@ def invalid_type(name, expected, value):
     )
 
 
-def invalid_value(name, expected, value):
+def invalid_value(name: str, expected: str, value: object) -> ValueError:
     """The `ValueError` for `value` of argument `name`, which should be `expected`."""
     return ValueError(
         f"Invalid value for argument `{name}`: expected {expected}. Received: {name}={value!r}"
     )
 
 
-def _is_int(value):
+def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
-def check_bool(name, value):
+def check_bool(name: str, value: object) -> bool:
     """Returns `value` as a `bool` after checking it is `True` or `False`.
 
     Raises:
@@ -54,7 +55,7 @@ def check_bool(name, value):
     return bool(value)
 
 
-def check_non_negative_float(name, value):
+def check_non_negative_float(name: str, value: object) -> float:
     """Returns `value` as a `float` after checking it is a finite number >= 0.
 
     Raises:
@@ -68,7 +69,9 @@ def check_non_negative_float(name, value):
     return float(value)
 
 
-def check_int(name, value, minimum, alternatives=()):
+def check_int(
+    name: str, value: object, minimum: int, alternatives: tuple[str, ...] = ()
+) -> int | str:
     """Returns `value` as an `int` after checking it is an int >= `minimum`.
 
     Args:
@@ -95,7 +98,7 @@ def check_int(name, value, minimum, alternatives=()):
     return int(value)
 
 
-def check_choice(name, value, choices):
+def check_choice(name: str, value: object, choices: Collection[str]) -> str:
     """Returns `value` after checking it is one of `choices` (strings).
 
     Raises:
@@ -110,7 +113,9 @@ def check_choice(name, value, choices):
     return value
 
 
-def check_sequence_of(name, value, types, expected):
+def check_sequence_of(
+    name: str, value: object, types: type | tuple[type, ...], expected: str
+) -> list:
     """Returns `value` as a list after checking it is a collection of `types`.
 
     A list, tuple, set, range or 1-D numpy array passes. A `str` is refused even
@@ -137,7 +142,9 @@ def check_sequence_of(name, value, types, expected):
     return items
 
 
-def check_layers(name, value, names_only=False):
+def check_layers(
+    name: str, value: object, names_only: bool = False
+) -> list[str | keras.layers.Layer] | None:
     """Returns `None` or a list of layer names (or layers) for a `layers=` argument.
 
     Whether every name is a supported layer of the model is checked later, once
@@ -163,7 +170,7 @@ def check_layers(name, value, names_only=False):
     return check_sequence_of(name, value, types, expected)
 
 
-def check_axis(name, value):
+def check_axis(name: str, value: object) -> tuple[int, ...]:
     """Returns `value` as a tuple of ints: the unit axes of a weight.
 
     What is checked here is what holds for every weight: ints, at least one,
@@ -186,7 +193,7 @@ def check_axis(name, value):
     return axes
 
 
-def check_axis_for(name, axes, shape):
+def check_axis_for(name: str, axes: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
     """Returns `axes` resolved to non-negative axes of a weight of `shape`.
 
     Raises:
@@ -205,7 +212,7 @@ def check_axis_for(name, axes, shape):
     return resolved
 
 
-def check_keras_model(name, value):
+def check_keras_model(name: str, value: object) -> keras.Model:
     """Returns `value` after checking it is a `keras.Model` of any kind.
 
     Raises:
@@ -216,7 +223,7 @@ def check_keras_model(name, value):
     return value
 
 
-def check_model(name, value):
+def check_model(name: str, value: object) -> keras.Model:
     """Returns `value` after checking it is a built Sequential or Functional model.
 
     Raises:
@@ -240,7 +247,7 @@ def check_model(name, value):
     return value
 
 
-def check_callable(name, value):
+def check_callable(name: str, value: object) -> Callable:
     """Returns `value` after checking it can be called.
 
     Raises:
@@ -251,7 +258,9 @@ def check_callable(name, value):
     return value
 
 
-def argparse_type(option, check, convert=float, **kwargs):
+def argparse_type(
+    option: str, check: Callable, convert: Callable = float, **kwargs: object
+) -> Callable[[str], object]:
     """Turns a check into an argparse `type=` for `option`, with the same wording.
 
     The command line then reports `argument --threshold: expected a finite float
@@ -272,7 +281,7 @@ def argparse_type(option, check, convert=float, **kwargs):
     """
     kind = {float: "a float", int: "an int"}.get(convert, convert.__name__)
 
-    def parse(text):
+    def parse(text: str) -> object:
         try:
             value = convert(text)
         except ValueError:

@@ -1,5 +1,7 @@
 """Checks and traversals shared by every stage of the workflow."""
 
+from collections.abc import Iterator
+
 import keras
 import numpy as np
 
@@ -8,7 +10,7 @@ from keras_dropneuron.layer_rules.base import attribute
 from keras_dropneuron.regularizers import DROPNEURON_REGULARIZERS
 
 
-def iter_layers(model):
+def iter_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
     """Yields every layer of `model` once, descending into nested models.
 
     A layer that sits both in `model` and in a nested model (or in a nested
@@ -32,7 +34,12 @@ def iter_layers(model):
     yield from walk(model)
 
 
-def select_layers(model, layers=None, prefer_regularized=False, name="layers"):
+def select_layers(
+    model: keras.Model,
+    layers: list[str | keras.layers.Layer] | None = None,
+    prefer_regularized: bool = False,
+    name: str = "layers",
+) -> list[keras.layers.Layer]:
     """Returns the supported layers of `model` to work on.
 
     Args:
@@ -83,7 +90,9 @@ def select_layers(model, layers=None, prefer_regularized=False, name="layers"):
     return selected
 
 
-def check_has_supported_layers(model, layers, name="model"):
+def check_has_supported_layers(
+    model: keras.Model, layers: list[keras.layers.Layer], name: str = "model"
+) -> None:
     """Raises a clear error when `layers` (selected from `model`) is empty."""
     if not layers:
         raise ValueError(
@@ -93,7 +102,7 @@ def check_has_supported_layers(model, layers, name="model"):
         )
 
 
-def check_finite_weights(layers, action):
+def check_finite_weights(layers: list[keras.layers.Layer], action: str) -> None:
     """Raises a clear error when a supported weight of `layers` holds NaN or inf.
 
     Args:
@@ -111,7 +120,7 @@ def check_finite_weights(layers, action):
                 )
 
 
-def has_dropneuron_regularizer(layer):
+def has_dropneuron_regularizer(layer: keras.layers.Layer) -> bool:
     """Whether any weight of `layer` that its rule prunes carries one of our regularizers."""
     for layout in layer_rules.weight_layouts(layer):
         # The variable's own (a recurrent cell's, an attention projection's), else the layer's.

@@ -1,20 +1,26 @@
 """Dropping principle 1: set sub-threshold weights, or whole groups, to zero."""
 
+import keras
 import numpy as np
 
 from keras_dropneuron import checks, layer_rules, model_utils
 from keras_dropneuron._group_lasso import gate_view
 from keras_dropneuron.layer_rules.base import attribute
-from keras_dropneuron.layer_rules.layout import group_alive
+from keras_dropneuron.layer_rules.layout import WeightLayout, group_alive
 
 PRUNE_MODES = ("weight", "incoming", "outgoing", "neuron")
+
+# `(layer, layout, variable)`: one prunable weight and the layer it is pruned in.
+ManagedWeight = tuple[keras.layers.Layer, WeightLayout, keras.Variable]
 
 
 class UnitsWouldVanishError(ValueError):
     """A pruning step was refused: it would remove every unit of a layer."""
 
 
-def keep_mask(weight, layout, threshold, mode="weight"):
+def keep_mask(
+    weight: np.ndarray, layout: WeightLayout, threshold: float, mode: str = "weight"
+) -> np.ndarray:
     """Boolean mask of the weights that survive pruning at `threshold`.
 
     Args:
@@ -58,7 +64,12 @@ def _would_empty(layout, value, keep):
     return bool(alive_before.any() and not alive_after.any())
 
 
-def check_units_survive(weights, values, keeps, threshold):
+def check_units_survive(
+    weights: list[ManagedWeight],
+    values: list[np.ndarray],
+    keeps: list[np.ndarray],
+    threshold: float,
+) -> None:
     """Refuses a pruning step that would kill the last alive units of a layer.
 
     A layer whose output units all lose their incoming weights computes a
@@ -88,7 +99,9 @@ def check_units_survive(weights, values, keeps, threshold):
             )
 
 
-def keep_strongest_units(weights, values, keeps):
+def keep_strongest_units(
+    weights: list[ManagedWeight], values: list[np.ndarray], keeps: list[np.ndarray]
+) -> list[np.ndarray]:
     """Keeps the strongest unit of every layer that pruning would empty.
 
     Where `check_units_survive` would refuse the step, the unit (or head) with
@@ -119,7 +132,7 @@ def keep_strongest_units(weights, values, keeps):
     return result
 
 
-def managed_weights(layers):
+def managed_weights(layers: list[keras.layers.Layer]) -> list[ManagedWeight]:
     """Lists `(layer, layout, variable)` for every prunable weight of `layers`.
 
     Each variable is listed once, at its first layer, even when layers share
@@ -135,7 +148,12 @@ def managed_weights(layers):
     return weights
 
 
-def prune_weights(model, threshold, mode="weight", layers=None):
+def prune_weights(
+    model: keras.Model,
+    threshold: float,
+    mode: str = "weight",
+    layers: list[str | keras.layers.Layer] | None = None,
+) -> dict[str, int]:
     """Sets sub-threshold weights of `model` to zero, in place.
 
     This modifies `model`'s weights in place. It is Dropping Principle 1 of

@@ -1,11 +1,12 @@
 """sparsity_report: how many weights and units of a model are still alive."""
 
+import keras
 import numpy as np
 
 from keras_dropneuron import checks, layer_rules, model_utils
 from keras_dropneuron.layer_rules.base import attribute
 from keras_dropneuron.surgery.graph import build_graph
-from keras_dropneuron.surgery.plan import make_plan
+from keras_dropneuron.surgery.plan import Plan, make_plan
 from keras_dropneuron.weight_values import cached_values
 
 _COLUMNS = (
@@ -64,7 +65,13 @@ class SparsityReport:
     `slim_model(model, threshold=threshold)` returns.
     """
 
-    def __init__(self, rows, model_name, params=0, params_after_slim=None):
+    def __init__(
+        self,
+        rows: list[dict],
+        model_name: str,
+        params: int = 0,
+        params_after_slim: int | None = None,
+    ) -> None:
         self.rows = rows
         self.model_name = model_name
         nonzero = sum(row["nonzero_weights"] for row in rows)
@@ -80,7 +87,7 @@ class SparsityReport:
             "params_after_slim": params if params_after_slim is None else params_after_slim,
         }
 
-    def to_list(self):
+    def to_list(self) -> list[dict]:
         """Returns one plain dict per layer."""
         return [dict(row) for row in self.rows]
 
@@ -96,7 +103,7 @@ class SparsityReport:
             f"{row['compression']:.2f}x",
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         header = [title for _, title in _COLUMNS]
         body = [self._cells(row) for row in self.rows]
         totals = self.totals
@@ -124,10 +131,10 @@ class SparsityReport:
         )
         return "\n".join(lines)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return str(self)
 
-    def print(self):
+    def print(self) -> None:
         """Prints the table, like `model.summary()`."""
         print(self)
 
@@ -160,7 +167,7 @@ def _units_after_slim(layer, width, graph, plan):
     return plan.rules[calls[0]].units_kept(layer, plan, calls[0])
 
 
-def params_after_slim(plan):
+def params_after_slim(plan: Plan) -> int:
     """The parameter count of the model `slim_model` builds from `plan`."""
     total = 0
     for indices in plan.graph.calls_of_layer.values():
@@ -191,7 +198,7 @@ def _outgoing_alive(layer, width, graph, read):
     return alive
 
 
-def sparsity_report(model, threshold=0.0):
+def sparsity_report(model: keras.Model, threshold: float = 0.0) -> SparsityReport:
     """Reports, per layer, the weights and units of `model` that are alive.
 
     Args:

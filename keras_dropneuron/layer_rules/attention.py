@@ -1,14 +1,32 @@
 """MultiHeadAttention: dead heads are removed; its channels pass unchanged."""
 
+from typing import TYPE_CHECKING
+
+import keras
 import numpy as np
 from keras import layers
 
 from keras_dropneuron import keras_internals
-from keras_dropneuron.layer_rules.base import LayerRule, attribute, channels
+from keras_dropneuron.layer_rules.base import (
+    Constants,
+    Cut,
+    Layer,
+    LayerRule,
+    Pairs,
+    Tensor,
+    Tensors,
+    Weights,
+    attribute,
+    channels,
+)
 from keras_dropneuron.layer_rules.helpers import spatial_size
 from keras_dropneuron.layer_rules.layout import WeightLayout, group_alive
 from keras_dropneuron.regularizers import HeadRegularizer
 from keras_dropneuron.weight_values import numpy
+
+if TYPE_CHECKING:  # the surgeon imports the rules: for annotations only
+    from keras_dropneuron.surgery.graph import Call
+    from keras_dropneuron.surgery.plan import Analysis, Plan
 
 _PROJECTIONS = ("query_dense", "key_dense", "value_dense")
 
@@ -47,10 +65,14 @@ class MultiHeadAttentionRule(LayerRule):
         for weight in ("kernel", "bias")
     )
 
-    def barrier_reason(self, layer, in_tensors, out_tensors):
+    def barrier_reason(
+        self, layer: Layer, in_tensors: Tensors, out_tensors: Tensors
+    ) -> str | None:
         return None
 
-    def analyze(self, analysis, index, call, constants):
+    def analyze(
+        self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
+    ) -> Constants:
         for key in call.inputs + call.outputs:
             analysis.keep(key)
         for key in call.inputs:
@@ -63,7 +85,9 @@ class MultiHeadAttentionRule(LayerRule):
             analysis.inner[index] = kept if kept.size else np.array([0])
         return None
 
-    def alive_sides(self, layer, pairs, threshold):
+    def alive_sides(
+        self, layer: Layer, pairs: Pairs, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         # Inputs: channels some projection reads (self-attention: one tensor).
         # A head is alive when both its values and its output slice are (`dead_heads`).
         inputs, _ = super().alive_sides(layer, pairs, threshold)
@@ -79,7 +103,17 @@ class MultiHeadAttentionRule(LayerRule):
             value |= np.any(np.abs(numpy(layer.value_dense.bias)) > threshold, axis=1)
         return inputs, value & group_alive(found["output_dense.kernel"][1], (0,))
 
-    def regularizers(self, layer, *, li, lo, l1, l2, heads, scale_by_group_size):
+    def regularizers(
+        self,
+        layer: keras.layers.Layer,
+        *,
+        li: float,
+        lo: float,
+        l1: float,
+        l2: float,
+        heads: float,
+        scale_by_group_size: bool,
+    ) -> dict[str, keras.regularizers.Regularizer]:
         """One `HeadRegularizer` (strength `heads`, plus `l1` and `l2`) as `kernel_regularizer`.
 
         The layer passes it to its four projections, so a head's penalty is
@@ -104,18 +138,18 @@ class MultiHeadAttentionRule(LayerRule):
                 reg.head_axis(variable.shape)
         return {"kernel_regularizer": reg}
 
-    def units_kept(self, layer, plan, index):
+    def units_kept(self, layer: Layer, plan: "Plan", index: int) -> int:
         # The units are the heads; without an entry in `plan.inner` all stay.
         return int(len(plan.inner.get(index, range(layer.num_heads))))
 
-    def describe_groups(self, cls):
+    def describe_groups(self, cls: type) -> tuple[str, str]:
         incoming, outgoing = super().describe_groups(cls)
         return f"head `j`: {incoming} (one `HeadRegularizer`)", f"{outgoing} (pruning only)"
 
-    def describe_surgery(self):
+    def describe_surgery(self) -> str:
         return "dead heads removed (`num_heads` lowered); channels kept"
 
-    def dead_heads(self, layer, threshold):
+    def dead_heads(self, layer: Layer, threshold: float) -> np.ndarray:
         """Per head: does it add nothing to the output?"""
         value = np.abs(numpy(layer.value_dense.kernel))  # (dim, heads, value_dim)
         dead_value = np.all(np.moveaxis(value, 1, 0).reshape(value.shape[1], -1) <= threshold, 1)
@@ -125,7 +159,7 @@ class MultiHeadAttentionRule(LayerRule):
         dead_output = np.all(output.reshape(output.shape[0], -1) <= threshold, axis=1)
         return dead_value | dead_output
 
-    def resize(self, layer, config, cut):
+    def resize(self, layer: Layer, config: dict, cut: Cut) -> Weights:
         heads = cut.inner
         config["num_heads"] = len(heads)
         weights = {}
@@ -139,7 +173,7 @@ class MultiHeadAttentionRule(LayerRule):
             weights["output_dense.bias"] = numpy(layer.output_dense.bias)
         return weights
 
-    def macs(self, layer, tensor_in, tensor_out):
+    def macs(self, layer: Layer, tensor_in: Tensor, tensor_out: Tensor | None) -> int:
         # Projections, scores and weighted sums for self-attention of the first input.
         positions, width = spatial_size(tensor_in.shape), channels(tensor_in)
         heads, key_dim = layer.num_heads, layer.key_dim

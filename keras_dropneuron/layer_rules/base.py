@@ -24,6 +24,17 @@ if TYPE_CHECKING:  # the surgeon imports the rules: these are for annotations on
     from keras_dropneuron.surgery.plan import Analysis, Plan
 
 
+# Type aliases for the signatures of rule methods.
+Layer = keras.layers.Layer
+Tensor = keras.KerasTensor
+Tensors = list[keras.KerasTensor]
+Indices = np.ndarray  # kept channel indices, ascending
+Fold = np.ndarray | None  # per input channel, the constant folded into the bias
+Weights = dict[str, np.ndarray]  # weight attribute path -> value
+Pairs = list[tuple[WeightLayout, np.ndarray]]  # `(layout, value)` of a layer's weights
+Constants = np.ndarray | list[np.ndarray] | None  # what `LayerRule.analyze` returns
+
+
 @dataclasses.dataclass(frozen=True)
 class Cut:
     """What the analysis removes from one layer.
@@ -103,17 +114,14 @@ class LayerRule:
     wraps: bool = False
 
     def barrier_reason(
-        self,
-        layer: keras.layers.Layer,
-        in_tensors: list[keras.KerasTensor],
-        out_tensors: list[keras.KerasTensor],
+        self, layer: Layer, in_tensors: Tensors, out_tensors: Tensors
     ) -> str | None:
         """Why this call must keep all its channels, or `None`."""
         return "layer type without a rule"
 
     def analyze(
         self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
-    ) -> np.ndarray | list[np.ndarray] | None:
+    ) -> Constants:
         """Adds the call's channel coupling to `analysis`.
 
         Args:
@@ -129,7 +137,7 @@ class LayerRule:
         """
         raise NotImplementedError
 
-    def must_keep(self, layer: keras.layers.Layer, gone: np.ndarray) -> np.ndarray | tuple:
+    def must_keep(self, layer: Layer, gone: np.ndarray) -> np.ndarray | tuple:
         """Output channels to keep beyond the dead ones the analysis keeps.
 
         Args:
@@ -143,7 +151,7 @@ class LayerRule:
         """
         return ()
 
-    def width_parts(self, layer: keras.layers.Layer, width: int) -> list[np.ndarray]:
+    def width_parts(self, layer: Layer, width: int) -> list[np.ndarray]:
         """The parts of the output channels that `round_to` rounds one by one.
 
         Args:
@@ -156,7 +164,7 @@ class LayerRule:
         """
         return [np.arange(width)]
 
-    def resize(self, layer: keras.layers.Layer, config: dict, cut: Cut) -> dict[str, np.ndarray]:
+    def resize(self, layer: Layer, config: dict, cut: Cut) -> Weights:
         """Adapts `config` to a `Cut` and returns the new weights.
 
         Args:
@@ -174,13 +182,7 @@ class LayerRule:
             config["use_bias"] = True
         return weights
 
-    def slice(
-        self,
-        layer: keras.layers.Layer,
-        kept_in: np.ndarray,
-        kept_out: np.ndarray,
-        fold: np.ndarray | None,
-    ) -> dict[str, np.ndarray]:
+    def slice(self, layer: Layer, kept_in: Indices, kept_out: Indices, fold: Fold) -> Weights:
         """Attribute name -> new value when channels are cut.
 
         Args:
@@ -192,12 +194,7 @@ class LayerRule:
         """
         return {}
 
-    def macs(
-        self,
-        layer: keras.layers.Layer,
-        tensor_in: keras.KerasTensor,
-        tensor_out: keras.KerasTensor | None,
-    ) -> int:
+    def macs(self, layer: Layer, tensor_in: Tensor, tensor_out: Tensor | None) -> int:
         """Multiply-adds of one call (0 for layers without a kernel)."""
         return 0
 
@@ -205,7 +202,7 @@ class LayerRule:
         """The `weights` of layers of class `cls` (a family's own, where they differ)."""
         return self.weights
 
-    def layer_weights(self, layer: keras.layers.Layer) -> tuple[WeightLayout, ...]:
+    def layer_weights(self, layer: Layer) -> tuple[WeightLayout, ...]:
         """The `weights` of `layer` itself (a wrapper's: those of what it wraps)."""
         return self.weights_of(type(layer))
 
@@ -254,7 +251,7 @@ class LayerRule:
             for layout in self.layer_weights(layer)
         }
 
-    def input_id_limit(self, layer: keras.layers.Layer) -> int | None:
+    def input_id_limit(self, layer: Layer) -> int | None:
         """The number of valid integer ids the layer reads (an Embedding's `input_dim`).
 
         `slim_model` draws the integer inputs of its verification batch below
@@ -263,7 +260,7 @@ class LayerRule:
         """
         return None
 
-    def units_kept(self, layer: keras.layers.Layer, plan: "Plan", index: int) -> int:
+    def units_kept(self, layer: Layer, plan: "Plan", index: int) -> int:
         """For the reports: how many units of `layer` `slim_model` keeps.
 
         Args:
@@ -276,9 +273,7 @@ class LayerRule:
         """
         return int(len(plan.kept[plan.graph.calls[index].outputs[0]]))
 
-    def units_read(
-        self, layer: keras.layers.Layer, reads: list[np.ndarray | None]
-    ) -> np.ndarray | None:
+    def units_read(self, layer: Layer, reads: list[np.ndarray | None]) -> np.ndarray | None:
         """For the reports: per unit of `layer`, whether a consumer reads it.
 
         Args:
@@ -294,10 +289,7 @@ class LayerRule:
         return reads[0]
 
     def alive_sides(
-        self,
-        layer: keras.layers.Layer,
-        pairs: list[tuple[WeightLayout, np.ndarray]],
-        threshold: float,
+        self, layer: Layer, pairs: Pairs, threshold: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """For the reports: which input units and which units of `layer` are alive.
 
@@ -318,9 +310,7 @@ class LayerRule:
             group_alive(last_value, last.output_axes, last.gates),
         )
 
-    def read_inside(
-        self, layer: keras.layers.Layer, pairs: list[tuple[WeightLayout, np.ndarray]]
-    ) -> np.ndarray | None:
+    def read_inside(self, layer: Layer, pairs: Pairs) -> np.ndarray | None:
         """For the reports: which units the layer reads back itself, or `None`.
 
         A recurrent layer's gates read every unit whose recurrent-kernel row
@@ -359,16 +349,13 @@ class Barrier(LayerRule):
         self.reason = reason
 
     def barrier_reason(
-        self,
-        layer: keras.layers.Layer,
-        in_tensors: list[keras.KerasTensor],
-        out_tensors: list[keras.KerasTensor],
-    ) -> str:
+        self, layer: Layer, in_tensors: Tensors, out_tensors: Tensors
+    ) -> str | None:
         return self.reason
 
     def analyze(
         self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
-    ) -> None:
+    ) -> Constants:
         for key in call.inputs + call.outputs:
             analysis.keep(key)
         for key in call.inputs:

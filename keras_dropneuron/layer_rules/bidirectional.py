@@ -35,13 +35,28 @@ given to the call; directions of different widths.
 """
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import Cut, LayerRule
+from keras_dropneuron.layer_rules.base import (
+    Constants,
+    Cut,
+    Layer,
+    LayerRule,
+    Pairs,
+    Tensor,
+    Tensors,
+    Weights,
+)
+from keras_dropneuron.layer_rules.layout import WeightLayout
 from keras_dropneuron.layer_rules.recurrent import RecurrentRule
 from keras_dropneuron.weight_values import numpy
+
+if TYPE_CHECKING:  # the surgeon imports the rules: for annotations only
+    from keras_dropneuron.surgery.graph import Call
+    from keras_dropneuron.surgery.plan import Analysis, Plan
 
 _RECURRENT = RecurrentRule()
 _SIDES = ("forward_layer", "backward_layer")
@@ -71,7 +86,7 @@ class BidirectionalRule(LayerRule):
     width_argument = "units"
     wraps = True
 
-    def layer_weights(self, layer):
+    def layer_weights(self, layer: Layer) -> tuple[WeightLayout, ...]:
         """Both directions' recurrent layouts, under `forward_layer.` and `backward_layer.`.
 
         A wrapped layer without a recurrent rule gives none (the wrapper is
@@ -103,7 +118,9 @@ class BidirectionalRule(LayerRule):
                 if layout.attribute.startswith(prefix)
             ]
 
-    def alive_sides(self, layer, pairs, threshold):
+    def alive_sides(
+        self, layer: Layer, pairs: Pairs, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         # Inputs: read by either direction; units: forward's, then backward's.
         inputs, units = [], []
         for side, side_pairs in zip(_SIDES, self._side_pairs(pairs), strict=True):
@@ -112,14 +129,14 @@ class BidirectionalRule(LayerRule):
             units.append(alive[1])
         return np.logical_or.reduce(inputs), np.concatenate(units)
 
-    def read_inside(self, layer, pairs):
+    def read_inside(self, layer: Layer, pairs: Pairs) -> np.ndarray | None:
         inside = [
             _RECURRENT.read_inside(getattr(layer, side), side_pairs)
             for side, side_pairs in zip(_SIDES, self._side_pairs(pairs), strict=True)
         ]
         return np.concatenate(inside)
 
-    def units_read(self, layer, reads):
+    def units_read(self, layer: Layer, reads: list[np.ndarray | None]) -> np.ndarray | None:
         # concat: the output's channels are the units; otherwise channel j (or
         # output 0 / 1 without merging) is read for forward and backward unit j.
         if layer.merge_mode == "concat":
@@ -127,7 +144,9 @@ class BidirectionalRule(LayerRule):
         sides = (reads[0], reads[1]) if layer.merge_mode is None else (reads[0], reads[0])
         return None if any(r is None for r in sides) else np.concatenate(sides)
 
-    def barrier_reason(self, layer, in_tensors, out_tensors):
+    def barrier_reason(
+        self, layer: Layer, in_tensors: Tensors, out_tensors: Tensors
+    ) -> str | None:
         for side in _SIDES:
             rnn = getattr(layer, side)
             if not isinstance(rnn, _RECURRENT.types):
@@ -155,7 +174,9 @@ class BidirectionalRule(LayerRule):
             sides.append((dead, fed_back & ~dead))
         return sides
 
-    def analyze(self, analysis, index, call, constants):
+    def analyze(
+        self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
+    ) -> Constants:
         layer, threshold = call.layer, analysis.threshold
         read = np.zeros(layer.forward_layer.cell.kernel.shape[0], dtype=bool)
         for side in _SIDES:
@@ -195,7 +216,7 @@ class BidirectionalRule(LayerRule):
             values.append(zero_f if forward else zero_b)
         return values
 
-    def must_keep(self, layer, gone):
+    def must_keep(self, layer: Layer, gone: np.ndarray) -> np.ndarray | tuple:
         if layer.merge_mode != "concat":
             return ()  # one set of channels for both directions
         # Both directions keep as many units (and so at least one each).
@@ -204,12 +225,12 @@ class BidirectionalRule(LayerRule):
         surplus = len(gone_f) - len(gone_b)
         return gone_f[:surplus] if surplus > 0 else gone_b[:-surplus]
 
-    def width_parts(self, layer, width):
+    def width_parts(self, layer: Layer, width: int) -> list[np.ndarray]:
         if layer.merge_mode != "concat":
             return [np.arange(width)]
         return [np.arange(width // 2), np.arange(width // 2, width)]  # units per direction
 
-    def side_units(self, layer, kept_out):
+    def side_units(self, layer: Layer, kept_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The kept units of each direction, from the kept merged channels."""
         kept_out = np.asarray(kept_out, dtype=int)
         if layer.merge_mode != "concat":
@@ -217,16 +238,16 @@ class BidirectionalRule(LayerRule):
         width = layer.forward_layer.units
         return kept_out[kept_out < width], kept_out[kept_out >= width] - width
 
-    def units_kept(self, layer, plan, index):
+    def units_kept(self, layer: Layer, plan: "Plan", index: int) -> int:
         # The units are both directions' (whatever the merge mode).
         kept = plan.kept[plan.graph.calls[index].outputs[0]]
         return int(sum(len(units) for units in self.side_units(layer, kept)))
 
-    def describe_groups(self, cls):
+    def describe_groups(self, cls: type) -> tuple[str, str]:
         groups = "each direction's, as the wrapped layer's (`forward_layer.cell.kernel`, ...)"
         return groups, groups
 
-    def resize(self, layer, config, cut):
+    def resize(self, layer: Layer, config: dict, cut: Cut) -> Weights:
         weights = {}
         for side, units in zip(_SIDES, self.side_units(layer, cut.kept_out), strict=True):
             sub = config.get(_CONFIG_KEYS[side])
@@ -239,5 +260,5 @@ class BidirectionalRule(LayerRule):
             weights.update({f"{side}.{path}": value for path, value in sliced.items()})
         return weights
 
-    def macs(self, layer, tensor_in, tensor_out):
+    def macs(self, layer: Layer, tensor_in: Tensor, tensor_out: Tensor | None) -> int:
         return sum(_RECURRENT.macs(getattr(layer, side), tensor_in, None) for side in _SIDES)

@@ -1,21 +1,34 @@
 """Conv1D/2D/3D and their transposes: filters are removed."""
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import channels
+from keras_dropneuron.layer_rules.base import (
+    Constants,
+    Fold,
+    Indices,
+    Layer,
+    Tensor,
+    Weights,
+    channels,
+)
 from keras_dropneuron.layer_rules.dense import DENSE_LIKE
 from keras_dropneuron.layer_rules.helpers import spatial_axes, spatial_size
 from keras_dropneuron.layer_rules.layout import WeightLayout
 from keras_dropneuron.layer_rules.resized import ResizedRule
 from keras_dropneuron.weight_values import numpy
 
+if TYPE_CHECKING:  # the surgeon imports the rules: for annotations only
+    from keras_dropneuron.surgery.graph import Call
+    from keras_dropneuron.surgery.plan import Analysis
+
 TRANSPOSED = WeightLayout("kernel", "kernel_regularizer", (-1,), (-2,))
 
 
-def is_one_by_one(layer):
+def is_one_by_one(layer: Layer) -> bool:
     """Whether every kernel dimension of `layer` is 1 (padding is a no-op)."""
     return all(k == 1 for k in layer.kernel_size)
 
@@ -36,14 +49,16 @@ class ConvRule(ResizedRule):
     # Multiply-adds happen once per output position (per input one when transposed).
     positions_of = "output"
 
-    def outgoing_zero(self, layer, threshold):
+    def outgoing_zero(self, layer: Layer, threshold: float) -> np.ndarray:
         return _all_zero_along(numpy(layer.kernel), self.input_axis, threshold)
 
-    def fold_is_exact(self, layer):
+    def fold_is_exact(self, layer: Layer) -> bool:
         # A padded convolution sees zeros, not the constant, near the border.
         return layer.padding == "valid" or is_one_by_one(layer)
 
-    def analyze(self, analysis, index, call, constants):
+    def analyze(
+        self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
+    ) -> Constants:
         groups = getattr(call.layer, "groups", 1)
         if groups == 1:
             return super().analyze(analysis, index, call, constants)
@@ -57,7 +72,7 @@ class ConvRule(ResizedRule):
         analysis.keep(call.inputs[0])
         return self.output_constants(call.layer, analysis.threshold, constants, False)
 
-    def must_keep(self, layer, gone):
+    def must_keep(self, layer: Layer, gone: np.ndarray) -> np.ndarray | tuple:
         groups = getattr(layer, "groups", 1)
         if groups == 1:
             return ()
@@ -69,11 +84,11 @@ class ConvRule(ResizedRule):
         ]
         return np.concatenate(extra)
 
-    def fold_bias(self, layer, constants):
+    def fold_bias(self, layer: Layer, constants: np.ndarray) -> np.ndarray:
         kernel = numpy(layer.kernel)
         return constants @ kernel.sum(axis=spatial_axes(kernel))
 
-    def slice(self, layer, kept_in, kept_out, fold):
+    def slice(self, layer: Layer, kept_in: Indices, kept_out: Indices, fold: Fold) -> Weights:
         kernel = numpy(layer.kernel)
         sliced = kernel
         if getattr(layer, "groups", 1) == 1:  # a grouped one keeps its inputs
@@ -82,7 +97,7 @@ class ConvRule(ResizedRule):
         width = kernel.shape[self.output_axis]
         return self.sliced_bias(layer, width, kept_out, fold, {"kernel": sliced})
 
-    def macs(self, layer, tensor_in, tensor_out):
+    def macs(self, layer: Layer, tensor_in: Tensor, tensor_out: Tensor | None) -> int:
         taps = math.prod(layer.kernel_size)
         positions = (tensor_out if self.positions_of == "output" else tensor_in).shape
         per_filter = channels(tensor_in) // getattr(layer, "groups", 1)
@@ -98,10 +113,10 @@ class ConvTransposeRule(ConvRule):
     output_axis = -2
     positions_of = "input"
 
-    def fold_is_exact(self, layer):
+    def fold_is_exact(self, layer: Layer) -> bool:
         # Each output position sums a different number of taps.
         return False
 
-    def fold_bias(self, layer, constants):
+    def fold_bias(self, layer: Layer, constants: np.ndarray) -> np.ndarray:
         kernel = numpy(layer.kernel)
         return kernel.sum(axis=spatial_axes(kernel)) @ constants

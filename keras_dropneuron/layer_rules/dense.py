@@ -5,7 +5,7 @@ import math
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import channels
+from keras_dropneuron.layer_rules.base import Fold, Indices, Layer, Tensor, Weights, channels
 from keras_dropneuron.layer_rules.helpers import spatial_size
 from keras_dropneuron.layer_rules.layout import WeightLayout
 from keras_dropneuron.layer_rules.resized import ResizedRule
@@ -22,18 +22,18 @@ class DenseRule(ResizedRule):
     state = ("kernel", "bias")
     width_argument = "units"
 
-    def outgoing_zero(self, layer, threshold):
+    def outgoing_zero(self, layer: Layer, threshold: float) -> np.ndarray:
         return np.all(np.abs(numpy(layer.kernel)) <= threshold, axis=1)
 
-    def fold_bias(self, layer, constants):
+    def fold_bias(self, layer: Layer, constants: np.ndarray) -> np.ndarray:
         return constants @ numpy(layer.kernel)
 
-    def slice(self, layer, kept_in, kept_out, fold):
+    def slice(self, layer: Layer, kept_in: Indices, kept_out: Indices, fold: Fold) -> Weights:
         kernel = numpy(layer.kernel)
         weights = {"kernel": kernel[np.ix_(kept_in, kept_out)]}
         return self.sliced_bias(layer, kernel.shape[-1], kept_out, fold, weights)
 
-    def macs(self, layer, tensor_in, tensor_out):
+    def macs(self, layer: Layer, tensor_in: Tensor, tensor_out: Tensor | None) -> int:
         return spatial_size(tensor_out.shape) * math.prod(
             (channels(tensor_in), channels(tensor_out))
         )

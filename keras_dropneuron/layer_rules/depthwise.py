@@ -1,11 +1,22 @@
 """DepthwiseConv and SeparableConv: channels carry their multiplier blocks."""
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from keras import layers
 
-from keras_dropneuron.layer_rules.base import LayerRule, channels
+from keras_dropneuron.layer_rules.base import (
+    Constants,
+    Fold,
+    Indices,
+    Layer,
+    LayerRule,
+    Tensor,
+    Tensors,
+    Weights,
+    channels,
+)
 from keras_dropneuron.layer_rules.conv import is_one_by_one
 from keras_dropneuron.layer_rules.helpers import (
     activate,
@@ -18,6 +29,10 @@ from keras_dropneuron.layer_rules.helpers import (
 from keras_dropneuron.layer_rules.layout import WeightLayout
 from keras_dropneuron.layer_rules.resized import ResizedRule
 from keras_dropneuron.weight_values import numpy
+
+if TYPE_CHECKING:  # the surgeon imports the rules: for annotations only
+    from keras_dropneuron.surgery.graph import Call
+    from keras_dropneuron.surgery.plan import Analysis
 
 # Output channel `c * multiplier + m` belongs to input channel `c`: its
 # incoming group is `kernel[..., c, m]`, the outgoing group of `c` is
@@ -32,15 +47,19 @@ class DepthwiseRule(LayerRule):
     weights = (DEPTHWISE,)
     state = ("kernel", "bias")
 
-    def barrier_reason(self, layer, in_tensors, out_tensors):
+    def barrier_reason(
+        self, layer: Layer, in_tensors: Tensors, out_tensors: Tensors
+    ) -> str | None:
         if channels_first(layer):
             return "channels_first: the surgeon follows channels on the last axis"
         return None
 
-    def describe_surgery(self):
+    def describe_surgery(self) -> str:
         return "input channel `c` and its `depth_multiplier` outputs go together"
 
-    def analyze(self, analysis, index, call, constants):
+    def analyze(
+        self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
+    ) -> Constants:
         layer = call.layer
         kernel = numpy(layer.kernel)
         width, multiplier = kernel.shape[-2:]
@@ -62,14 +81,14 @@ class DepthwiseRule(LayerRule):
             return None
         return activate(layer, value.reshape(-1))
 
-    def slice(self, layer, kept_in, kept_out, fold):
+    def slice(self, layer: Layer, kept_in: Indices, kept_out: Indices, fold: Fold) -> Weights:
         kernel = numpy(layer.kernel)
         weights = {"kernel": kernel[..., kept_in, :]}
         if layer.use_bias:
             weights["bias"] = numpy(layer.bias).reshape(kernel.shape[-2], -1)[kept_in].ravel()
         return weights
 
-    def macs(self, layer, tensor_in, tensor_out):
+    def macs(self, layer: Layer, tensor_in: Tensor, tensor_out: Tensor | None) -> int:
         taps = math.prod(layer.kernel_size)
         return spatial_size(tensor_out.shape) * taps * channels(tensor_out)
 
@@ -86,7 +105,7 @@ class SeparableRule(ResizedRule):
     width_argument = "filters"
     kernel_attribute = "pointwise_kernel"
 
-    def outgoing_zero(self, layer, threshold):
+    def outgoing_zero(self, layer: Layer, threshold: float) -> np.ndarray:
         depthwise = np.abs(numpy(layer.depthwise_kernel))
         width, multiplier = depthwise.shape[-2:]
         pointwise = np.abs(numpy(layer.pointwise_kernel)).reshape(width, multiplier, -1)
@@ -96,16 +115,16 @@ class SeparableRule(ResizedRule):
         dead_pointwise = np.all(pointwise.reshape(width, -1) <= threshold, axis=1)
         return dead_depthwise | dead_pointwise
 
-    def fold_is_exact(self, layer):
+    def fold_is_exact(self, layer: Layer) -> bool:
         return layer.padding == "valid" or is_one_by_one(layer)
 
-    def fold_bias(self, layer, constants):
+    def fold_bias(self, layer: Layer, constants: np.ndarray) -> np.ndarray:
         depthwise = numpy(layer.depthwise_kernel)
         per_tap = depthwise.sum(axis=spatial_axes(depthwise)) * constants[:, None]
         pointwise = numpy(layer.pointwise_kernel)
         return per_tap.reshape(-1) @ pointwise.reshape(-1, pointwise.shape[-1])
 
-    def slice(self, layer, kept_in, kept_out, fold):
+    def slice(self, layer: Layer, kept_in: Indices, kept_out: Indices, fold: Fold) -> Weights:
         depthwise = numpy(layer.depthwise_kernel)
         multiplier = depthwise.shape[-1]
         rows = (kept_in[:, None] * multiplier + np.arange(multiplier)).reshape(-1)
@@ -116,7 +135,7 @@ class SeparableRule(ResizedRule):
         }
         return self.sliced_bias(layer, pointwise.shape[-1], kept_out, fold, weights)
 
-    def macs(self, layer, tensor_in, tensor_out):
+    def macs(self, layer: Layer, tensor_in: Tensor, tensor_out: Tensor | None) -> int:
         middle = channels(tensor_in) * layer.depth_multiplier
         taps = math.prod(layer.kernel_size)
         return spatial_size(tensor_out.shape) * middle * (taps + channels(tensor_out))

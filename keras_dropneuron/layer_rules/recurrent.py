@@ -18,12 +18,28 @@ and `cell.recurrent_kernel` (`recurrent_regularizer`), rows the input side,
 unit `j`'s columns of every gate block the output side (`gates` = 4, 3, 1).
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from keras import layers, ops
 
-from keras_dropneuron.layer_rules.base import LayerRule, channels
+from keras_dropneuron.layer_rules.base import (
+    Constants,
+    Cut,
+    Layer,
+    LayerRule,
+    Pairs,
+    Tensor,
+    Tensors,
+    Weights,
+    channels,
+)
 from keras_dropneuron.layer_rules.layout import WeightLayout, group_alive
 from keras_dropneuron.weight_values import numpy
+
+if TYPE_CHECKING:  # the surgeon imports the rules: for annotations only
+    from keras_dropneuron.surgery.graph import Call
+    from keras_dropneuron.surgery.plan import Analysis
 
 _CANDIDATE_BLOCK = {layers.LSTM: 2, layers.GRU: 2, layers.SimpleRNN: 0}
 _GATES = {layers.LSTM: 4, layers.GRU: 3, layers.SimpleRNN: 1}
@@ -49,7 +65,9 @@ class RecurrentRule(LayerRule):
     width_argument = "units"
     consumes = True
 
-    def barrier_reason(self, layer, in_tensors, out_tensors):
+    def barrier_reason(
+        self, layer: Layer, in_tensors: Tensors, out_tensors: Tensors
+    ) -> str | None:
         if layer.stateful:
             return "stateful: the state carries over between calls"
         # Besides the sequence a call may take its mask (boolean) or initial states.
@@ -57,20 +75,22 @@ class RecurrentRule(LayerRule):
             return "called with an initial state"
         return None
 
-    def weights_of(self, cls):
+    def weights_of(self, cls: type) -> tuple[WeightLayout, ...]:
         return next((_LAYOUTS[family] for family in _GATES if issubclass(cls, family)), ())
 
-    def describe_groups(self, cls):
+    def describe_groups(self, cls: type) -> tuple[str, str]:
         # One row for the three layers: their groups differ only in the number of gates.
         return super().describe_groups(self.types[0])
 
-    def alive_sides(self, layer, pairs, threshold):
+    def alive_sides(
+        self, layer: Layer, pairs: Pairs, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         # A unit has an incoming weight in either kernel's columns.
         inputs, _ = super().alive_sides(layer, pairs, threshold)
         units = [group_alive(value, layout.output_axes, layout.gates) for layout, value in pairs]
         return inputs, np.logical_or.reduce(units)
 
-    def read_inside(self, layer, pairs):
+    def read_inside(self, layer: Layer, pairs: Pairs) -> np.ndarray | None:
         recurrent = [
             (lay, value) for lay, value in pairs if lay.attribute.endswith("recurrent_kernel")
         ]
@@ -80,7 +100,7 @@ class RecurrentRule(LayerRule):
         """`value (..., g * units)` as `(..., g, units)`."""
         return value.reshape(*value.shape[:-1], _GATES[_family(layer)], -1)
 
-    def incoming_dead(self, layer, threshold):
+    def incoming_dead(self, layer: Layer, threshold: float) -> np.ndarray:
         """Per unit: is its output exactly 0 at every step?"""
         cell = layer.cell
         block = _CANDIDATE_BLOCK[_family(layer)]
@@ -93,7 +113,9 @@ class RecurrentRule(LayerRule):
         zero = float(ops.convert_to_numpy(cell.activation(ops.zeros(()))))
         return dead & (zero == 0.0)
 
-    def analyze(self, analysis, index, call, constants):
+    def analyze(
+        self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
+    ) -> Constants:
         layer = call.layer
         cell, threshold = layer.cell, analysis.threshold
         read = ~np.all(np.abs(numpy(cell.kernel)) <= threshold, axis=1)
@@ -111,7 +133,7 @@ class RecurrentRule(LayerRule):
         # A dead unit's output, hidden state and cell state are all 0.
         return [np.where(dead, 0.0, np.nan)] * len(call.outputs)
 
-    def resize(self, layer, config, cut):
+    def resize(self, layer: Layer, config: dict, cut: Cut) -> Weights:
         kept_in, units = cut.kept_in, cut.kept_out
         width = layer.units
         columns = (np.arange(_GATES[_family(layer)])[:, None] * width + units).reshape(-1)
@@ -125,7 +147,7 @@ class RecurrentRule(LayerRule):
         config["units"] = len(units)
         return weights
 
-    def macs(self, layer, tensor_in, tensor_out):
+    def macs(self, layer: Layer, tensor_in: Tensor, tensor_out: Tensor | None) -> int:
         steps = tensor_in.shape[1] or 1
         gates = _GATES[_family(layer)] * layer.units
         return steps * (channels(tensor_in) + layer.units) * gates

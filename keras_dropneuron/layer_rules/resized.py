@@ -1,8 +1,18 @@
 """The shared rule of layers whose output channels are new units (Dense, Conv)."""
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from keras_dropneuron.layer_rules.base import LayerRule
+from keras_dropneuron.layer_rules.base import (
+    Constants,
+    Fold,
+    Indices,
+    Layer,
+    LayerRule,
+    Tensors,
+    Weights,
+)
 from keras_dropneuron.layer_rules.helpers import (
     activate,
     bias_or_zeros,
@@ -11,6 +21,10 @@ from keras_dropneuron.layer_rules.helpers import (
     mixes_channels,
 )
 from keras_dropneuron.weight_values import numpy
+
+if TYPE_CHECKING:  # the surgeon imports the rules: for annotations only
+    from keras_dropneuron.surgery.graph import Call
+    from keras_dropneuron.surgery.plan import Analysis
 
 
 class ResizedRule(LayerRule):
@@ -29,24 +43,28 @@ class ResizedRule(LayerRule):
     kernel_attribute = "kernel"
     output_axis = -1
 
-    def barrier_reason(self, layer, in_tensors, out_tensors):
+    def barrier_reason(
+        self, layer: Layer, in_tensors: Tensors, out_tensors: Tensors
+    ) -> str | None:
         if channels_first(layer):
             return "channels_first: the surgeon follows channels on the last axis"
         return None
 
-    def outgoing_zero(self, layer, threshold):
+    def outgoing_zero(self, layer: Layer, threshold: float) -> np.ndarray:
         """Per input channel: are all weights that read it within `threshold`?"""
         raise NotImplementedError
 
-    def fold_is_exact(self, layer):
+    def fold_is_exact(self, layer: Layer) -> bool:
         """Whether a constant input channel folds into the bias exactly."""
         return True
 
-    def fold_bias(self, layer, constants):
+    def fold_bias(self, layer: Layer, constants: np.ndarray) -> np.ndarray:
         """Bias change when input channels with `constants` are removed."""
         raise NotImplementedError
 
-    def output_constants(self, layer, threshold, constants, approximate):
+    def output_constants(
+        self, layer: Layer, threshold: float, constants: list[np.ndarray], approximate: bool
+    ) -> np.ndarray:
         """Per output channel: the constant value it always takes, else NaN."""
         kernel = numpy(getattr(layer, self.kernel_attribute))
         flat = np.moveaxis(np.abs(kernel), self.output_axis, 0)
@@ -54,7 +72,9 @@ class ResizedRule(LayerRule):
         bias = bias_or_zeros(layer, kernel.shape[self.output_axis])
         return np.where(dead, activate(layer, bias), np.nan)
 
-    def analyze(self, analysis, index, call, constants):
+    def analyze(
+        self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
+    ) -> Constants:
         layer, key = call.layer, call.inputs[0]
         read = ~self.outgoing_zero(layer, analysis.threshold)
         analysis.read(key, read)
@@ -71,7 +91,9 @@ class ResizedRule(LayerRule):
             return None
         return self.output_constants(layer, analysis.threshold, constants, analysis.approximate)
 
-    def sliced_bias(self, layer, width, kept_out, fold, weights):
+    def sliced_bias(
+        self, layer: Layer, width: int, kept_out: Indices, fold: Fold, weights: Weights
+    ) -> Weights:
         """Adds the (folded) bias to `weights` when the new layer needs one."""
         bias = bias_or_zeros(layer, width)
         if fold is not None:

@@ -7,6 +7,7 @@ whose kept channels differ.
 """
 
 import warnings
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -16,6 +17,9 @@ from keras_dropneuron import keras_internals, layer_rules
 
 VERIFY_BATCH_SIZE = 2
 _BFLOAT16_EPS = 2.0**-7  # numpy has no bfloat16 to ask
+
+if TYPE_CHECKING:  # plan imports nothing from here: for annotations only
+    from keras_dropneuron.surgery.plan import Plan
 
 
 class SlimVerificationError(ValueError):
@@ -27,14 +31,16 @@ class SlimVerificationError(ValueError):
         layer: Name of the first layer whose output differs, or `None`.
     """
 
-    def __init__(self, message, deviation, tolerance, layer=None):
+    def __init__(
+        self, message: str, deviation: float, tolerance: float, layer: str | None = None
+    ) -> None:
         super().__init__(message)
         self.deviation = deviation
         self.tolerance = tolerance
         self.layer = layer
 
 
-def relative_tolerance(model):
+def relative_tolerance(model: keras.Model) -> float:
     """`sqrt(eps)` of the least precise float dtype the model computes in.
 
     float64 gives 1.5e-8, float32 3.5e-4, float16 3.1e-2, bfloat16 8.8e-2. A
@@ -57,7 +63,12 @@ def _is_float(dtype):
         return False
 
 
-def random_inputs(model, batch_size=VERIFY_BATCH_SIZE, seed=0, positive=False):
+def random_inputs(
+    model: keras.Model,
+    batch_size: int = VERIFY_BATCH_SIZE,
+    seed: int = 0,
+    positive: bool = False,
+) -> list[np.ndarray]:
     """Random inputs matching `model.inputs` (unknown dims become 8).
 
     Float inputs are standard normal, or uniform in [0, 1) when `positive`;
@@ -96,7 +107,9 @@ def random_inputs(model, batch_size=VERIFY_BATCH_SIZE, seed=0, positive=False):
     return data
 
 
-def input_list(model, verify_inputs):
+def input_list(
+    model: keras.Model, verify_inputs: np.ndarray | list | tuple | dict
+) -> list[np.ndarray]:
     """`verify_inputs` as a list of arrays in `model.inputs` order.
 
     Raises:
@@ -149,7 +162,7 @@ def input_list(model, verify_inputs):
     return values
 
 
-def packed(model, data):
+def packed(model: keras.Model, data: list[np.ndarray]) -> object:
     """`data` (one array per model input) in the structure `model` takes."""
     functional = keras_internals.functional_of(model)
     return tree.pack_sequence_as(keras_internals.inputs_struct(functional), data)
@@ -162,7 +175,7 @@ def _call(model, data):
     return [np.asarray(ops.convert_to_numpy(y)) for y in tree.flatten(outputs)]
 
 
-def slice_inputs(plan, data):
+def slice_inputs(plan: "Plan", data: list[np.ndarray]) -> list[np.ndarray]:
     """The inputs of the slim model: `data` without the dropped input channels."""
     if not plan.kept_inputs:
         return data
@@ -248,7 +261,13 @@ class _Replay(keras.layers.Layer):
         return inputs[0]
 
 
-def first_difference(plan, new_tensors, slim, data, tolerance):
+def first_difference(
+    plan: "Plan",
+    new_tensors: dict,
+    slim: keras.Model,
+    data: list[np.ndarray],
+    tolerance: float,
+) -> str | None:
     """Name of the first call whose kept output channels differ, or `None`."""
     graph = plan.graph
     keys = [key for call in graph.calls for key in call.outputs if key in new_tensors]
@@ -299,7 +318,14 @@ def _finite_reference(source, verify_inputs):
     )
 
 
-def verify(plan, new_tensors, source, slim, verify_inputs=None, strict=True):
+def verify(
+    plan: "Plan",
+    new_tensors: dict,
+    source: keras.Model,
+    slim: keras.Model,
+    verify_inputs: np.ndarray | list | tuple | dict | None = None,
+    strict: bool = True,
+) -> tuple[float | None, float | None]:
     """Runs both models on one batch and raises if they differ.
 
     Args:
