@@ -31,6 +31,7 @@ from keras_dropneuron import (
     model_utils,
     pruning,
 )
+from keras_dropneuron.masking import NextFitGuard
 from keras_dropneuron.model_utils import has_dropneuron_regularizer
 from keras_dropneuron.regularize import regularize_model
 from keras_dropneuron.regularizers import DROPNEURON_REGULARIZERS
@@ -307,6 +308,7 @@ class BudgetCallback(callbacks.PruneCallback):
         self._scaled = []
         self._scale_variable = None
         self._scale_hook = None
+        self._scale_guard = None
         self._previous = None
 
     @property
@@ -354,12 +356,12 @@ class BudgetCallback(callbacks.PruneCallback):
             self._reach(-1)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.frequency != "epoch" and self._count_batches(batch):
-            if not self.reached and self._pruning_started():
-                self._budget_event(self._epoch, batch)
+        if self._schedule.batch_event(batch, (self.params or {}).get("steps")):
+            if not self.reached:
+                self._budget_event(self._schedule.epoch, batch)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.frequency == "epoch" and not self.reached and self._pruning_started():
+        if self._schedule.epoch_event() and not self.reached:
             self._budget_event(epoch)
         if logs is not None:
             logs.update(self.figures())
@@ -387,14 +389,13 @@ class BudgetCallback(callbacks.PruneCallback):
     # -- the controller -------------------------------------------------------------
 
     def _budget_event(self, epoch, batch=None):
-        _backend.sync(self.model)
-        values = [np.asarray(variable.numpy()) for _, _, variable in self._weights]
+        values = self._weight_masks.values()
         trials = {}
 
         def kept_at(threshold):  # -1: pruning there would empty a layer
             if threshold not in trials:
                 try:
-                    keeps = self._keep_masks(values, threshold)
+                    keeps = self._weight_masks.keep_masks(values, threshold)
                 except pruning.UnitsWouldVanishError:
                     trials[threshold] = (-1.0, None, None)
                 else:
@@ -424,7 +425,7 @@ class BudgetCallback(callbacks.PruneCallback):
                 _, keeps, ratios = trials[chosen]
                 self._assign(values, keeps, masks=True)
         except Exception:
-            self._remove_masks()
+            self._release()
             raise
         self.ratios = dict(ratios, lookahead=ahead)
         kept = ratios[self.budget]
@@ -452,12 +453,7 @@ class BudgetCallback(callbacks.PruneCallback):
                 self._set_scale(self.scale / self.growth)
 
     def _assign(self, values, keeps, masks=False):
-        for (_, _, variable), mask, value, keep in zip(
-            self._weights, self._masks, values, keeps, strict=True
-        ):
-            variable.assign(np.where(keep, value, 0).astype(value.dtype))
-            if masks:
-                mask.assign(keep.astype(mask.dtype))
+        self._weight_masks.assign(values, keeps, masks=masks)
 
     def _check_reachable(self):
         """Refuses a target below the smallest slim model: one unit in every layer.
@@ -466,10 +462,9 @@ class BudgetCallback(callbacks.PruneCallback):
         the weights are restored), and the surgeon's plan of that model is
         counted. A smaller target would need a layer emptied.
         """
-        _backend.sync(self.model)
-        values = [np.asarray(variable.numpy()) for _, _, variable in self._weights]
+        values = self._weight_masks.values()
         keeps = []
-        for (_, layout, _), value in zip(self._weights, values, strict=True):
+        for (_, layout, _), value in zip(self._weight_masks.weights, values, strict=True):
             keep = np.zeros(value.shape, dtype=bool)
             first = [slice(None)] * value.ndim
             for axis in layout.output_axes:
@@ -482,7 +477,7 @@ class BudgetCallback(callbacks.PruneCallback):
         finally:
             self._assign(values, [np.ones(value.shape, dtype=bool) for value in values])
         if smallest[self.budget] > self.target:
-            self._remove_masks()
+            self._release()
             raise BudgetError(
                 f"target_{self.budget}={self.target:g} cannot be reached without emptying a "
                 f"layer: the smallest model the surgeon can build, one unit left in every "
@@ -522,15 +517,23 @@ class BudgetCallback(callbacks.PruneCallback):
         if _backend.backend() == "jax":
             self._scale_hook = _ScaleHook(self._scale_variable)
             _backend.add_step_hook(self.model, self._scale_hook)
+        # A fit that raises leaves the scale on: the next training call takes it off first.
+        self._scale_guard = NextFitGuard(self._detach_scale, self.model)
 
-    def _remove_masks(self):
+    def _detach_scale(self):
+        if self._scale_guard is not None:
+            self._scale_guard.unlink()
+            self._scale_guard = None
         for variable, regularizer in reversed(self._scaled):
             variable.regularizer = regularizer
         self._scaled = []
         if self._scale_hook is not None:
             _backend.remove_step_hook(self.model, self._scale_hook)
             self._scale_hook = None
-        super()._remove_masks()  # retraces without the scale (TensorFlow, PyTorch)
+
+    def _release(self):
+        self._detach_scale()
+        super()._release()  # retraces without the scale (TensorFlow, PyTorch)
 
 
 class _ScaledPenalty:

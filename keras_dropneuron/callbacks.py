@@ -1,12 +1,11 @@
 """PruneCallback: DropNeuron's Dropping Principle 1 inside `model.fit`."""
 
-import contextlib
-
 import keras
 import numpy as np
-from keras import ops
 
 from keras_dropneuron import _backend, checks, layer_rules, model_utils, pruning
+from keras_dropneuron.event_schedule import EventSchedule
+from keras_dropneuron.masking import WeightMasks
 
 
 @keras.saving.register_keras_serializable(package="keras_dropneuron")
@@ -96,12 +95,12 @@ class PruneCallback(keras.callbacks.Callback):
 
     def __init__(
         self,
-        threshold=1e-2,
-        frequency="epoch",
-        mode="weight",
-        layers=None,
-        warmup_epochs=0,
-        keep_last_unit=False,
+        threshold: float = 1e-2,
+        frequency: str | int = "epoch",
+        mode: str = "weight",
+        layers: list[str] | None = None,
+        warmup_epochs: int = 0,
+        keep_last_unit: bool = False,
     ):
         super().__init__()
         self.threshold = checks.check_non_negative_float("threshold", threshold)
@@ -114,17 +113,11 @@ class PruneCallback(keras.callbacks.Callback):
         # With per-epoch pruning the batch hook only counts batches, so Keras may
         # dispatch it asynchronously instead of syncing every step.
         self.async_safe = frequency == "epoch"
-        self._weights = []
-        self._masks = []
-        self._saved_constraints = []
-        self._step_hook = None
-        self._epoch = 0
-        self._batches_seen = 0
-        self._epoch_batches_done = 0
+        self._schedule = EventSchedule(self.frequency, self.warmup_epochs)
+        self._weight_masks = None
         self._masks_synced = False
-        self._next_fit_hook = None
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {
             "threshold": self.threshold,
             "frequency": self.frequency,
@@ -139,45 +132,47 @@ class PruneCallback(keras.callbacks.Callback):
         layers = model_utils.select_layers(self.model, self.layers, prefer_regularized=True)
         model_utils.check_has_supported_layers(self.model, layers)
         model_utils.check_finite_weights(layers, "prune")
-        self._weights = pruning.managed_weights(layers)
-        self._batches_seen = 0
-        self._install_masks()
+        self._release()  # a callback reused across fits starts afresh
+        self._weight_masks = WeightMasks(
+            self.model, layers, mode=self.mode, keep_last_unit=self.keep_last_unit
+        )
+        self._weight_masks.install()
+        self._schedule.reset()
         # Masks are read from the weights at the first epoch, after callbacks
         # such as BackupAndRestore have restored them in their on_train_begin.
         self._masks_synced = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._epoch_batches_done = 0
+        self._schedule.begin_epoch(epoch)
         if not self._masks_synced:
             # A run that resumes at `epoch` (BackupAndRestore, initial_epoch) repeats
             # the pruning event that ended `epoch - 1`: a backup written by a callback
             # placed before this one holds the weights from before that event.
-            resumed = epoch > 0 and self.frequency == "epoch" and epoch - 1 >= self.warmup_epochs
+            resumed = self._schedule.resumes_after_event(epoch)
             self._update_masks(self.threshold if resumed else None)
             self._masks_synced = True
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.frequency != "epoch" and self._count_batches(batch):
-            if self._pruning_started():
-                self._update_masks(self.threshold)
+        if self._schedule.batch_event(batch, (self.params or {}).get("steps")):
+            self._update_masks(self.threshold)
 
     def on_train_end(self, logs=None):
-        self._remove_masks()
+        self._release()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.frequency == "epoch" and self._pruning_started():
+        if self._schedule.epoch_event():
             self._update_masks(self.threshold)
         if logs is not None:
             logs.update(self.figures())
 
-    def figures(self):
+    def figures(self) -> dict:
         """Returns the figures written to `logs`: `sparsity` and `alive_units`."""
         zeros = total = alive = 0
         pairs_of = {}
         if self.model is not None:
             _backend.sync(self.model)
-        for layer, layout, variable in self._weights:
+        weights = self._weight_masks.weights if self._weight_masks is not None else []
+        for layer, layout, variable in weights:
             value = np.asarray(variable.numpy())
             zeros += value.size - np.count_nonzero(value)
             total += value.size
@@ -188,198 +183,22 @@ class PruneCallback(keras.callbacks.Callback):
             alive += int(np.count_nonzero(units))
         return {"sparsity": zeros / max(total, 1), "alive_units": alive}
 
-    def _count_batches(self, batch):
-        """Counts the batches up to index `batch`; True if a multiple of `frequency` was passed.
-
-        With `steps_per_execution=k` Keras calls the batch hook once per `k`
-        batches, with `batch` the index of the execution's last batch; a
-        shorter last execution still reports `first + k - 1`, so the count is
-        clipped to the epoch's length (when Keras knows it: not for a dataset
-        of unknown length without `steps_per_epoch`).
-        """
-        done = batch + 1
-        steps = (self.params or {}).get("steps")
-        if steps:
-            done = min(done, steps)
-        before = self._batches_seen
-        self._batches_seen += max(done - self._epoch_batches_done, 0)
-        self._epoch_batches_done = done
-        return self._batches_seen // self.frequency > before // self.frequency
-
-    def _pruning_started(self):
-        return self._epoch >= self.warmup_epochs
-
-    def _update_masks(self, threshold):
+    def _update_masks(self, threshold: float | None) -> None:
         """Recomputes the masks (pruning at `threshold` unless None) and applies them.
 
         A refused event stops training: the weights stay as they were and the
         user's constraints are given back before the error leaves `fit`.
         """
-        _backend.sync(self.model)  # JAX: the epoch's weights are not in the variables
-        values = [np.asarray(variable.numpy()) for _, _, variable in self._weights]
+        masks = self._weight_masks
+        values = masks.values()
         try:
-            keeps = self._keep_masks(values, threshold)
+            keeps = masks.keep_masks(values, threshold)
         except Exception:
-            self._remove_masks()
+            self._release()
             raise
-        for (_, _, variable), mask, value, keep in zip(
-            self._weights, self._masks, values, keeps, strict=True
-        ):
-            mask.assign(keep.astype(mask.dtype))
-            if not keep.all():
-                variable.assign(np.where(keep, value, 0).astype(value.dtype))
+        masks.prune(values, keeps)
 
-    def _keep_masks(self, values, threshold):
-        """The masks of the managed weights at `threshold` (None: their zeros)."""
-        keeps = []
-        for (layer, layout, _), value in zip(self._weights, values, strict=True):
-            if threshold is None:
-                keeps.append(value != 0)
-                continue
-            if not np.all(np.isfinite(value)):
-                raise ValueError(
-                    f"PruneCallback found NaN or infinite weights in layer "
-                    f"{layer.name!r} ({layout.attribute}); training diverged. "
-                    "Lower the learning rate or the regularization strength."
-                )
-            keeps.append(pruning.keep_mask(value, layout, threshold, self.mode))
-        if threshold is not None and self.keep_last_unit:
-            keeps = pruning.keep_strongest_units(self._weights, values, keeps)
-        elif threshold is not None:
-            pruning.check_units_survive(self._weights, values, keeps, threshold)
-        return keeps
-
-    def _install_masks(self):
-        """Creates one mask per managed weight and hooks it into the train step.
-
-        With TensorFlow and PyTorch the mask rides on the weight's
-        `constraint`, which Keras applies right after every optimizer update
-        inside the train step: no extra call per batch. JAX traces variables
-        into a stateless step, where a mask read by a constraint would be
-        frozen at trace time: there the masks are a step hook (see
-        `keras_dropneuron._backend`), passed to the jitted step on every call.
-
-        Keras calls no hook when `fit` raises (`on_train_end` only runs when
-        training ends normally), so the masks must not outlive a failed `fit`
-        on their own: `_update_masks` removes them before its own errors leave
-        `fit`, and for errors raised elsewhere (another callback, the train
-        step, an interrupt) the model's `make_train_function`, which every
-        `fit` and `train_on_batch` calls first, is wrapped on the instance
-        until the masks are removed. The next training call thus gives the
-        user's constraints back, and retraces without the masks, before it
-        runs a step.
-        """
-        self._remove_masks()  # a callback reused across fits starts afresh
-        strategy = getattr(self.model, "distribute_strategy", None)
-        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-        with scope:
-            self._masks = [
-                keras.Variable(
-                    np.ones(variable.shape),
-                    dtype=variable.dtype,
-                    trainable=False,
-                    name=f"{variable.name}_prune_mask",
-                )
-                for _, _, variable in self._weights
-            ]
-        if _backend.backend() == "jax":
-            self._step_hook = _MaskHook(self.model, self._weights, self._masks)
-            _backend.add_step_hook(self.model, self._step_hook)
-        else:
-            for (_, _, variable), mask in zip(self._weights, self._masks, strict=True):
-                self._saved_constraints.append((variable, variable.constraint))
-                variable.constraint = _MaskConstraint(mask, variable.constraint)
-            _retrace(self.model)
-        self._next_fit_hook = _RemoveMasksFirst(self._remove_masks, self.model)
-
-    def _remove_masks(self):
-        """Gives the weights their own constraints back (the model outlives `fit`)."""
-        hook = self._next_fit_hook
-        if hook is None:
-            return
-        hook.unlink()
-        self._next_fit_hook = None
-        if self._step_hook is not None:
-            _backend.remove_step_hook(hook.model, self._step_hook)
-            self._step_hook = None
-            return
-        for variable, constraint in reversed(self._saved_constraints):
-            variable.constraint = constraint
-        self._saved_constraints = []
-        _retrace(hook.model)
-
-
-def _retrace(model):
-    """Rebuilds the train function with the constraints now on the variables."""
-    type(model).make_train_function(model, force=True)  # not through the hooks
-
-
-class _RemoveMasksFirst:
-    """Stands in for `model.make_train_function` while a callback's masks are on.
-
-    Every `fit` and `train_on_batch` calls `model.make_train_function()` before
-    it trains. Called while the masks (or JAX step hooks) of a callback are
-    still installed, the `fit` that installed them has ended without
-    `on_train_end` (it raised): `remove`, the callback's method that takes them
-    off, runs first. Hooks of several callbacks form a chain through
-    `previous`; each one unlinks itself when its masks are removed.
-    """
-
-    def __init__(self, remove, model):
-        self.remove, self.model = remove, model
-        self.previous = vars(model).get("make_train_function")
-        model.make_train_function = self
-
-    def __call__(self, force=False):
-        self.remove()  # unlinks this hook
-        return self.model.make_train_function(force=force)
-
-    def unlink(self):
-        """Takes this hook out of the chain that starts at the model."""
-        holder, current = None, vars(self.model).get("make_train_function")
-        while isinstance(current, _RemoveMasksFirst) and current is not self:
-            holder, current = current, current.previous
-        if current is not self:
-            return
-        if holder is not None:
-            holder.previous = self.previous
-        elif self.previous is not None:
-            self.model.make_train_function = self.previous
-        else:
-            del self.model.make_train_function
-
-
-class _MaskHook(_backend.StepHook):
-    """JAX: multiplies the managed weights by their masks inside the train step."""
-
-    def __init__(self, model, weights, masks):
-        position = {id(v): i for i, v in enumerate(model.trainable_variables)}
-        # A frozen weight is not updated by the optimizer: its zeros stay.
-        pairs = [
-            (position[id(variable)], mask)
-            for (_, _, variable), mask in zip(weights, masks, strict=True)
-            if id(variable) in position
-        ]
-        self.positions = [i for i, _ in pairs]
-        self.masks = [mask for _, mask in pairs]
-
-    def inputs(self):
-        return [mask.value for mask in self.masks]
-
-    def apply(self, trainable, optimizer_values, inputs):
-        for i, mask in zip(self.positions, inputs, strict=True):
-            trainable[i] = trainable[i] * mask
-        return trainable
-
-
-class _MaskConstraint:
-    """Zeroes pruned weights after each optimizer step, then any user constraint."""
-
-    def __init__(self, mask, inner=None):
-        self.mask = mask
-        self.inner = inner
-
-    def __call__(self, weight):
-        if self.inner is not None:
-            weight = self.inner(weight)
-        return ops.multiply(weight, ops.cast(self.mask, weight.dtype))
+    def _release(self) -> None:
+        """Takes everything this callback put on the model off it (its masks)."""
+        if self._weight_masks is not None:
+            self._weight_masks.remove()

@@ -3,8 +3,9 @@
 import keras
 from keras import ops
 
-from keras_dropneuron import _backend, callbacks, checks, model_utils, pruning
+from keras_dropneuron import _backend, checks, model_utils
 from keras_dropneuron._group_lasso import gate_view
+from keras_dropneuron.masking import ManagedWeights, trainable_positions
 
 
 def _shrunk(value, unit_axes, amount, gates=1):
@@ -69,30 +70,30 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
     >>> model.fit(x, y, callbacks=[ProximalGroupShrinkage(li=1e-4, lo=1e-4)])
     """
 
-    def __init__(self, li=0.0, lo=0.0, layers=None):
+    def __init__(self, li: float = 0.0, lo: float = 0.0, layers: list | None = None):
         super().__init__()
         self.li = checks.check_non_negative_float("li", li)
         self.lo = checks.check_non_negative_float("lo", lo)
         self.layers = checks.check_layers("layers", layers)
         self._step_fn = None
-        self._step_hook = None
-        self._next_fit_hook = None
+        self._managed = None
 
     def on_train_begin(self, logs=None):
         checks.check_model("model", self.model)
         layers = model_utils.select_layers(self.model, self.layers)
         if self.layers is None:
             layers = layers[:-1]
-        weights = pruning.managed_weights(layers)
-        optimizer = self.model.optimizer
         self._remove_hook()  # a callback reused across fits starts afresh
+        self._managed = ManagedWeights(self.model, layers)
         if _backend.backend() == "jax":
             self._step_fn = None
-            self._step_hook = _ShrinkHook(self.model, weights, self.li, self.lo)
-            _backend.add_step_hook(self.model, self._step_hook)
             # A failed fit leaves the hook in the train function: the next one removes it.
-            self._next_fit_hook = callbacks._RemoveMasksFirst(self._remove_hook, self.model)
+            self._managed.add_step_hook(
+                _ShrinkHook(self.model, self._managed.weights, self.li, self.lo)
+            )
             return
+        weights = self._managed.weights
+        optimizer = self.model.optimizer
 
         def step():
             lr = ops.cast(optimizer.learning_rate, "float32")
@@ -111,25 +112,17 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
 
     def _remove_hook(self):
         """Takes the JAX step hook out of the train function (Keras's own again)."""
-        hook, self._next_fit_hook = self._next_fit_hook, None
-        if hook is not None:
-            hook.unlink()
-            _backend.remove_step_hook(hook.model, self._step_hook)
-            self._step_hook = None
+        if self._managed is not None:
+            self._managed.remove()
 
 
 class _ShrinkHook(_backend.StepHook):
     """JAX: the proximal step inside the train step, at the step's learning rate."""
 
     def __init__(self, model, weights, li, lo):
-        position = {id(v): i for i, v in enumerate(model.trainable_variables)}
         self.optimizer = model.optimizer
         self.li, self.lo = li, lo
-        self.targets = [
-            (position[id(variable)], layout)
-            for _, layout, variable in weights
-            if id(variable) in position
-        ]
+        self.targets = [(i, layout) for i, (_, layout, _) in trainable_positions(model, weights)]
 
     def apply(self, trainable, optimizer_values, inputs):
         # The learning rate (or schedule) as the optimizer's updated state gives it.

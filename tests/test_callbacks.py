@@ -314,7 +314,7 @@ def _record_pruning_events(monkeypatch):
 
     def _update_masks(self, threshold):
         if threshold is not None:
-            events.append((self._epoch, where["batch"]))
+            events.append((self._schedule.epoch, where["batch"]))
         update_masks(self, threshold)
 
     monkeypatch.setattr(PruneCallback, "on_train_batch_end", on_train_batch_end)
