@@ -1,4 +1,4 @@
-"""The base of every layer rule, and the helpers the rules share.
+"""The base of every layer rule (`LayerRule`, `Barrier`) and the `Cut` it applies.
 
 A rule is everything keras-dropneuron knows about one layer family, in one
 place: which weights it regularizes and prunes (with the axes of their input
@@ -7,7 +7,9 @@ through the layer in the surgeon's analysis, how its weights are sliced when
 channels go, whether a constant input channel folds into it exactly, its
 multiply-adds, and the constructor argument that sets its width.
 `keras_dropneuron.layer_rules.rule_for(layer)` finds the rule of a layer; a
-layer without one is a `Barrier`.
+layer without one is a `Barrier`. `attribute` and `channels` read a weight by
+its path and a tensor's width, for the rules and the surgeon alike; the
+helpers only rules need are in `layer_rules.helpers`.
 """
 
 import dataclasses
