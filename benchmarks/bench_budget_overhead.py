@@ -44,7 +44,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from bench_callback_overhead import EpochTimes, data  # noqa: E402
 
-from keras_dropneuron import BudgetCallback, PruneCallback, budget, regularize_model  # noqa: E402
+from keras_dropneuron import BudgetCallback, PruneCallback, regularize_model  # noqa: E402
+from keras_dropneuron.budget import penalty_scale  # noqa: E402
 
 MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 BATCH = 256
@@ -136,8 +137,8 @@ def measure_steps(x, y, repeats):
         models[side] = regularize_model(base, li=4e-4, lo=4e-4)
         models[side].compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     scale = keras.Variable(1.0, trainable=False, name="scale")
-    for variable in budget.penalized_variables(models["budget"]):
-        variable.regularizer = budget._ScaledPenalty(variable.regularizer, scale)
+    for variable in penalty_scale.penalized_variables(models["budget"]):
+        variable.regularizer = penalty_scale.ScaledPenalty(variable.regularizer, scale)
     xb, yb = x[:BATCH], y[:BATCH]
     calls = iter(range(10**9))
 

@@ -34,7 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dropneuron import budget
+from keras_dropneuron.budget import penalty_scale
 from keras_dropneuron.regularizers import DropNeuronRegularizer
 
 OPTIONS = (
@@ -140,9 +140,9 @@ class PenaltyRamp(keras.callbacks.Callback):
             self.variable = keras.Variable(
                 self.scale_at(0), dtype="float32", trainable=False, name="penalty_ramp"
             )
-        self.wrapped = [(v, v.regularizer) for v in budget.penalized_variables(self.model)]
+        self.wrapped = [(v, v.regularizer) for v in penalty_scale.penalized_variables(self.model)]
         for variable, regularizer in self.wrapped:
-            variable.regularizer = budget._ScaledPenalty(regularizer, self.variable)
+            variable.regularizer = penalty_scale.ScaledPenalty(regularizer, self.variable)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.variable.assign(self.scale_at(epoch))

@@ -1,0 +1,269 @@
+"""The one-call pipeline: `prune_to_budget` regularizes, trains to the budget and slims.
+
+It uses the budget controller (`BudgetCallback`) to train, then
+`choose_threshold`, `slim_model` and the surgeon's counts; nothing here is
+used by the controller.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from keras_dropneuron import checks, model_utils, pruning
+from keras_dropneuron.budget.controller import BudgetCallback
+from keras_dropneuron.budget.data import check_pair
+from keras_dropneuron.budget.report import BudgetReport
+from keras_dropneuron.budget.targets import BudgetError, check_target
+from keras_dropneuron.budget.thresholds import largest
+from keras_dropneuron.model_utils import has_dropneuron_regularizer
+from keras_dropneuron.regularize import regularize_model
+from keras_dropneuron.surgery.size import size_ratios, slim_size_ratios
+from keras_dropneuron.surgery.slim import slim_model
+from keras_dropneuron.threshold import choose_threshold, default_score, default_thresholds
+
+
+def prune_to_budget(
+    model: keras.Model,
+    train_data: tuple,
+    val_data: tuple,
+    *,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    target_units: float | None = None,
+    max_accuracy_drop: float = 0.005,
+    epochs: int = 10,
+    finetune_epochs: int = 2,
+    li: float = 4e-4,
+    lo: float = 4e-4,
+    threshold: float = 1e-2,
+    growth: float = 1.5,
+    tolerance: float = 0.1,
+    frequency: str | int = "epoch",
+    batch_size: int = 128,
+    optimizer: keras.optimizers.Optimizer | str | None = None,
+    loss: object = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    verbose: int | str = 0,
+    **unknown: float | None,
+) -> tuple[keras.Model, BudgetReport]:
+    """Prunes `model` to a budget and returns the slim, verified model.
+
+    1. Copies `model`: as it is when it carries DropNeuron penalties (yours,
+       attached by hand), else through `regularize_model(model, li, lo)`.
+    2. Trains the copy with `BudgetCallback` until the slim model would keep
+       at most the target (at most `epochs` epochs), then `finetune_epochs`
+       without penalties, the pruned weights held at zero.
+    3. Chooses a threshold with `choose_threshold` on `val_data` (loses
+       nothing there), among those that keep the budget within `tolerance`.
+    4. Builds the slim model with `slim_model` (verified to compute what the
+       pruned copy computes) and counts its budget on it.
+    5. Checks the validation error against the original model's.
+
+    Args:
+        model: A Sequential or Functional model (trained or not); never
+            modified.
+        train_data: `(x, y)` arrays to train on.
+        val_data: `(x, y)` arrays for the threshold and the accuracy check.
+        target_macs, target_params, target_units: Exactly one: the fraction
+            of the multiply-adds, parameters or units to keep, in (0, 1].
+        max_accuracy_drop: Largest allowed increase of the validation error
+            (a fraction: 0.005 is half a point of accuracy; for a model whose
+            outputs are not class scores, of the mean squared error).
+            Defaults to `0.005`.
+        epochs: Most epochs of penalized training. Defaults to `10`.
+        finetune_epochs: Epochs without penalties after the target is
+            reached. Defaults to `2`.
+        li, lo: Base strengths given to `regularize_model` (the controller
+            scales them). Defaults to `4e-4`.
+        threshold: Pruning threshold during training. Defaults to `1e-2`.
+        growth, tolerance, frequency: See `BudgetCallback`. Defaults to
+            `1.5`, `0.1`, `"epoch"`.
+        batch_size: Training batch size. Defaults to `128`.
+        optimizer, loss: How to compile the copy. Defaults to `None`: the
+            model's own compile configuration (a fresh optimizer), or
+            `"adam"`; a model that is not compiled needs `loss`.
+        callbacks: More callbacks for both `fit`s (after the budget's own,
+            so `CSVLogger` and `TensorBoard` see its figures). Defaults to
+            `None`.
+        verbose: Passed to `fit`. Defaults to `0`.
+
+    Returns:
+        `(slim_model, BudgetReport)`.
+
+    Raises:
+        TypeError, ValueError: On invalid arguments (a target of 0, above 1,
+            NaN, none or two targets, or an unknown `target_<kind>`).
+        BudgetError: A `ValueError` when the budget is not reached in
+            `epochs`, needs a layer emptied, or costs more than
+            `max_accuracy_drop`; it says what was reached and carries the
+            slim model and report when one was built.
+
+    Example:
+
+    >>> slim, report = prune_to_budget(model, (x, y), (x_val, y_val), target_macs=0.5)
+    >>> print(report)
+    """
+    budget, target = check_target(
+        "prune_to_budget",
+        target_macs=target_macs,
+        target_params=target_params,
+        target_units=target_units,
+        **unknown,
+    )
+    checks.check_model("model", model)
+    x, y = check_pair("train_data", train_data, model)
+    x_val, y_val = check_pair("val_data", val_data, model)
+    max_drop = checks.check_non_negative_float("max_accuracy_drop", max_accuracy_drop)
+    epochs = checks.check_int("epochs", epochs, 1)
+    finetune_epochs = checks.check_int("finetune_epochs", finetune_epochs, 0)
+    batch_size = checks.check_int("batch_size", batch_size, 1)
+    li = checks.check_non_negative_float("li", li)
+    lo = checks.check_non_negative_float("lo", lo)
+    callback_args = {f"target_{budget}": target, "threshold": threshold, "growth": growth}
+    callback_args.update(tolerance=tolerance, frequency=frequency)
+    BudgetCallback(**callback_args)  # checks them before any training
+    copy = _penalized_copy(model, li, lo)
+    _compile_like(copy, model, optimizer, loss)
+
+    error_before = _score(model, x_val, y_val, batch_size)
+    training = _Training(x, y, batch_size, verbose, list(callbacks or []))
+    epochs_to_target, penalty_scale = _train_to_target(copy, training, callback_args, epochs)
+    if finetune_epochs:
+        training.fit(copy, finetune_epochs, BudgetCallback(**callback_args, on_target="release"))
+    chosen = _choose_threshold(copy, x_val, y_val, budget, target * (1 - tolerance), batch_size)
+    slim, slim_report = slim_model(copy, keep_regularizers=False, return_report=True)
+    report = BudgetReport(
+        budget=budget,
+        target=target,
+        ratios=size_ratios(slim_report, copy),
+        error_before=error_before,
+        error_after=_score(slim, x_val, y_val, batch_size),
+        threshold=chosen,
+        epochs_to_target=epochs_to_target,
+        penalty_scale=penalty_scale,
+        slim_report=slim_report,
+    )
+    _check_accuracy(report, max_drop, slim)
+    return slim, report
+
+
+@dataclasses.dataclass
+class _Training:
+    """How the pipeline's `fit`s run: the data, batch size, verbosity, the user's callbacks."""
+
+    x: np.ndarray
+    y: np.ndarray
+    batch_size: int
+    verbose: int | str
+    extra: list
+
+    def fit(self, model, epochs, budget_callback):
+        # The budget's own callback first, so CSVLogger and TensorBoard see its figures.
+        return model.fit(
+            self.x,
+            self.y,
+            epochs=epochs,
+            batch_size=self.batch_size,
+            callbacks=[budget_callback, *self.extra],
+            verbose=self.verbose,
+        )
+
+
+def _train_to_target(copy, training, callback_args, epochs):
+    """Penalized training until the target; `(epochs it took, penalty scale there)`."""
+    train = BudgetCallback(**callback_args, on_target="release", stop_on_target=True)
+    history = training.fit(copy, epochs, train)
+    if not train.reached:
+        raise BudgetError(
+            f"target_{train.budget}={train.target:g} not reached in {epochs} epochs: the slim "
+            f"model would keep {train.ratios[train.budget]:.4g} of the {train.budget} "
+            f"(penalty scale {train.scale:.3g}). "
+            "Train longer (`epochs=`), start stronger (`li=`, `lo=`) or relax the target.",
+            ratios=dict(train.ratios),
+        )
+    return len(history.epoch), train.scale_at_target
+
+
+def _check_accuracy(report, max_drop, slim):
+    """Refuses a slim model whose validation error rose by more than `max_drop`."""
+    if report.accuracy_drop <= max_drop:
+        return
+    raise BudgetError(
+        f"target_{report.budget}={report.target:g} was reached (the verified slim model "
+        f"keeps {report.ratios[report.budget]:.4g} of the {report.budget}) but the validation "
+        f"error rose from {report.error_before:.4g} to {report.error_after:.4g} "
+        f"(+{report.accuracy_drop:.4g}), "
+        f"more than max_accuracy_drop={max_drop:g}. Nothing is returned: train or "
+        "fine-tune longer, or relax the budget. The slim model is on this error's "
+        "`.model`, its report on `.report`.",
+        ratios=report.ratios,
+        model=slim,
+        report=report,
+    )
+
+
+def _score(model, x, y, batch_size):
+    return default_score(y, model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def _penalized_copy(model, li, lo):
+    """A copy of `model` that carries DropNeuron penalties (the user's, or Li+Lo)."""
+    layers = model_utils.select_layers(model)
+    model_utils.check_has_supported_layers(model, layers)
+    if any(has_dropneuron_regularizer(layer) for layer in layers):
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        return copy
+    if not li and not lo:
+        raise ValueError(
+            "Invalid value for arguments `li` and `lo`: expected at least one > 0 when the "
+            "model carries no DropNeuron penalty. Received: li=0.0, lo=0.0"
+        )
+    return regularize_model(model, li=li, lo=lo)
+
+
+def _compile_like(copy, model, optimizer, loss):
+    """Compiles `copy` as `model` is (a fresh optimizer), with `optimizer`/`loss` overriding."""
+    config = model.get_compile_config() if getattr(model, "compiled", False) else None
+    if config:
+        copy.compile_from_config(config)
+        if optimizer is None and loss is None:
+            return
+        optimizer = optimizer or copy.optimizer
+        loss = loss or copy.loss
+    if loss is None:
+        raise ValueError(
+            "Invalid value for argument `loss`: the model is not compiled, so prune_to_budget "
+            "needs the loss to train it with. Received: loss=None"
+        )
+    copy.compile(optimizer=optimizer or "adam", loss=loss)
+
+
+def _choose_threshold(copy, x_val, y_val, budget, floor, batch_size):
+    """`choose_threshold` among the thresholds that keep the budget above `floor`; prunes."""
+    grid = default_thresholds()
+    trial = keras.models.clone_model(copy)
+    weights = copy.get_weights()
+
+    def keeps_budget(threshold):
+        trial.set_weights(weights)
+        try:
+            pruning.prune_weights(trial, threshold)
+        except pruning.UnitsWouldVanishError:
+            return False
+        return slim_size_ratios(trial)[budget] >= floor
+
+    largest_kept = largest(grid, keeps_budget)
+    if largest_kept is None:
+        return 0.0
+    chosen, _ = choose_threshold(
+        copy,
+        x_val,
+        y_val,
+        thresholds=[t for t in grid if t <= largest_kept],
+        batch_size=batch_size,
+    )
+    if chosen:
+        pruning.prune_weights(copy, chosen)
+    return chosen

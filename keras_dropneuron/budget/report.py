@@ -1,0 +1,61 @@
+"""`BudgetReport`: what `prune_to_budget` reached."""
+
+import dataclasses
+
+from keras_dropneuron.surgery.report import SlimReport
+
+
+@dataclasses.dataclass
+class BudgetReport:
+    """What `prune_to_budget` reached.
+
+    Attributes:
+        budget: `"macs"`, `"params"` or `"units"`.
+        target: The fraction asked for.
+        ratios: The fractions the slim model keeps, counted on the verified
+            slim model: `macs`, `params`, `units`.
+        error_before: Validation error of the original model (the score:
+            error rate for class scores, else mean squared error).
+        error_after: Validation error of the slim model.
+        threshold: The threshold `choose_threshold` chose after fine-tuning.
+        epochs_to_target: Epochs of penalized training until the target.
+        penalty_scale: The multiplier of the strengths when it was reached.
+        slim_report: The `SlimReport` of `slim_model`.
+
+    Example:
+
+    >>> slim, report = prune_to_budget(model, (x, y), (x_val, y_val), target_macs=0.5)
+    >>> report.ratios["macs"], report.accuracy_drop
+    """
+
+    budget: str
+    target: float
+    ratios: dict
+    error_before: float
+    error_after: float
+    threshold: float
+    epochs_to_target: int
+    penalty_scale: float
+    slim_report: SlimReport
+
+    @property
+    def accuracy_drop(self) -> float:
+        """`error_after - error_before` (for class scores, accuracy points lost)."""
+        return self.error_after - self.error_before
+
+    def __str__(self) -> str:
+        return "\n".join(
+            [
+                f"Budget: target_{self.budget}={self.target:g}; the slim model keeps "
+                f"{self.ratios['macs']:.1%} of the multiply-adds, "
+                f"{self.ratios['params']:.1%} of the parameters, "
+                f"{self.ratios['units']:.1%} of the units (verified)",
+                f"Validation error: {self.error_before:.4g} -> {self.error_after:.4g} "
+                f"(drop {self.accuracy_drop:+.4g})",
+                f"Reached after {self.epochs_to_target} epochs at penalty scale "
+                f"{self.penalty_scale:.3g}; threshold {self.threshold:g}",
+                str(self.slim_report),
+            ]
+        )
+
+    __repr__ = __str__
