@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_dropneuron import cli, prune_weights
-from keras_dropneuron.experiments import data, runner
+from keras_dropneuron.experiments import data, measure, runner, summary
 from keras_dropneuron.experiments.setups import SETUPS
 
 
@@ -52,11 +52,34 @@ def test_sparse_regression_data_is_exactly_linear_and_sparse():
 def test_score_formulas():
     y = np.array([0, 1, 2, 1])
     p = np.eye(3)[[0, 1, 1, 1]]
-    assert runner.score("error", y, p) == 25.0
+    assert measure.score("error", y, p) == 25.0
     yr = np.array([[1.0], [2.0]])
     pr = np.array([[1.0], [1.0]])
-    assert runner.score("mse", yr, pr) == 0.5
-    assert runner.score("nmse", yr, pr) == pytest.approx(1.0 / 5.0)
+    assert measure.score("mse", yr, pr) == 0.5
+    assert measure.score("nmse", yr, pr) == pytest.approx(1.0 / 5.0)
+
+
+def test_slim_matches_means_equal_outputs_not_equal_scores(monkeypatch):
+    setup = SETUPS["lenet-300-100"]
+    model = setup.build("dropneuron", setup.penalties)
+    x = np.random.default_rng(0).random((64, 784)).astype("float32")
+    y = np.argmax(model.predict(x, verbose=0), axis=-1)
+    figures = measure.slim_and_measure(model, setup, x, y, quick=True)
+    assert figures["slim_matches"] and figures["error"] == figures["slim_error"] == 0.0
+    real_slim_model = measure.slim_model
+
+    def sharper_slim_model(model, **kwargs):
+        slim, report = real_slim_model(model, **kwargs)
+        # Logits times 1.01: every argmax (so the error) stays, the outputs move.
+        for variable in slim.get_layer("fc3").weights:
+            variable.assign(variable.numpy() * 1.01)
+        return slim, report
+
+    monkeypatch.setattr(measure, "slim_model", sharper_slim_model)
+    figures = measure.slim_and_measure(model, setup, x, y, quick=True)
+    assert figures["error"] == figures["slim_error"] == 0.0
+    assert figures["slim_max_abs_deviation"] > 10 * measure.SLIM_TOLERANCE
+    assert not figures["slim_matches"]
 
 
 def test_reproduce_quick_from_the_command_line(mnist_path, tmp_path, capsys):
@@ -111,18 +134,32 @@ def quick_lenet_300_100(mnist_path, **kwargs):
     )
 
 
-def test_reproduce_with_auto_threshold_records_the_chosen_threshold(mnist_path, tmp_path):
+def test_reproduce_with_auto_threshold_records_the_chosen_threshold(
+    mnist_path, tmp_path, monkeypatch
+):
+    real_choose_threshold = runner.choose_threshold
+    returned = []
+
+    def recording_choose_threshold(*args, **kwargs):
+        returned.append(real_choose_threshold(*args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(runner, "choose_threshold", recording_choose_threshold)
     args = ["reproduce", "lenet-300-100", "--quick", "--mnist", str(mnist_path)]
     assert cli.main([*args, "--out", str(tmp_path), "--auto-threshold", "0"]) == 0
     (run,) = json.loads((tmp_path / "results.json").read_text())
     assert run["method"] == "threshold+auto"
     assert run["auto_threshold_tolerance"] == 0.0
-    assert run["chosen_threshold"] >= 0.0
+    # The stored threshold is the one choose_threshold picked on the held-out data:
+    # one of its candidates (0.0: none) that loses nothing on it.
+    ((chosen, scores),) = returned
+    assert run["chosen_threshold"] == chosen
+    assert chosen in scores and scores[chosen] <= scores[0.0]
     assert run["slim_matches"]
 
 
 def test_auto_threshold_validates_on_held_out_data_and_prunes_units(mnist_path, monkeypatch):
-    calls = []
+    calls, chosen = [], []
 
     def fake_choose_threshold(model, x, y, tolerance, mode, score):
         calls.append((x, y, tolerance, mode, keras.models.clone_model(model)))
@@ -130,7 +167,8 @@ def test_auto_threshold_validates_on_held_out_data_and_prunes_units(mnist_path, 
         # Just above the smallest group norm of the model: prunes that group.
         kernels = [layer.kernel.numpy() for layer in model.layers]
         smallest = min(np.linalg.norm(k, axis=a).min() for k in kernels for a in (0, 1))
-        return 1.0001 * float(smallest), {}
+        chosen.append(1.0001 * float(smallest))
+        return chosen[-1], {}
 
     monkeypatch.setattr(runner, "choose_threshold", fake_choose_threshold)
     result, model = quick_lenet_300_100(mnist_path, auto_threshold=0.5)
@@ -140,11 +178,10 @@ def test_auto_threshold_validates_on_held_out_data_and_prunes_units(mnist_path, 
     np.testing.assert_array_equal(x_val, x[start : runner.QUICK_SAMPLES])
     np.testing.assert_array_equal(y_val, y[start : runner.QUICK_SAMPLES])
     assert (tolerance, mode) == (0.5, "neuron")
-    chosen = result["chosen_threshold"]
-    assert chosen > 0
+    assert result["chosen_threshold"] == chosen[0]
     # The returned model is the trained one pruned at the chosen threshold
     # (quick mode does not fine-tune).
-    prune_weights(trained, chosen, mode="neuron")
+    prune_weights(trained, chosen[0], mode="neuron")
     for expected, actual in zip(trained.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(actual, expected)
     assert result["slim_params"] < result["params"]
@@ -163,11 +200,11 @@ def test_penalty_overrides_reach_the_model_and_the_results(mnist_path, tmp_path)
     reg = model.get_layer("fc1").kernel_regularizer
     assert (reg.li, reg.lo) == (2e-4, SETUPS["lenet-300-100"].penalties["lo"])
     assert result["penalties"] == {"li": 2e-4}
-    (row,) = runner.summarize([result])
+    (row,) = summary.summarize([result])
     assert row["method"] == "threshold (li=0.0002)"
     # Runs with other overrides are other rows.
     other = {**result, "penalties": {}}
-    assert [r["method"] for r in runner.summarize([result, other])] == [
+    assert [r["method"] for r in summary.summarize([result, other])] == [
         "threshold (li=0.0002)",
         "threshold",
     ]
@@ -226,7 +263,7 @@ def test_autoencoder_per_layer_li_penalizes_each_layer_by_its_strength():
     assert model.get_layer("enc1").kernel_regularizer.li == 1e-3
 
 
-# ------------------------------------------------------- LeNet-5-Caffe (issue 14)
+# ------------------------------------------------------------------ LeNet-5-Caffe
 
 
 def test_lenet_5_caffe_penalties_are_group_norms_of_filters_channels_and_units():
@@ -292,7 +329,7 @@ def test_lenet_5_caffe_dead_filters_and_units_are_sliced_away_exactly():
         atol=1e-6,
     )
     # The records' order: conv1 filters - conv2 filters - fc1 inputs - fc1 units.
-    units = runner._alive_units(setup, sparsity_report(model), model, slim)
+    units = measure.alive_units(setup, sparsity_report(model), model, slim)
     assert [(u["alive"], u["total"]) for u in units] == [
         (9, 20),
         (len(channels), 50),
@@ -301,7 +338,7 @@ def test_lenet_5_caffe_dead_filters_and_units_are_sliced_away_exactly():
     ]
 
 
-# ------------------------------------------------- beyond the paper (issue 12)
+# ------------------------------------------------------------- beyond the paper
 
 
 def _kill(variable, index, value=0.0):
@@ -352,7 +389,7 @@ def test_vit_dead_heads_and_feed_forward_units_are_sliced_away_exactly():
     )
     assert report.totals()["macs_after"] < report.totals()["macs_before"]
     # The runner's counts: heads from the attention rule, feed-forward units from the report.
-    units = runner._alive_units(SETUPS["mnist-vit"], sparsity_report(model), model, slim)
+    units = measure.alive_units(SETUPS["mnist-vit"], sparsity_report(model), model, slim)
     assert [u["alive"] for u in units] == [2, 58, 4, 68, 3, 128, 4, 128]
     assert [u["total"] for u in units] == [4, 128] * 4
 
@@ -379,7 +416,7 @@ def test_lstm_dead_hidden_units_and_pixels_are_sliced_away_exactly():
         rtol=1e-5,
         atol=1e-6,
     )
-    units = runner._alive_units(setup, sparsity_report(model), model, slim)
+    units = measure.alive_units(setup, sparsity_report(model), model, slim)
     assert [(u["alive"], u["total"]) for u in units] == [(16, 28), (48, 128)]
 
 
@@ -400,7 +437,9 @@ def test_quick_run_beyond_the_paper(name, mnist_path):
     assert run["slim_matches"] and run["slim_error"] == pytest.approx(run["error"], abs=1e-9)
     assert [u["label"] for u in run["units"]] == [label for label, _, _ in SETUPS[name].units]
     assert all(0 < u["alive"] <= u["total"] for u in run["units"])
-    assert run["slim_macs"] <= run["macs"] and run["speedup"] > 0
+    assert run["slim_macs"] <= run["macs"]
+    assert run["original_ms"] > 0 and run["slim_ms"] > 0
+    assert run["speedup"] == pytest.approx(run["original_ms"] / run["slim_ms"])
     # The penalties: LSTM kernel, recurrent kernel, output layer; per ViT block
     # the four attention kernels (one HeadRegularizer) and the two feed-forward layers.
     assert len(model.losses) == (3 if name == "sequential-mnist-lstm" else 4 * (4 + 2))
@@ -429,7 +468,7 @@ def test_summary_gives_the_gap_to_the_unpenalized_variant():
     name = "sequential-mnist-lstm"
     runs = [_run(name, "dropneuron", 1.5), _run(name, "dropneuron", 1.7, seed=1)]
     runs += [_run(name, "unpenalized", 1.2), _run(name, "unpenalized", 1.4, seed=1)]
-    rows = runner.summarize(runs + [_run("lenet-5", "dropneuron", 0.8)])
+    rows = summary.summarize(runs + [_run("lenet-5", "dropneuron", 0.8)])
     assert rows[0]["gap"] == pytest.approx(1.6 - 1.3)
     assert "gap" not in rows[1] and "gap" not in rows[2]
-    assert "| error 1.60% / 1.60% / 1.70%; +0.30 vs unpenalized |" in runner.markdown_table(rows)
+    assert "| error 1.60% / 1.60% / 1.70%; +0.30 vs unpenalized |" in summary.markdown_table(rows)

@@ -1,4 +1,4 @@
-"""The compression frontier (issue 14): grid, resume, Pareto front, files and figures."""
+"""The compression frontier: grid, resume, Pareto front, files and figures."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_dropneuron import cli
-from keras_dropneuron.experiments import frontier, plots, runner
+from keras_dropneuron.experiments import frontier, grid, pareto, plots, runner
 
 
 def test_pareto_front_of_a_hand_made_example():
@@ -21,13 +21,13 @@ def test_pareto_front_of_a_hand_made_example():
         {"error": 3.0, "size": 10},  # f
         {"error": 1.0, "size": 200},  # g
     ]
-    assert frontier.pareto_front(points, ["error", "size"]) == [1, 2, 4, 5, 6]
-    assert frontier.pareto_front(points, ["error"]) == [6]
-    assert frontier.pareto_front([], ["error"]) == []
+    assert pareto.pareto_front(points, ["error", "size"]) == [1, 2, 4, 5, 6]
+    assert pareto.pareto_front(points, ["error"]) == [6]
+    assert pareto.pareto_front([], ["error"]) == []
 
 
 def test_parse_grid_is_the_product_of_its_axes_and_ties_keys():
-    configs = frontier.parse_grid(
+    configs = grid.parse_grid(
         "lenet-300-100", ["li+lo=2e-4,4e-4", "prox_li=0.5", "auto_threshold=0,0.1"]
     )
     assert configs == [
@@ -35,8 +35,8 @@ def test_parse_grid_is_the_product_of_its_axes_and_ties_keys():
         for li in (2e-4, 4e-4)
         for auto in (0.0, 0.1)
     ]
-    assert frontier.config_label(configs[1]) == "li=0.0002,lo=0.0002,prox_li=0.5,auto=0.1"
-    assert frontier.parse_grid("lenet-300-100", []) == [{"penalties": {}, "auto_threshold": None}]
+    assert grid.config_label(configs[1]) == "li=0.0002,lo=0.0002,prox_li=0.5,auto=0.1"
+    assert grid.parse_grid("lenet-300-100", []) == [{"penalties": {}, "auto_threshold": None}]
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_parse_grid_is_the_product_of_its_axes_and_ties_keys():
 )
 def test_parse_grid_rejects_bad_axes(specs, match):
     with pytest.raises(ValueError, match=match):
-        frontier.parse_grid("lenet-300-100", specs)
+        grid.parse_grid("lenet-300-100", specs)
 
 
 def _point(label, seed, error, alive, params, macs, epochs=100):
@@ -87,7 +87,7 @@ def test_summarize_points_means_spreads_and_fronts():
         _point("big", 0, 1.5, (500, 200, 80), 90_000, 80_000),
         _point("worse", 0, 2.5, (200, 60, 30), 20_000, 5_000),  # beaten on units and params
     ]
-    rows = {r["label"]: r for r in frontier.summarize_points(points)}
+    rows = {r["label"]: r for r in pareto.summarize_points(points)}
     small = rows["small"]
     assert small["mean"] == pytest.approx(2.1)
     assert small["std"] == pytest.approx(np.std([2.0, 2.2], ddof=1))
@@ -105,21 +105,21 @@ def test_summarize_points_means_spreads_and_fronts():
 
 
 def test_published_points_cost_follows_from_their_units():
-    (dropneuron, *_) = frontier.published_points("lenet-300-100")
+    (dropneuron, *_) = pareto.published_points("lenet-300-100")
     assert dropneuron["source"].startswith("DropNeuron") and dropneuron["error"] == 1.83
     a, b, c = 542, 83, 61
     assert dropneuron["slim_macs"] == a * b + b * c + c * 10
     assert dropneuron["slim_params"] == a * b + b + b * c + c + c * 10 + 10
     assert dropneuron["units_total"] == a + b + c
-    assert frontier.published_points("lenet-5") == []
+    assert pareto.published_points("lenet-5") == []
 
 
 def test_conv_net_records_give_error_and_units_only():
-    bc, l0 = frontier.published_points("lenet-5-caffe")
+    bc, l0 = pareto.published_points("lenet-5-caffe")
     assert (bc["units"], bc["units_total"], bc["error"]) == ([5, 10, 76, 16], 107, 1.0)
     assert (l0["units"], l0["units_total"], l0["error"]) == ([9, 18, 65, 25], 117, 1.0)
     assert "slim_params" not in bc and "slim_macs" not in l0
-    lines = frontier.markdown([], "lenet-5-caffe").splitlines()
+    lines = pareto.markdown([], "lenet-5-caffe").splitlines()
     assert "| L0-sep (Louizos et al. 2018) | 1.00% | 9-18-65-25 | - | - |" in lines
 
 
@@ -223,7 +223,7 @@ def test_pixel_images_are_the_alive_rows_of_fc1(mnist_path, tmp_path, monkeypatc
     for seed, kernel in kernels.items():
         expected = np.any(kernel != 0, axis=1).reshape(28, 28)
         assert expected.sum() == 784 - 300
-        stem = frontier.point_id("lenet-300-100", config, seed, 1, True)
+        stem = grid.point_id("lenet-300-100", config, seed, 1, True)
         pixels = image.imread(tmp_path / "pixels" / f"{stem}.png")
         assert pixels.shape[:2] == (28, 28)
         np.testing.assert_array_equal(pixels[..., 0] > 0.5, expected)
@@ -231,7 +231,7 @@ def test_pixel_images_are_the_alive_rows_of_fc1(mnist_path, tmp_path, monkeypatc
 
 def test_grid_figures_read_at_readme_width(tmp_path):
     image = pytest.importorskip("matplotlib.image")
-    # Eleven runs used to make one row of eleven panels, 4840 pixels wide.
+    # Eleven runs: rows of at most three panels, not one row of eleven.
     results = [
         {
             "experiment": f"exp{i}",
@@ -277,17 +277,17 @@ def test_frontier_cli_errors_and_help(tmp_path, capsys, monkeypatch):
 
 
 def test_labels_tell_apart_numbers_that_share_six_digits():
-    near = frontier.parse_grid("lenet-300-100", ["li=1e-4,1.0000001e-4", "cosine_lr=1"])
-    labels = [frontier.config_label(c) for c in near]
+    near = grid.parse_grid("lenet-300-100", ["li=1e-4,1.0000001e-4", "cosine_lr=1"])
+    labels = [grid.config_label(c) for c in near]
     assert labels == ["li=0.0001,cosine_lr=1", "li=0.00010000001,cosine_lr=1"]
 
 
 def test_finetune_epochs_is_a_grid_option_passed_to_the_runner(tmp_path, monkeypatch):
-    configs = frontier.parse_grid("lenet-300-100", ["li=1e-4", "finetune_epochs=0,30"])
+    configs = grid.parse_grid("lenet-300-100", ["li=1e-4", "finetune_epochs=0,30"])
     assert [c.get("finetune_epochs") for c in configs] == [0, 30]
-    assert frontier.config_label(configs[1]) == "li=0.0001,ft=30"
+    assert grid.config_label(configs[1]) == "li=0.0001,ft=30"
     with pytest.raises(ValueError, match="whole numbers"):
-        frontier.parse_grid("lenet-300-100", ["finetune_epochs=2.5"])
+        grid.parse_grid("lenet-300-100", ["finetune_epochs=2.5"])
     calls = []
 
     def fake_run_once(name, variant, seed, **kwargs):

@@ -1,11 +1,13 @@
-"""Training-method options of the frontier sweeps (issue 14): checks, optimizers, penalties."""
+"""Training-method options of the frontier sweeps: checks, optimizers, penalties, cycles."""
+
+import itertools
 
 import keras
 import numpy as np
 import pytest
 
 from keras_dropneuron import DropNeuronRegularizer
-from keras_dropneuron.experiments import frontier, methods, runner
+from keras_dropneuron.experiments import grid, methods, runner
 
 
 def _mlp(li=1e-3, lo=2e-3):
@@ -133,21 +135,19 @@ def test_reweighted_group_lasso_matches_numpy_weights():
 
 
 def test_training_options_are_grid_keys_with_labels():
-    configs = frontier.parse_grid(
-        "lenet-300-100", ["li=1e-4", "cosine_lr=0,1", "sgd_momentum=0.9"]
-    )
+    configs = grid.parse_grid("lenet-300-100", ["li=1e-4", "cosine_lr=0,1", "sgd_momentum=0.9"])
     assert [c["training"] for c in configs] == [
         {"sgd_momentum": 0.9},
         {"cosine_lr": 1.0, "sgd_momentum": 0.9},
     ]
-    assert frontier.config_label(configs[1]) == "li=0.0001,cosine_lr=1,sgd_momentum=0.9"
+    assert grid.config_label(configs[1]) == "li=0.0001,cosine_lr=1,sgd_momentum=0.9"
     # Configurations without method options keep their old labels (and point files).
-    assert "training" not in frontier.parse_grid("lenet-300-100", ["li=1e-4"])[0]
+    assert "training" not in grid.parse_grid("lenet-300-100", ["li=1e-4"])[0]
     with pytest.raises(ValueError, match="whole numbers"):
-        frontier.parse_grid("lenet-300-100", ["ramp_epochs=1.5"])
+        grid.parse_grid("lenet-300-100", ["ramp_epochs=1.5"])
     with pytest.raises(ValueError, match="needs auto_threshold"):
-        frontier.parse_grid("lenet-300-100", ["cycles=1,3"])
-    assert len(frontier.parse_grid("lenet-300-100", ["cycles=1,3", "auto_threshold=0"])) == 2
+        grid.parse_grid("lenet-300-100", ["cycles=1,3"])
+    assert len(grid.parse_grid("lenet-300-100", ["cycles=1,3", "auto_threshold=0"])) == 2
 
 
 def test_cycles_need_the_automatic_threshold(mnist_path):
@@ -161,6 +161,48 @@ def test_cycles_need_the_automatic_threshold(mnist_path):
             verbose=0,
             training={"cycles": 2},
         )
+
+
+def test_cycles_prune_after_each_part_and_retrain_between(monkeypatch):
+    pruned = []  # (batches trained so far, where the weights are zero) after each pruning
+    thresholds = []
+    real_prune_weights = runner.prune_weights
+
+    def weakest_input_threshold(model, x, y, tolerance, mode, score):
+        # Just above the weakest input row still alive: every cycle prunes a new one.
+        norms = np.linalg.norm(model.get_layer("hidden").kernel.numpy(), axis=1)
+        thresholds.append(1.0001 * float(norms[norms > 0].min()))
+        return thresholds[-1], {}
+
+    def recording_prune_weights(model, *args, **kwargs):
+        real_prune_weights(model, *args, **kwargs)
+        zeros = [w == 0 for w in model.get_weights()]
+        pruned.append((int(model.optimizer.iterations), zeros))
+
+    monkeypatch.setattr(runner, "choose_threshold", weakest_input_threshold)
+    monkeypatch.setattr(runner, "prune_weights", recording_prune_weights)
+    result, model = runner.run_once(
+        "sparse-regression",
+        "dropneuron",
+        0,
+        epochs=4,
+        finetune_epochs=1,
+        verbose=0,
+        auto_threshold=0.0,
+        training={"cycles": 3},
+    )
+    # 3 penalized epochs in 3 parts of one epoch each (batch size 1), pruned after each.
+    steps = int(500 * (1 - runner.VALIDATION_FRACTION))
+    assert [batches for batches, _ in pruned] == [steps, 2 * steps, 3 * steps]
+    assert result["chosen_threshold"] == thresholds[-1]
+    # Each cycle prunes more, and what a cycle pruned stays zero through the
+    # retraining that follows it and the fine-tuning.
+    final = [w == 0 for w in model.get_weights()]
+    for (_, before), (_, after) in itertools.pairwise([*pruned, (None, final)]):
+        for was_zero, is_zero in zip(before, after, strict=True):
+            assert np.all(is_zero[was_zero])
+    counts = [sum(int(z.sum()) for z in zeros) for _, zeros in pruned]
+    assert counts[0] < counts[1] < counts[2]
 
 
 @pytest.mark.parametrize(
@@ -191,12 +233,12 @@ def test_methods_run_end_to_end_and_slim_exactly(mnist_path, training):
 def test_prox_input_lo_gives_the_first_layer_its_own_proximal_strength(mnist_path, monkeypatch):
     made = []
 
-    class Recorder(runner.ProximalGroupShrinkage):
+    class Recorder(methods.ProximalGroupShrinkage):
         def __init__(self, li=0.0, lo=0.0, layers=None):
             super().__init__(li, lo, layers)
             made.append((li, lo, layers))
 
-    monkeypatch.setattr(runner, "ProximalGroupShrinkage", Recorder)
+    monkeypatch.setattr(methods, "ProximalGroupShrinkage", Recorder)
     penalties = {"prox_li": 1e-3, "prox_lo": 2e-3, "prox_input_lo": 5e-3}
     result, model = runner.run_once(
         "lenet-300-100",

@@ -1,4 +1,8 @@
-"""Data sets of the paper's experiments: MNIST and the synthetic sparse regression."""
+"""Data sets of the paper's experiments: MNIST and the synthetic sparse regression.
+
+The `load_*` functions take `(seed, mnist_path)` and return
+`((x, y), (x_test, y_test), extra)`: the `Setup.load` of each experiment.
+"""
 
 import os
 import pathlib
@@ -6,9 +10,10 @@ import pathlib
 import numpy as np
 
 MNIST_ENV = "KERAS_DROPNEURON_MNIST"
+Arrays = tuple[np.ndarray, np.ndarray]
 
 
-def load_mnist(path=None):
+def load_mnist(path: str | os.PathLike | None = None) -> tuple[Arrays, Arrays]:
     """Loads MNIST as float32 images in [0, 1] and integer labels.
 
     The file is looked up in this order: `path`, the environment variable
@@ -64,12 +69,21 @@ def load_mnist(path=None):
     )
 
 
-def sparse_regression_data(seed, n_features=20, n_informative=2, n_samples=1000):
+def sparse_regression_data(
+    seed: int, n_features: int = 20, n_informative: int = 2, n_samples: int = 1000
+) -> tuple[Arrays, Arrays, np.ndarray]:
     """The paper's synthetic regression: `y = X w` with a sparse `w`, no noise.
 
     `X ~ N(0, 10^2)`; `n_informative` coefficients drawn from `N(0, 1)` (at
     least 0.5 in magnitude so the support is identifiable), the rest 0. Half the
     samples train, half test.
+
+    Args:
+        seed: Seed of the data.
+        n_features: Number of features. Defaults to `20`.
+        n_informative: Number of features with a coefficient. Defaults to `2`.
+        n_samples: Number of samples, training and test together. Defaults to
+            `1000`.
 
     Returns:
         `(x_train, y_train), (x_test, y_test), support` where `support` is the
@@ -84,3 +98,33 @@ def sparse_regression_data(seed, n_features=20, n_informative=2, n_samples=1000)
     y = (x @ w)[:, None].astype("float32")
     half = n_samples // 2
     return (x[:half], y[:half]), (x[half:], y[half:]), support
+
+
+def load_sparse_regression(seed: int, mnist_path: str | None = None) -> tuple:
+    """`sparse_regression_data(seed)`, its support as `extra["support"]`."""
+    train, test, support = sparse_regression_data(seed)
+    return train, test, {"support": support}
+
+
+def load_mnist_flat(seed: int, mnist_path: str | None = None) -> tuple:
+    """MNIST with each image a row of 784 pixels."""
+    (x, y), (xt, yt) = load_mnist(mnist_path)
+    return (x.reshape(-1, 784), y), (xt.reshape(-1, 784), yt), {}
+
+
+def load_mnist_autoencoder(seed: int, mnist_path: str | None = None) -> tuple:
+    """Flat MNIST images as both inputs and targets."""
+    (x, _), (xt, _) = load_mnist(mnist_path)
+    x, xt = x.reshape(-1, 784), xt.reshape(-1, 784)
+    return (x, x), (xt, xt), {}
+
+
+def load_mnist_images(seed: int, mnist_path: str | None = None) -> tuple:
+    """MNIST images of shape `(28, 28, 1)`, for convolutions."""
+    (x, y), (xt, yt) = load_mnist(mnist_path)
+    return (x[..., None], y), (xt[..., None], yt), {}
+
+
+def load_mnist_sequences(seed: int, mnist_path: str | None = None) -> tuple:
+    """MNIST images of shape `(28, 28)`: 28 time steps of 28 pixels, or 16 patches."""
+    return (*load_mnist(mnist_path), {})

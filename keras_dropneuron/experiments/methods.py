@@ -1,4 +1,4 @@
-"""Training-method options of the frontier sweeps (issue 14), inside the group-lasso family.
+"""Training-method options of the frontier sweeps, inside the group-lasso family.
 
 Each option is a number, so that `keras-dropneuron frontier --grid KEY=V1,V2`
 can sweep it; `0` (or absent) is the set-up's own recipe, and a configuration
@@ -35,6 +35,7 @@ import numpy as np
 from keras import ops
 
 from keras_dropneuron.budget import penalty_scale
+from keras_dropneuron.proximal import ProximalGroupShrinkage
 from keras_dropneuron.regularizers import DropNeuronRegularizer
 
 OPTIONS = (
@@ -49,38 +50,55 @@ OPTIONS = (
 WHOLE = ("cosine_lr", "proximal", "ramp_epochs", "cycles", "reweight")  # integer-valued
 
 
-def check_training(training, auto_threshold=None):
+def _check_option(key: str, value: object) -> None:
+    """Raises a `ValueError` naming `training[key]` if it is not a valid option value."""
+    if key not in OPTIONS:
+        raise ValueError(
+            f"Invalid key in argument `training`: expected one of {list(OPTIONS)}. "
+            f"Received: {key!r}"
+        )
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        expected = "a finite number >= 0"
+    elif key in WHOLE and value != int(value):
+        expected = "a whole number"
+    elif key == "sgd_momentum" and value >= 1:
+        expected = "a number in [0, 1)"
+    elif key == "learning_rate" and value == 0:
+        expected = "a number > 0"
+    else:
+        return
+    raise ValueError(
+        f"Invalid value for `training[{key!r}]`: expected {expected}. Received: {value!r}"
+    )
+
+
+def check_training(training: dict | None, auto_threshold: float | None = None) -> dict:
     """Returns the method options that change the recipe, after checking them.
 
-    `auto_threshold` is the run's: prune-and-retrain cycles need it.
+    Args:
+        training: Options `{key: number}` of `OPTIONS`, or `None`.
+        auto_threshold: The run's automatic-threshold tolerance:
+            prune-and-retrain cycles need it. Defaults to `None`.
+
+    Returns:
+        The options that change the recipe (`learning_rate` always, the
+        others where non-zero, `cycles` where above 1).
+
+    Raises:
+        ValueError: For an unknown key, a value that is not a finite number
+            >= 0 (a whole number for the options of `WHOLE`, below 1 for
+            `sgd_momentum`, above 0 for `learning_rate`), cycles without
+            `auto_threshold`, `proximal` with an option that acts on the
+            penalties, or those options on JAX.
+
+    Example:
+
+    >>> check_training({"cosine_lr": 1, "cycles": 1})
+    {'cosine_lr': 1}
     """
     training = dict(training or {})
     for key, value in training.items():
-        if key not in OPTIONS:
-            raise ValueError(
-                f"Invalid key in argument `training`: expected one of {list(OPTIONS)}. "
-                f"Received: {key!r}"
-            )
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(
-                f"Invalid value for `training[{key!r}]`: expected a finite number >= 0. "
-                f"Received: {value!r}"
-            )
-        if key in WHOLE and value != int(value):
-            raise ValueError(
-                f"Invalid value for `training[{key!r}]`: expected a whole number. "
-                f"Received: {value!r}"
-            )
-        if key == "sgd_momentum" and value >= 1:
-            raise ValueError(
-                f"Invalid value for `training['sgd_momentum']`: expected a number in [0, 1). "
-                f"Received: {value!r}"
-            )
-        if key == "learning_rate" and value == 0:
-            raise ValueError(
-                f"Invalid value for `training['learning_rate']`: expected a number > 0. "
-                f"Received: {value!r}"
-            )
+        _check_option(key, value)
     changed = {k: v for k, v in training.items() if k == "learning_rate" or v}
     if changed.get("cycles") == 1:
         del changed["cycles"]  # one part is the recipe
@@ -104,8 +122,42 @@ def check_training(training, auto_threshold=None):
     return changed
 
 
-def optimizer(training, learning_rate, steps):
-    """The optimizer of one phase of `steps` batches at `learning_rate`."""
+def proximal_steps(model: keras.Model, penalties: dict) -> list[ProximalGroupShrinkage]:
+    """The proximal callbacks: `prox_li` / `prox_lo`, and `prox_input_lo` on the first layer.
+
+    Adam's steps do not scale with the gradient, so the proximal step has its
+    own strengths rather than the penalties' ones.
+
+    Args:
+        model: The model to train.
+        penalties: Strengths with `prox_li`, `prox_lo` and optionally
+            `prox_input_lo` (`None`: `prox_lo`).
+
+    Returns:
+        One `ProximalGroupShrinkage` for every layer, or, with
+        `prox_input_lo`, one for the first layer and one for the others but
+        the last.
+    """
+    strengths = {"li": penalties["prox_li"], "lo": penalties["prox_lo"]}
+    if penalties.get("prox_input_lo") is None:
+        return [ProximalGroupShrinkage(**strengths)]
+    # The pixels' own proximal strength: the first layer's rows apart.
+    first, *middle = [layer.name for layer in model.layers if layer.weights][:-1]
+    steps = [ProximalGroupShrinkage(strengths["li"], penalties["prox_input_lo"], layers=[first])]
+    return steps + ([ProximalGroupShrinkage(**strengths, layers=middle)] if middle else [])
+
+
+def optimizer(training: dict, learning_rate: float, steps: int) -> keras.optimizers.Optimizer:
+    """The optimizer of one training phase: Adam, or SGD with `sgd_momentum`.
+
+    Args:
+        training: Options of `check_training`.
+        learning_rate: The phase's learning rate.
+        steps: The phase's batches, over which `cosine_lr` decays the rate to 0.
+
+    Returns:
+        A new optimizer.
+    """
     rate = learning_rate
     if training.get("cosine_lr"):
         rate = keras.optimizers.schedules.CosineDecay(learning_rate, max(int(steps), 1))
@@ -122,15 +174,23 @@ class PenaltyRamp(keras.callbacks.Callback):
     (budget's wrapper). TensorFlow and PyTorch read it in the train step; on
     JAX the traced step would freeze it, so `check_training` refuses
     `ramp_epochs` there.
+
+    Args:
+        epochs: Epochs of the warm-up, an int >= 1.
+
+    Example:
+
+    >>> model.fit(x, y, epochs=10, callbacks=[PruneCallback(), PenaltyRamp(3)])
     """
 
     variable = None
 
-    def __init__(self, epochs):
+    def __init__(self, epochs: int):
         super().__init__()
         self.epochs = int(epochs)
 
-    def scale_at(self, epoch):
+    def scale_at(self, epoch: int) -> float:
+        """The penalties' factor during `epoch` (0-based)."""
         return min(1.0, (epoch + 1) / self.epochs)
 
     def on_train_begin(self, logs=None):
@@ -164,11 +224,15 @@ class ReweightedGroupLasso(keras.callbacks.Callback):
     and `r` (variables) recomputed after every epoch from the current norms:
     `c_j = m / (n_j + 0.1 m)`, `m` the mean norm of the groups still alive, so
     a group near zero is pushed about ten times harder than an average one.
+
+    Example:
+
+    >>> model.fit(x, y, epochs=10, callbacks=[PruneCallback(), ReweightedGroupLasso()])
     """
 
     EPSILON = 0.1
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.weights = {}
 

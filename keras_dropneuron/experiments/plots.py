@@ -5,6 +5,9 @@ still reads at the width of a README (about 900 pixels). Also: the compression
 frontier with the published records, and the surviving MNIST input pixels.
 """
 
+import pathlib
+
+import keras
 import numpy as np
 
 from keras_dropneuron import layer_rules, model_utils
@@ -51,8 +54,16 @@ def _as_matrix(weight, layout):
     return matrix.reshape(matrix.shape[0], -1)
 
 
-def plot_sparsity_patterns(model, path):
-    """Saves the non-zero pattern of every supported kernel (non-zeros black)."""
+def plot_sparsity_patterns(model: keras.Model, path: str | pathlib.Path) -> str | pathlib.Path:
+    """Saves the non-zero pattern of every supported kernel (non-zeros black).
+
+    Args:
+        model: A pruned model.
+        path: The image file to write.
+
+    Returns:
+        `path`.
+    """
     plt = _pyplot()
     kernels = [
         (
@@ -76,8 +87,16 @@ def plot_sparsity_patterns(model, path):
     return path
 
 
-def plot_alive_units(results, path):
-    """Saves a bar chart of alive units per layer for each experiment run (first seed)."""
+def plot_alive_units(results: list[dict], path: str | pathlib.Path) -> str | pathlib.Path:
+    """Saves a bar chart of alive units per layer for each experiment run (first seed).
+
+    Args:
+        results: Results of `runner.run_once`.
+        path: The image file to write.
+
+    Returns:
+        `path`.
+    """
     plt = _pyplot()
     seen = {}
     for r in results:
@@ -97,19 +116,37 @@ def plot_alive_units(results, path):
     return path
 
 
-def save_pixel_mask(mask, path):
+def save_pixel_mask(mask: np.ndarray, path: str | pathlib.Path) -> str | pathlib.Path:
     """Saves a 2-D boolean mask as an image of the same size: alive white, dead black.
 
     One image pixel per input pixel (no resampling), so reading the file back
     gives the mask exactly.
+
+    Args:
+        mask: A 2-D boolean array.
+        path: The image file to write.
+
+    Returns:
+        `path`.
     """
     plt = _pyplot()
     plt.imsave(path, np.asarray(mask, dtype="float32"), cmap="gray", vmin=0.0, vmax=1.0)
     return path
 
 
-def plot_pixel_masks(panels, path, columns=3):
-    """Saves `(title, 2-D boolean mask)` panels (e.g. surviving MNIST pixels) as a grid."""
+def plot_pixel_masks(
+    panels: list[tuple[str, np.ndarray]], path: str | pathlib.Path, columns: int = 3
+) -> str | pathlib.Path:
+    """Saves `(title, 2-D boolean mask)` panels (e.g. surviving MNIST pixels) as a grid.
+
+    Args:
+        panels: `(title, mask)` pairs.
+        path: The image file to write.
+        columns: Panels per row at most. Defaults to `3`.
+
+    Returns:
+        `path`.
+    """
     plt = _pyplot()
     fig, axes = _grid(plt, len(panels), columns=columns, panel=(2.4, 2.9))
     for ax, (title, mask) in zip(axes, panels, strict=True):
@@ -125,12 +162,21 @@ def plot_pixel_masks(panels, path, columns=3):
     return path
 
 
-def plot_frontier(rows, published, path):
-    """Saves the metric against units, parameters and MACs: our runs, their Pareto front
-    (a line), and the published records (stars, each labelled with its source).
+def plot_frontier(
+    rows: list[dict], published: list[dict], path: str | pathlib.Path
+) -> str | pathlib.Path:
+    """Saves the metric against units, parameters and MACs.
 
-    `rows` are `frontier.summarize_points` rows, `published` the records of
-    `frontier.published_points`.
+    Our runs with their spread over seeds, their Pareto front (a line), and the
+    published records (stars, each labelled with its source).
+
+    Args:
+        rows: Rows of `pareto.summarize_points`.
+        published: Records of `pareto.published_points`.
+        path: The image file to write.
+
+    Returns:
+        `path`.
     """
     plt = _pyplot()
     import matplotlib.ticker
@@ -159,20 +205,7 @@ def plot_frontier(rows, published, path):
         front = sorted((r[size], r["mean"]) for r in rows if size in r["front"])
         if front:
             ax.plot(*zip(*front, strict=True), "-", color="tab:blue", lw=1, label="Pareto front")
-        for i, p in enumerate(published):
-            if published_key in p:
-                ax.plot(p[published_key], p[metric], "*", color="tab:red", ms=10)
-                # The short name beside the star; the full source in the legend.
-                # Every other label below its star: records at the same error and
-                # close sizes (LeNet-5-Caffe's two at 1.0%) would overlap.
-                ax.annotate(
-                    p["source"].split(" (")[0],
-                    (p[published_key], p[metric]),
-                    fontsize=7,
-                    color="tab:red",
-                    xytext=(5, 5 if i % 2 == 0 else -11),
-                    textcoords="offset points",
-                )
+        _published_stars(ax, published, published_key, metric)
         if size != "units":
             ax.xaxis.set_major_formatter(
                 matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k")
@@ -182,6 +215,33 @@ def plot_frontier(rows, published, path):
         ax.set_ylabel(f"test {metric}" + (" (%)" if metric == "error" else ""), fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+    _frontier_legend(plt, axes, published, metric)
+    fig.suptitle(f"{rows[0]['experiment']}: compression frontier", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _published_stars(ax, published: list[dict], key: str, metric: str) -> None:
+    """The published records as stars, each with its short name (the full one in the legend)."""
+    for i, p in enumerate(published):
+        if key in p:
+            ax.plot(p[key], p[metric], "*", color="tab:red", ms=10)
+            # Every other label below its star: records at the same error and
+            # close sizes (LeNet-5-Caffe's two at 1.0%) would overlap.
+            ax.annotate(
+                p["source"].split(" (")[0],
+                (p[key], p[metric]),
+                fontsize=7,
+                color="tab:red",
+                xytext=(5, 5 if i % 2 == 0 else -11),
+                textcoords="offset points",
+            )
+
+
+def _frontier_legend(plt, axes, published: list[dict], metric: str) -> None:
+    """The fourth panel: the legend of the first, then one line per published record."""
     legend = axes[3]
     legend.set_visible(True)
     legend.axis("off")
@@ -193,8 +253,3 @@ def plot_frontier(rows, published, path):
         unit = "%" if metric == "error" else ""
         labels.append(f"{p['source']}: {'-'.join(map(str, p['units']))} at {p[metric]:g}{unit}")
     legend.legend(handles, labels, loc="center", fontsize=8)
-    fig.suptitle(f"{rows[0]['experiment']}: compression frontier", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
