@@ -71,7 +71,7 @@ class NoConfig(keras.layers.Layer):
 
 
 def test_weighted_layer_without_config_rejected():
-    # Issue 10, B5: refused by name instead of a raw NotImplementedError.
+    # Refused by name, not with a raw NotImplementedError from Keras.
     inputs = keras.Input((3,))
     model = keras.Model(inputs, NoConfig(2.0)(inputs))
     with pytest.raises(ValueError, match="Cannot copy layer 'no_config' of type NoConfig"):

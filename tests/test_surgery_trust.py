@@ -1,10 +1,11 @@
-"""slim_model never returns a different function: issue 10's reproducers.
+"""slim_model never returns a different function.
 
-Each model here once came back from `slim_model` computing something else,
-or crashed (B5's layer without `get_config` is in test_surgery_errors.py).
-The surgeon now keeps whole what it does not fully understand,
-copies the whole state of every layer it does not resize, and verifies its
-result before returning it.
+Each model here is one a surgeon can easily get wrong: normalization in
+training mode, adapted statistics, quantized or LoRA layers, unknown weights,
+nested models reusing a layer name, user regularizers and activations. The
+surgeon keeps whole what it does not fully understand, copies the whole state
+of every layer it does not resize, and verifies its result before returning
+it (a weighted layer without `get_config` is in test_surgery_errors.py).
 """
 
 import warnings
@@ -50,7 +51,7 @@ class GainDense(keras.layers.Dense):
         return super().call(x) * self.gain
 
 
-def test_b1_batchnorm_in_training_mode_is_a_barrier():
+def test_batchnorm_in_training_mode_is_a_barrier():
     inputs = keras.Input((3,))
     hidden = keras.layers.Dense(5, activation="relu", name="h")(inputs)
     normed = keras.layers.BatchNormalization(name="bn")(hidden, training=True)
@@ -67,7 +68,7 @@ def test_b1_batchnorm_in_training_mode_is_a_barrier():
     np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-6)
 
 
-def test_b1_barrier_rule_reads_the_call_arguments():
+def test_barrier_rule_reads_the_call_arguments():
     inputs = keras.Input((3,))
     x = keras.layers.BatchNormalization(name="on")(inputs, training=True)
     x = keras.layers.BatchNormalization(name="inherits")(x)
@@ -86,7 +87,7 @@ def test_b1_barrier_rule_reads_the_call_arguments():
     assert not in_training("off", leaked=True)
 
 
-def test_b1_training_mode_reaches_later_layers():
+def test_training_mode_reaches_later_layers():
     inputs = keras.Input((3,))
     x = keras.layers.Dense(4, name="d0")(inputs)
     x = keras.layers.BatchNormalization(name="bn0")(x, training=True)
@@ -100,7 +101,7 @@ def test_b1_training_mode_reaches_later_layers():
     np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-5)
 
 
-def test_b2_adapted_normalization_keeps_its_statistics(tmp_path):
+def test_adapted_normalization_keeps_its_statistics(tmp_path):
     rng = np.random.default_rng(1)
     norm = keras.layers.Normalization(name="norm")
     norm.adapt(rng.standard_normal((100, 3)) * 3 + 2)
@@ -114,7 +115,7 @@ def test_b2_adapted_normalization_keeps_its_statistics(tmp_path):
     np.testing.assert_allclose(_outputs(reloaded, x), _outputs(slim, x), atol=1e-6)
 
 
-def test_b3_int8_quantized_model_keeps_its_scales():
+def test_int8_quantized_model_keeps_its_scales():
     inputs = keras.Input((3,))
     hidden = keras.layers.Dense(4, activation="relu", name="h")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
@@ -139,7 +140,7 @@ def _change(layer, mode):
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4", "float8", "lora"])
-def test_b3_quantized_or_lora_layer_is_not_resized(mode):
+def test_quantized_or_lora_layer_is_not_resized(mode):
     inputs = keras.Input((3,))
     hidden = keras.layers.Dense(4, activation="relu", name="h")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
@@ -160,7 +161,7 @@ def test_b3_quantized_or_lora_layer_is_not_resized(mode):
 
 
 @pytest.mark.parametrize("dead", [False, True])
-def test_b6_subclass_with_an_unknown_weight_is_kept_whole(dead):
+def test_subclass_with_an_unknown_weight_is_kept_whole(dead):
     inputs = keras.Input((3,))
     layer = GainDense(4, name="gd")
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(layer(inputs)))
@@ -176,7 +177,7 @@ def test_b6_subclass_with_an_unknown_weight_is_kept_whole(dead):
     np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-6)
 
 
-def test_b4_nested_models_reusing_a_layer_name():
+def test_nested_models_reusing_a_layer_name_get_unique_names():
     def block(name):
         x = keras.Input((4,))
         y = keras.layers.Reshape((4,), name="r")(keras.layers.Dense(4)(x))
@@ -197,7 +198,7 @@ class NoConfigRegularizer(keras.regularizers.Regularizer):
 
 
 @pytest.mark.parametrize("keep_regularizers", [True, False])
-def test_b5_regularizer_without_get_config(keep_regularizers):
+def test_regularizer_without_get_config_is_kept_or_dropped(keep_regularizers):
     regularizer = NoConfigRegularizer()
     inputs = keras.Input((3,))
     hidden = keras.layers.Dense(4, name="h")(inputs)
@@ -214,7 +215,7 @@ def scaled_tanh(x):
     return keras.ops.tanh(x) * 2.0
 
 
-def test_b5_python_function_and_lambda_activations():
+def test_user_activation_functions_keep_their_layer_whole():
     inputs = keras.Input((3,))
     first = keras.layers.Dense(4, activation="relu", name="a")(inputs)
     hidden = keras.layers.Dense(4, activation=scaled_tanh, name="h")(first)
@@ -437,7 +438,7 @@ def test_dict_inputs_and_outputs_are_verified():
         np.testing.assert_allclose(to_numpy(got[key]), to_numpy(expected[key]), atol=1e-6)
 
 
-# ------------------------------------------- found by trying it as a new user
+# ------------------------------------------------------ what a new user tries
 
 
 def test_dict_passed_to_a_nested_model_goes_by_input_name():
