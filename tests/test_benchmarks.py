@@ -1,7 +1,8 @@
 """Runs every benchmark script once in its --tiny configuration so that none of them rots.
 
-Only the shape of the results is checked (keys present, figures finite and positive where
-they must be); speed is never judged here, the machine is shared and noisy.
+Speed is never judged here (the machine is shared and noisy): the measured figures must be
+finite and positive, and every derived figure (ratios, shares, fits) must be the stated
+formula of the measured ones stored beside it.
 """
 
 import importlib
@@ -9,6 +10,7 @@ import json
 import math
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO
 
@@ -30,12 +32,18 @@ def _positive(row, *keys):
         assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
 
 
+def _is(value, expected, key):
+    assert value == pytest.approx(expected, rel=1e-9), (key, value, expected)
+
+
 def test_training_overhead(tmp_path, capsys):
     printed, result = _run("bench_training_overhead", tmp_path, capsys)
     assert "li_lo/none" in printed and "li_lo/keras_l2" in printed
     for row in result["rows"]:
-        _positive(row, "none_ms", "keras_l2_ms", "dn_l2_ms", "li_lo_ms", "li_lo/none")
-        _positive(row, "li_lo/keras_l2", "keras_l2/none", "dn_l2/keras_l2")
+        _positive(row, "none_ms", "keras_l2_ms", "dn_l2_ms", "li_lo_ms")
+        for ratio in ("li_lo/none", "li_lo/keras_l2", "keras_l2/none", "dn_l2/keras_l2"):
+            numerator, denominator = ratio.split("/")
+            _is(row[ratio], row[f"{numerator}_ms"] / row[f"{denominator}_ms"], ratio)
 
 
 def test_callback_overhead(tmp_path, capsys):
@@ -44,8 +52,11 @@ def test_callback_overhead(tmp_path, capsys):
     assert [row["model"] for row in result["rows"]] == ["lenet-300-100", "lenet-5"]
     for row in result["rows"]:
         _positive(row, "epoch_with_s", "epoch_without_s", "hooks_s")
+        with_s, without_s = row["epoch_with_s"], row["epoch_without_s"]
+        _is(row["share_in_hooks"], row["hooks_s"] / with_s, "share_in_hooks")
         assert 0 < row["share_in_hooks"] < 1
-        assert math.isfinite(row["share_end_to_end"])  # a difference of noisy medians: any sign
+        # A difference of noisy medians: any sign.
+        _is(row["share_end_to_end"], (with_s - without_s) / with_s, "share_end_to_end")
         assert 0 < row["sparsity"] < 1  # masks were active
 
 
@@ -58,17 +69,25 @@ def test_inference(tmp_path, capsys):
     # The unstructured mask matches the slim model's non-zero count to within sampling noise.
     assert info["nonzero_unstructured"] == pytest.approx(info["nonzero_slim"], rel=0.2)
     for row in result["rows"]:
-        _positive(row, "masked_ms", "slim_ms", "unstructured_ms", "speedup", "efficiency")
-        _positive(row, "unstructured_speedup", "slim_per_s")
+        _positive(row, "masked_ms", "slim_ms", "unstructured_ms")
+        _is(row["speedup"], row["masked_ms"] / row["slim_ms"], "speedup")
+        _is(row["mac_ratio"], info["mac_ratio"], "mac_ratio")
+        _is(row["efficiency"], row["speedup"] / info["mac_ratio"], "efficiency")
+        _is(row["unstructured_speedup"], row["masked_ms"] / row["unstructured_ms"], "unstructured")
+        _is(row["slim_per_s"], 1000 * row["batch"] / row["slim_ms"], "slim_per_s")
 
 
 def test_surgery(tmp_path, capsys):
     printed, result = _run("bench_surgery", tmp_path, capsys)
     assert "ms/layer" in printed
     for row in result["rows"]:
-        _positive(row, "seconds", "peak_mib")
-        assert row["params_slim"] < row["params"]
-    assert math.isfinite(result["fits"]["mlp"]["ms_per_layer"])
+        _positive(row, "seconds", "seconds_unverified", "peak_mib")
+        assert row["params_slim"] < row["params"] and row["exact"]
+        verify_share = 1 - row["seconds_unverified"] / row["seconds"]
+        _is(row["verify_share"], verify_share, "verify_share")
+    mlp = [row for row in result["rows"] if row["family"] == "mlp"]
+    slope, _ = np.polyfit([r["layers"] for r in mlp], [r["seconds"] for r in mlp], 1)
+    _is(result["fits"]["mlp"]["ms_per_layer"], 1000 * slope, "ms_per_layer")
 
 
 def test_rounding(tmp_path, capsys):
@@ -76,8 +95,12 @@ def test_rounding(tmp_path, capsys):
     assert "time_per_mac_vs_1" in printed
     names = [row["rounding"] for row in result["rows"]]
     assert names == ["round_to=1", "round_to=8", "round_to=16", "round_to=32"]
+    base = result["rows"][0]
     for row in result["rows"]:
-        _positive(row, "ms", "macs", "time_vs_1", "time_per_mac_vs_1")
+        _positive(row, "ms", "macs")
+        _is(row["time_vs_1"], row["ms"] / base["ms"], "time_vs_1")
+        per_mac = (row["ms"] / row["macs"]) / (base["ms"] / base["macs"])
+        _is(row["time_per_mac_vs_1"], per_mac, "time_per_mac_vs_1")
     # Rounding keeps dead channels: it can only add multiply-adds.
     macs = [row["macs"] for row in result["rows"]]
     assert macs[0] <= min(macs[1:])
@@ -107,8 +130,10 @@ def test_export(tmp_path, capsys):
         assert {("original", "keras"), ("slim", "tflite"), ("slim+int8", "tflite int8")} <= set(
             rows
         )
+        original = rows[("original", "keras")]["bytes"]
         for row in rows.values():
-            _positive(row, "bytes", "seconds", "vs_original")
+            _positive(row, "bytes", "seconds")
+            _is(row["vs_original"], row["bytes"] / original, "vs_original")
             assert math.isfinite(row["max_dev"])
         # Float exports compute what the Keras original computes; int8 costs a little.
         assert rows[("slim", "tflite")]["max_dev"] <= 1e-4
@@ -122,7 +147,8 @@ def test_budget_overhead(tmp_path, capsys):
     printed, result = _run("bench_budget_overhead", tmp_path, capsys, "--repeats", "2")
     assert "step_ratio" in printed
     (row,) = result["rows"]
-    _positive(row, "fixed_step_ms", "budget_step_ms", "step_ratio")
+    _positive(row, "fixed_step_ms", "budget_step_ms")
+    _is(row["step_ratio"], row["budget_step_ms"] / row["fixed_step_ms"], "step_ratio")
     assert row["scales"] > 1  # the controller changed the strength between epochs
 
 
