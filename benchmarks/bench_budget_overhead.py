@@ -54,27 +54,28 @@ BATCH = 256
 class HookSeconds(keras.callbacks.Callback):
     """The running total of a timed callback's hook seconds at the end of every epoch."""
 
-    def __init__(self, timed_callback):
+    def __init__(self, timed_callback: keras.callbacks.Callback):
         super().__init__()
         self.timed_callback = timed_callback
         self.seconds = []
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.seconds.append(self.timed_callback.seconds)
 
 
 class Scales(keras.callbacks.Callback):
     """The strengths the budget side trained with (logged by BudgetCallback)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.seen = set()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.seen.add(round(float(logs.get("penalty_scale", 0.0)), 6))
 
 
-def measure(x, y, repeats, epochs_per_fit=3):
+def measure(x: np.ndarray, y: np.ndarray, repeats: int, epochs_per_fit: int = 3) -> dict:
+    """Whole epochs, alternated: PruneCallback at fixed strengths against BudgetCallback."""
     keras.utils.set_random_seed(0)
     base = _models.lenet_300_100(softmax_layer=True)
     models = {}
@@ -123,7 +124,7 @@ def measure(x, y, repeats, epochs_per_fit=3):
     }
 
 
-def measure_steps(x, y, repeats):
+def measure_steps(x: np.ndarray, y: np.ndarray, repeats: int) -> dict:
     """The train step alone, alternated call by call: fixed strengths against scaled ones.
 
     The budget side's penalties are wrapped exactly as `BudgetCallback` wraps them (one
@@ -158,7 +159,7 @@ def measure_steps(x, y, repeats):
     }
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> list[dict]:
     p = _common.parser(__doc__, repeats=4)
     p.add_argument("--mnist", default=str(MNIST), help="local mnist.npz")
     p.add_argument("--samples", type=int, default=60000, help="training samples per epoch")

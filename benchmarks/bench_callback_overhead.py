@@ -55,7 +55,8 @@ SAMPLES = {"lenet-300-100": 60000, "lenet-5": 6400}
 TimedPruneCallback = _common.timed(PruneCallback)
 
 
-def data(name, mnist, samples, tiny):
+def data(name: str, mnist: str, samples: int, tiny: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`samples` MNIST images shaped for model `name` (random images when `tiny`)."""
     if tiny:
         rng = np.random.default_rng(0)
         x = rng.random((samples, 28, 28), dtype=np.float32)
@@ -66,7 +67,7 @@ def data(name, mnist, samples, tiny):
     return (x.reshape(len(x), -1) if name == "lenet-300-100" else x[..., None]), y
 
 
-def half_zeroed(model, rng):
+def half_zeroed(model: keras.Model, rng: np.random.Generator) -> keras.Model:
     """Li+Lo regularized copy of `model` with half of each kernel's weights set to zero."""
     model = regularize_model(model, li=1e-4, lo=1e-4)
     for layer in model.layers:
@@ -80,17 +81,20 @@ def half_zeroed(model, rng):
 class EpochTimes(keras.callbacks.Callback):
     """Wall time of each epoch of one `fit`."""
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.seconds = []
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def measure(name, x, y, repeats, epochs_per_fit=3):
+def measure(
+    name: str, x: np.ndarray, y: np.ndarray, repeats: int, epochs_per_fit: int = 3
+) -> dict:
+    """Epoch times of the model `name` with and without `PruneCallback`, alternated."""
     rng = np.random.default_rng(0)
     build = _models.lenet_300_100 if name == "lenet-300-100" else _models.lenet_5
     base = build()
@@ -134,7 +138,7 @@ def measure(name, x, y, repeats, epochs_per_fit=3):
     }
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> list[dict]:
     p = _common.parser(__doc__, repeats=5)
     p.add_argument("--mnist", default=str(MNIST), help="local mnist.npz")
     p.add_argument("--samples", type=int, help="training samples per epoch (default: see above)")

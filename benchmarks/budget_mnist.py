@@ -49,17 +49,18 @@ BATCH = 256
 class EpochPrinter(keras.callbacks.Callback):
     """One line per epoch on stderr: the budget's figures."""
 
-    def __init__(self, label):
+    def __init__(self, label: str):
         super().__init__()
         self.label = label
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         keys = ("loss", "macs_ratio", "macs_ratio_ahead", "penalty_scale", "budget_reached")
         figures = " ".join(f"{k}={logs[k]:.4g}" for k in keys if k in (logs or {}))
         print(f"{self.label} epoch {epoch}: {figures}", file=sys.stderr, flush=True)
 
 
-def data(net, tiny):
+def data(net: str, tiny: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST shaped for `net` as `(x, y, x_test, y_test)`; random images when `tiny`."""
     if tiny:
         rng = np.random.default_rng(0)
         x = rng.random((512, 28, 28), dtype=np.float32)
@@ -74,11 +75,22 @@ def data(net, tiny):
     return shape(x), y, shape(x_test), y_test
 
 
-def accuracy(model, x, y):
+def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    """The fraction of `x` that `model` classifies as `y`."""
     return float(np.mean(np.argmax(model.predict(x, batch_size=1024, verbose=0), 1) == y))
 
 
-def run(net, seed, targets, tiny, out, epochs, control, train_samples=None):
+def run(
+    net: str,
+    seed: int,
+    targets: list[float],
+    tiny: bool,
+    out: str | None,
+    epochs: tuple[int, int, int],
+    control: dict,
+    train_samples: int | None = None,
+) -> list[dict]:
+    """Pretrains `net`, then runs `prune_to_budget` at every MACs target; one row each."""
     x, y, x_test, y_test = data(net, tiny)
     split = len(x) - len(x) // 10
     train, val = (x[:split], y[:split]), (x[split:], y[split:])
@@ -153,7 +165,7 @@ def run(net, seed, targets, tiny, out, epochs, control, train_samples=None):
     return rows
 
 
-def table(path):
+def table(path: str) -> str:
     """A Markdown table of the runs in the JSON-lines file `path`, per net and target."""
     with open(path) as file:
         rows = [json.loads(line) for line in file if line.strip()]
@@ -182,7 +194,7 @@ def table(path):
     return "\n".join(lines)
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> list[dict]:
     p = _common.parser(__doc__, repeats=1)
     p.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

@@ -20,17 +20,19 @@ No module here imports TensorFlow unless the backend is TensorFlow.
 """
 
 import contextlib
+from collections.abc import Callable
 
 import keras
 
 from keras_dropneuron import keras_internals
 
 
-def backend():
+def backend() -> str:
+    """The name of the Keras backend: `"tensorflow"`, `"jax"` or `"torch"`."""
     return keras.backend.backend()
 
 
-def sync(model):
+def sync(model: keras.Model) -> None:
     """Writes the JAX trainer's in-flight state back into `model`'s variables.
 
     A no-op on the other backends, and on JAX outside `fit` or when already
@@ -42,12 +44,18 @@ def sync(model):
         state_sync()
 
 
-def check_float64(what):
+def check_float64(what: str) -> None:
     """Refuses float64 on JAX without its x64 mode, where JAX would compute in float32.
 
     JAX stores and computes float64 as float32 unless its x64 mode is on (with
     a warning of its own). Our penalties promise float64 for float64 weights,
     so they say so instead of casting.
+
+    Args:
+        what: What received the float64 weight, for the message.
+
+    Raises:
+        ValueError: On JAX without its x64 mode.
     """
     if backend() != "jax":
         return
@@ -62,7 +70,7 @@ def check_float64(what):
         )
 
 
-def compile_function(fn, model):
+def compile_function(fn: Callable[[], None], model: keras.Model) -> Callable[[], None]:
     """`fn` (no arguments; reads and assigns variables) compiled as `model`'s train step is.
 
     TensorFlow: a `tf.function` (always: it saves a dispatch per op). PyTorch:
@@ -94,27 +102,27 @@ class StepHook:
     outside the model's state read as its input there.
     """
 
-    def inputs(self):
+    def inputs(self) -> list:
         return []
 
-    def bind(self, inputs):
+    def bind(self, inputs: list) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
-    def apply(self, trainable, optimizer_values, inputs):
+    def apply(self, trainable: list, optimizer_values: list, inputs: list) -> list:
         raise NotImplementedError
 
 
 _HOOKS = "_keras_dropneuron_step_hooks"
 
 
-def add_step_hook(model, hook):
+def add_step_hook(model: keras.Model, hook: StepHook) -> None:
     """Adds `hook` to `model`'s JAX train function (rebuilt now, synced first)."""
     hooks = vars(model).setdefault(_HOOKS, [])
     hooks.append(hook)
     _rebuild(model)
 
 
-def remove_step_hook(model, hook):
+def remove_step_hook(model: keras.Model, hook: StepHook) -> None:
     """Removes `hook`; the train function is rebuilt (Keras's own without hooks)."""
     hooks = vars(model).get(_HOOKS, [])
     if hook in hooks:

@@ -127,7 +127,12 @@ class PruneCallback(keras.callbacks.Callback):
             "keep_last_unit": self.keep_last_unit,
         }
 
-    def on_train_begin(self, logs=None):
+    @classmethod
+    def from_config(cls, config: dict) -> keras.callbacks.Callback:
+        """The callback `get_config()` describes (also for subclasses)."""
+        return cls(**config)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
         checks.check_model("model", self.model)
         layers = model_utils.select_layers(self.model, self.layers, prefer_regularized=True)
         model_utils.check_has_supported_layers(self.model, layers)
@@ -142,7 +147,7 @@ class PruneCallback(keras.callbacks.Callback):
         # such as BackupAndRestore have restored them in their on_train_begin.
         self._masks_synced = False
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._schedule.begin_epoch(epoch)
         if not self._masks_synced:
             # A run that resumes at `epoch` (BackupAndRestore, initial_epoch) repeats
@@ -152,14 +157,14 @@ class PruneCallback(keras.callbacks.Callback):
             self._update_masks(self.threshold if resumed else None)
             self._masks_synced = True
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self._schedule.batch_event(batch, (self.params or {}).get("steps")):
             self._update_masks(self.threshold)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         self._release()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._schedule.epoch_event():
             self._update_masks(self.threshold)
         if logs is not None:

@@ -9,6 +9,7 @@ Keras release moves one of them, this module is the one to change.
 """
 
 import contextlib
+from collections.abc import Callable, Iterator
 
 import keras
 from keras.src.models.functional import Functional  # no public alias exists
@@ -32,25 +33,25 @@ __all__ = [
 ]
 
 
-def is_graph_model(obj):
+def is_graph_model(obj: object) -> bool:
     """Whether `obj` is a Functional or Sequential model (an inspectable graph)."""
     return isinstance(obj, keras.Sequential | Functional)
 
 
-def functional_of(model):
+def functional_of(model: keras.Model) -> Functional | None:
     """The Functional graph behind a model (`None` for an unbuilt Sequential)."""
     if isinstance(model, keras.Sequential):
         return getattr(model, "_functional", None)
     return model
 
 
-def nodes_in_order(functional):
+def nodes_in_order(functional: Functional) -> Iterator:
     """The nodes of a Functional graph, inputs first (by decreasing depth)."""
     for depth in sorted(functional._nodes_by_depth, reverse=True):
         yield from functional._nodes_by_depth[depth]
 
 
-def call_arguments(node, known):
+def call_arguments(node: object, known: dict) -> tuple[tuple, dict]:
     """`(args, kwargs)` of a node's call with its input tensors replaced.
 
     Args:
@@ -60,50 +61,52 @@ def call_arguments(node, known):
     return node.arguments.fill_in(known)
 
 
-def node_keyword(node, name):
+def node_keyword(node: object, name: str) -> object:
     """The keyword argument `name` the node was called with (`None` if not given)."""
     return node.arguments.kwargs.get(name)
 
 
-def node_call_input(node):
+def node_call_input(node: object) -> object:
     """The first argument of the node's call, in the structure it was given."""
     if node.arguments.args:
         return node.arguments.args[0]
     return node.arguments.kwargs.get("inputs")
 
 
-def input_name(tensor):
+def input_name(tensor: keras.KerasTensor) -> str:
     """The name of the Input layer a model input KerasTensor comes from."""
     return tensor._keras_history.operation.name
 
 
-def inputs_struct(functional):
+def inputs_struct(functional: Functional) -> object:
     """The nested structure (list, dict, tensor) of a Functional's inputs."""
     return functional._inputs_struct
 
 
-def outputs_struct(functional):
+def outputs_struct(functional: Functional) -> object:
     """The nested structure (list, dict, tensor) of a Functional's outputs."""
     return functional._outputs_struct
 
 
-def sublayers(layer, include_self=False, recursive=True):
+def sublayers(
+    layer: keras.layers.Layer, include_self: bool = False, recursive: bool = True
+) -> list[keras.layers.Layer]:
     """The layers inside `layer` (nested models included when `recursive`)."""
     return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
 
 
-def state_sharding_spec(model):
+def state_sharding_spec(model: keras.Model) -> object:
     """JAX: how Keras shards a model's training state under a distribution."""
     return model._get_state_sharding_spec()
 
 
-def make_train_function(model, step):
+def make_train_function(model: keras.Model, step: Callable) -> Callable:
     """JAX: Keras's wrapping of a train step into the model's `train_function`."""
     return model._make_function(step)
 
 
 @contextlib.contextmanager
-def bound_value(variable, value):
+def bound_value(variable: keras.Variable, value: object) -> Iterator[None]:
     """JAX: within it, `variable` reads as `value` (e.g. a traced step argument).
 
     A variable outside the model's state is read as a constant when a step is
@@ -118,7 +121,7 @@ def bound_value(variable, value):
         variable._value = saved
 
 
-def takes_training(layer):
+def takes_training(layer: keras.layers.Layer) -> bool:
     """Whether Keras passes the `training` flag to `layer`'s `call()`."""
     if "training" not in getattr(layer, "_call_context_args", ()):
         return False

@@ -32,6 +32,7 @@ def _proximal_step(value, layout, li, lo, lr):
     return value
 
 
+@keras.saving.register_keras_serializable(package="keras_dropneuron")
 class ProximalGroupShrinkage(keras.callbacks.Callback):
     """Applies the group-lasso proximal step after every optimizer step.
 
@@ -78,7 +79,18 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
         self._step_fn = None
         self._managed = None
 
-    def on_train_begin(self, logs=None):
+    def get_config(self) -> dict:
+        layers = self.layers
+        if layers is not None:  # layer objects by name, so the config is plain values
+            layers = [item if isinstance(item, str) else item.name for item in layers]
+        return {"li": self.li, "lo": self.lo, "layers": layers}
+
+    @classmethod
+    def from_config(cls, config: dict) -> keras.callbacks.Callback:
+        """The callback `get_config()` describes (also for subclasses)."""
+        return cls(**config)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
         checks.check_model("model", self.model)
         layers = model_utils.select_layers(self.model, self.layers)
         if self.layers is None:
@@ -103,14 +115,14 @@ class ProximalGroupShrinkage(keras.callbacks.Callback):
 
         self._step_fn = _backend.compile_function(step, self.model)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self._step_fn is not None:
             self._step_fn()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         self._remove_hook()
 
-    def _remove_hook(self):
+    def _remove_hook(self) -> None:
         """Takes the JAX step hook out of the train function (Keras's own again)."""
         if self._managed is not None:
             self._managed.remove()

@@ -217,7 +217,7 @@ class BudgetCallback(PruneCallback):
 
     # -- training hooks -------------------------------------------------------------
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         penalized = penalized_variables(self.model) if self.model is not None else []
         if not penalized:
             checks.check_model("model", self.model)
@@ -238,18 +238,18 @@ class BudgetCallback(PruneCallback):
         if kept <= self.target:
             self._reach(-1)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self._schedule.batch_event(batch, (self.params or {}).get("steps")):
             if not self.reached:
                 self._budget_event(self._schedule.epoch, batch)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._schedule.epoch_event() and not self.reached:
             self._budget_event(epoch)
         if logs is not None:
             logs.update(self.figures())
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if not self.reached:
             warnings.warn(
                 f"BudgetCallback: target_{self.budget}={self.target:g} not reached in this "

@@ -23,7 +23,7 @@ from keras_dropneuron.surgery.slim import slim_model
 from keras_dropneuron.threshold import choose_threshold, default_score, default_thresholds
 
 
-def prune_to_budget(
+def prune_to_budget(  # over 60 lines only through its signature, one line per argument
     model: keras.Model,
     train_data: tuple,
     val_data: tuple,
@@ -158,7 +158,9 @@ class _Training:
     verbose: int | str
     extra: list
 
-    def fit(self, model, epochs, budget_callback):
+    def fit(
+        self, model: keras.Model, epochs: int, budget_callback: BudgetCallback
+    ) -> keras.callbacks.History:
         # The budget's own callback first, so CSVLogger and TensorBoard see its figures.
         return model.fit(
             self.x,
@@ -170,7 +172,9 @@ class _Training:
         )
 
 
-def _train_to_target(copy, training, callback_args, epochs):
+def _train_to_target(
+    copy: keras.Model, training: _Training, callback_args: dict, epochs: int
+) -> tuple[int, float]:
     """Penalized training until the target; `(epochs it took, penalty scale there)`."""
     train = BudgetCallback(**callback_args, on_target="release", stop_on_target=True)
     history = training.fit(copy, epochs, train)
@@ -185,7 +189,7 @@ def _train_to_target(copy, training, callback_args, epochs):
     return len(history.epoch), train.scale_at_target
 
 
-def _check_accuracy(report, max_drop, slim):
+def _check_accuracy(report: BudgetReport, max_drop: float, slim: keras.Model) -> None:
     """Refuses a slim model whose validation error rose by more than `max_drop`."""
     if report.accuracy_drop <= max_drop:
         return
@@ -203,11 +207,11 @@ def _check_accuracy(report, max_drop, slim):
     )
 
 
-def _score(model, x, y, batch_size):
+def _score(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
     return default_score(y, model.predict(x, batch_size=batch_size, verbose=0))
 
 
-def _penalized_copy(model, li, lo):
+def _penalized_copy(model: keras.Model, li: float, lo: float) -> keras.Model:
     """A copy of `model` that carries DropNeuron penalties (the user's, or Li+Lo)."""
     layers = model_utils.select_layers(model)
     model_utils.check_has_supported_layers(model, layers)
@@ -223,7 +227,7 @@ def _penalized_copy(model, li, lo):
     return regularize_model(model, li=li, lo=lo)
 
 
-def _compile_like(copy, model, optimizer, loss):
+def _compile_like(copy: keras.Model, model: keras.Model, optimizer: object, loss: object) -> None:
     """Compiles `copy` as `model` is (a fresh optimizer), with `optimizer`/`loss` overriding."""
     config = model.get_compile_config() if getattr(model, "compiled", False) else None
     if config:
@@ -240,7 +244,14 @@ def _compile_like(copy, model, optimizer, loss):
     copy.compile(optimizer=optimizer or "adam", loss=loss)
 
 
-def _choose_threshold(copy, x_val, y_val, budget, floor, batch_size):
+def _choose_threshold(
+    copy: keras.Model,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    budget: str,
+    floor: float,
+    batch_size: int,
+) -> float:
     """`choose_threshold` among the thresholds that keep the budget above `floor`; prunes."""
     grid = default_thresholds()
     trial = keras.models.clone_model(copy)
