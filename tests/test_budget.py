@@ -77,8 +77,28 @@ def test_the_controller_reaches_a_synthetic_target():
     sync(model)
     slim = slim_model(model)
     assert _dense_macs(slim) / _dense_macs(model) == pytest.approx(callback.ratios["macs"])
-    # The scale moved (the controller acted) and the weights are held in "hold" mode.
-    assert len(set(logs["penalty_scale"])) > 1
+    # The controller acted: every change of the scale is a factor of growth (1.5), its
+    # square when nothing moved, or its inverse when pruning ran ahead; then it is held.
+    scales = np.asarray(logs["penalty_scale"])
+    factors = np.log(scales[1:] / scales[:-1]) / np.log(1.5)
+    np.testing.assert_allclose(factors, np.round(factors), atol=1e-6)
+    assert set(np.round(factors)) <= {-1, 0, 1, 2} and np.any(np.round(factors) != 0)
+    reached_at = logs["budget_reached"].index(1)
+    assert np.all(scales[reached_at:] == scales[reached_at])
+
+
+def test_slim_size_ratios_count_the_model_the_surgeon_builds():
+    model = _mlp()
+    h1, h2 = model.get_layer("h1"), model.get_layer("h2")
+    h1.kernel.assign(np.where(np.arange(64) < 40, 0.0, h1.kernel.numpy()))  # 24 units live
+    h2.kernel.assign(np.where(np.arange(32) < 24, 0.0, h2.kernel.numpy()))  # 8 units live
+    # h1's dead units are constants (ReLU of their bias, 0) that h2 no longer reads.
+    macs = 50 * 24 + 24 * 8 + 8 * 2
+    params = (50 * 24 + 24) + (24 * 8 + 8) + (8 * 2 + 2)
+    ratios = slim_size_ratios(model)
+    assert ratios["macs"] == pytest.approx(macs / _dense_macs(model))
+    assert ratios["params"] == pytest.approx(params / model.count_params())
+    assert ratios["units"] == pytest.approx((24 + 8 + 2) / (64 + 32 + 2))
 
 
 def test_strengths_are_restored_and_the_callback_serializes():
@@ -97,6 +117,8 @@ def test_strengths_are_restored_and_the_callback_serializes():
     assert config["target_params"] == 0.5 and config["target_macs"] is None
     assert all(isinstance(v, int | float | str | bool | type(None)) for v in config.values())
     assert BudgetCallback(**config).get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(callback))
+    assert type(restored) is BudgetCallback and restored.get_config() == config
 
 
 class CountingRegularizer(DropNeuronRegularizer):
@@ -161,9 +183,13 @@ def test_it_works_with_penalties_attached_by_hand():
     callback = BudgetCallback(target_units=0.6, frequency=16, growth=1.25)
     model.fit(x, y, epochs=10, batch_size=64, verbose=0, callbacks=[callback])
     assert callback.reached
+    # The units of the slim model the surgeon builds, of 64 + 32 + 2 in the Dense layers.
+    slim = slim_model(model)
+    units = sum(slim.get_layer(name).units for name in ("h1", "h2", "out"))
+    assert slim_size_ratios(model)["units"] == pytest.approx(units / (64 + 32 + 2))
     # At most the target; units can die in groups between two events, so the landing can be
     # below the 10% window here (0.52 on JAX), which the synthetic test checks on MACs.
-    assert 0.45 <= slim_size_ratios(model)["units"] <= 0.6
+    assert 0.45 <= units / (64 + 32 + 2) <= 0.6
 
 
 def test_a_model_without_penalties_is_refused():
@@ -277,10 +303,14 @@ def test_prune_to_budget_returns_a_verified_slim_model_within_the_budget():
     ratio = _dense_macs(slim) / _dense_macs(model)
     assert report.ratios["macs"] == pytest.approx(ratio)
     assert 0.36 <= ratio <= 0.4
-    assert report.slim_report.max_deviation is not None  # slim_model verified it
-    assert report.accuracy_drop <= 0.05
+    assert report.ratios["params"] == pytest.approx(slim.count_params() / model.count_params())
+    # slim_model verified it: the measured deviation is within its tolerance.
+    assert report.slim_report.max_deviation <= report.slim_report.tolerance
     error = np.mean(np.argmax(to_numpy(slim.predict(x[2048:], verbose=0)), 1) != y[2048:])
+    before = np.mean(np.argmax(to_numpy(model.predict(x[2048:], verbose=0)), 1) != y[2048:])
     assert report.error_after == pytest.approx(error)
+    assert report.error_before == pytest.approx(before)
+    assert report.accuracy_drop == pytest.approx(error - before) and error - before <= 0.05
     assert not any(layer.get_config().get("kernel_regularizer") for layer in slim.layers)
     for before, after in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)  # the input model is untouched

@@ -45,9 +45,19 @@ def test_training_yields_exact_zero_groups_without_threshold():
     assert rows_alive.sum() < 10  # and uninformative inputs are exactly zero
 
 
-def test_bad_strength():
+def test_a_negative_strength_is_refused():
     with pytest.raises(ValueError, match="`li`"):
         ProximalGroupShrinkage(li=-1.0)
+
+
+def test_config_round_trips_with_layers_by_name():
+    layer = L.Dense(3, name="h")
+    callback = ProximalGroupShrinkage(li=1e-3, lo=2e-3, layers=[layer, "o"])
+    config = callback.get_config()
+    assert config == {"li": 1e-3, "lo": 2e-3, "layers": ["h", "o"]}
+    assert ProximalGroupShrinkage.from_config(config).get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(callback))
+    assert type(restored) is ProximalGroupShrinkage and restored.get_config() == config
 
 
 def test_layers_by_name_or_object_but_not_a_single_name():

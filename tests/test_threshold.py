@@ -32,6 +32,11 @@ def test_chooses_the_largest_lossless_threshold_and_leaves_model_alone():
         expected = t
     assert chosen == expected
     assert scores[0.0] == 0.0
+    # Every tried threshold is scored with the error of the model pruned there.
+    tried = [t for t in candidates if t <= expected] + [t for t in candidates if t > expected][:1]
+    assert sorted(scores) == [0.0, *tried]
+    for t in tried:
+        assert scores[t] == pytest.approx(error(t))
     assert 0.0 < chosen < 1.0  # the model really has prunable and vital weights
 
 
@@ -49,7 +54,7 @@ def test_stops_before_a_threshold_that_would_empty_a_layer():
     assert list(scores) == [0.0, 0.05]
 
 
-def test_bad_tolerance():
+def test_a_negative_tolerance_is_refused():
     model = keras.Sequential([keras.Input((2,)), L.Dense(2)])
     with pytest.raises(ValueError, match="`tolerance`"):
         choose_threshold(model, np.zeros((2, 2)), np.zeros(2), tolerance=-1)
