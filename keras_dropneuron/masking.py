@@ -36,7 +36,7 @@ class NextFitGuard:
         self.previous = vars(model).get("make_train_function")
         model.make_train_function = self
 
-    def __call__(self, force: bool = False):
+    def __call__(self, force: bool = False) -> Callable:
         self.remove()  # unlinks this guard
         return self.model.make_train_function(force=force)
 
@@ -66,7 +66,9 @@ def _in_scope(model):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
-def new_variable(model: keras.Model, value, dtype: str, name: str) -> keras.Variable:
+def new_variable(
+    model: keras.Model, value: float | np.ndarray, dtype: str, name: str
+) -> keras.Variable:
     """A non-trainable variable created where `model`'s own variables live.
 
     Args:

@@ -3,12 +3,17 @@
 import statistics
 import time
 
+import keras
+
 from keras_dropneuron.surgery import verify
+from keras_dropneuron.surgery.plan import Plan
 
 _REPEATS = 7
 
 
-def measure(plan, source, slim, batch_size, repeats=_REPEATS):
+def measure(
+    plan: Plan, source: keras.Model, slim: keras.Model, batch_size: int, repeats: int = _REPEATS
+) -> dict[str, float]:
     """Median `predict_on_batch` time of both models, alternated, on random data.
 
     Both run their compiled predict function (traced once, before timing) on

@@ -18,7 +18,10 @@ import numpy as np
 
 from keras_dropneuron import keras_internals, layer_rules
 from keras_dropneuron.layer_rules.base import attribute, channels
-from keras_dropneuron.surgery.graph import Graph
+from keras_dropneuron.surgery.graph import Call, Graph
+
+# A tensor's canonical key in the flattened graph (see `graph.build_graph`).
+TensorKey = tuple
 
 
 @dataclasses.dataclass
@@ -88,29 +91,29 @@ class Analysis:
         self.inexact_consumers = set()
         self.inner = {}
 
-    def tensor(self, key):
+    def tensor(self, key: TensorKey) -> keras.KerasTensor:
         """The KerasTensor of key `key` (its shape and dtype)."""
         return self.graph.tensors[key]
 
-    def slots(self, key):
+    def slots(self, key: TensorKey) -> np.ndarray:
         """The slot numbers of the channels of tensor `key`."""
         return np.arange(self.offsets[key], self.offsets[key] + channels(self.tensor(key)))
 
-    def join(self, a, b):
+    def join(self, a: np.ndarray, b: np.ndarray) -> None:
         """Slots `a[i]` and `b[i]` are kept or removed together."""
         self.edges.append((np.asarray(a), np.asarray(b)))
 
-    def keep(self, key, mask=None):
+    def keep(self, key: TensorKey, mask: np.ndarray | None = None) -> None:
         """Channels of tensor `key` (all, or where `mask`) must stay."""
         slots = self.slots(key)
         self.kept[slots if mask is None else slots[mask]] = True
 
-    def read(self, key, mask=None):
+    def read(self, key: TensorKey, mask: np.ndarray | None = None) -> None:
         """Some consumer reads these channels of tensor `key`."""
         slots = self.slots(key)
         self.reads[slots if mask is None else slots[mask]] = True
 
-    def is_shared(self, call) -> bool:
+    def is_shared(self, call: Call) -> bool:
         """Whether the call's layer is called more than once in the graph."""
         return len(self.graph.calls_of_layer[id(call.layer)]) > 1
 
@@ -148,7 +151,9 @@ def computes_like_keras(layer: keras.layers.Layer) -> bool:
     return module == "keras" or module.startswith("keras.")
 
 
-def runs_in_training_mode(layer, rule, training, leaked):
+def runs_in_training_mode(
+    layer: keras.layers.Layer, rule: layer_rules.LayerRule, training: bool | None, leaked: bool
+) -> bool:
     """Whether a call may run in training mode when the model runs on data.
 
     Such a layer uses batch statistics or random masks, so the constant a dead
@@ -163,7 +168,12 @@ def runs_in_training_mode(layer, rule, training, leaked):
     return training if training is not None else leaked
 
 
-def rule_of_call(call, in_tensors, out_tensors, leaked=False):
+def rule_of_call(
+    call: Call,
+    in_tensors: list[keras.KerasTensor],
+    out_tensors: list[keras.KerasTensor],
+    leaked: bool = False,
+) -> tuple[layer_rules.LayerRule, str | None]:
     """The rule that analyses `call`, and why it is a barrier (or `None`)."""
     layer = call.layer
     rule = layer_rules.rule_for(layer)

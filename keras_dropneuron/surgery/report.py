@@ -6,10 +6,10 @@ import keras
 
 from keras_dropneuron import layer_rules
 from keras_dropneuron.layer_rules.base import channels
-from keras_dropneuron.surgery.graph import build_graph
+from keras_dropneuron.surgery.graph import Graph, build_graph
 
 
-def layer_stats(graph):
+def layer_stats(graph: Graph) -> dict[str, tuple[str, int, int, int]]:
     """Layer name -> (class name, units, params, multiply-adds), in call order."""
     stats = {}
     for call in graph.calls:
