@@ -40,7 +40,8 @@ class Check(keras.callbacks.Callback):
             self.violations += int(np.count_nonzero(value[self.pruned]))
         self.pruned = value == 0
         if keras.distribution.distribution() is not None:
-            variables = [layer.kernel for layer in self.model.layers] + self.prune._weight_masks.masks
+            masks = self.prune._weight_masks.masks
+            variables = [layer.kernel for layer in self.model.layers] + masks
             self.unequal += sum(not _shards_equal(v) for v in variables)
 
 
