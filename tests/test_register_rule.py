@@ -1,15 +1,19 @@
 """`register_rule`: a user's own layer class gets penalties, pruning, reports and surgery."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
 from backend_utils import to_numpy
+from conftest import REPO
 from keras import ops
 
 from keras_dropneuron import (
     DropNeuronRegularizer,
     LayerRule,
     PruneCallback,
+    SlimVerificationError,
     WeightLayout,
     register_rule,
     regularize_model,
@@ -209,3 +213,110 @@ def test_built_in_rule_needs_replace():
 def test_replace_must_be_a_bool():
     with pytest.raises(TypeError, match="argument `replace`"):
         register_rule(Affine, AffineRule, replace="yes")
+
+
+def test_the_worked_example_of_the_docs_runs_as_written(tmp_path, monkeypatch):
+    text = (REPO / "docs" / "custom_layers.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)  # the example writes slim.keras
+    namespace = {}
+    exec(compile("\n".join(blocks), "custom_layers.md", "exec"), namespace)
+    model, slim, x = namespace["model"], namespace["slim"], namespace["x"]
+    hidden = model.get_layer("hidden")
+    alive = alive_columns(to_numpy(hidden.kernel))
+    assert alive < 12  # the penalty removed units of the user's own layer
+    assert slim.get_layer("hidden").units == alive
+    np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-5)
+    loaded = keras.saving.load_model(tmp_path / "slim.keras")
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(slim(x)), rtol=1e-6, atol=1e-6)
+
+
+@keras.saving.register_keras_serializable(package="test_register_rule")
+class Project(keras.layers.Layer):
+    """`x @ kernel`: a Dense-like layer without a bias and without `use_bias`."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+
+    def call(self, x):
+        return ops.matmul(x, self.kernel)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class ProjectRule(DenseRule):
+    types = (Project,)
+    weights = (WeightLayout("kernel", "kernel_regularizer", input_axes=(-2,), output_axes=(-1,)),)
+    state = ("kernel",)
+    width_argument = "units"
+
+
+@pytest.mark.parametrize("bias", [1.0, 0.0])
+def test_bias_free_layer_keeps_a_dead_unit_whose_constant_it_cannot_absorb(bias):
+    register_rule(Project, ProjectRule)
+    inputs = keras.Input((3,))
+    dense = keras.layers.Dense(4, activation="relu", name="dense")
+    model = keras.Model(inputs, Project(2, name="project")(dense(inputs)))
+    kernel = RNG.standard_normal((3, 4)).astype("float32")
+    kernel[:, 0] = 0  # unit 0 is the constant relu(bias[0])
+    dense.kernel.assign(kernel)
+    dense.bias.assign(np.array([bias, 0.1, 0.2, 0.3], dtype="float32"))
+    x = RNG.standard_normal((16, 3)).astype("float32")
+    slim = slim_model(model)
+    np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-5)
+    # A constant 1 has nowhere to go; a constant 0 adds nothing and the unit goes.
+    assert slim.get_layer("dense").units == (4 if bias else 3)
+
+
+def test_rule_for_the_base_layer_class_is_refused():
+    with pytest.raises(ValueError, match="argument `layer_class`.*Received: layer_class=Layer"):
+        register_rule(keras.layers.Layer, AffineRule)
+
+
+def test_rule_class_that_needs_arguments_is_refused():
+    class NeedsArgument(AffineRule):
+        def __init__(self, scale):
+            self.scale = scale
+
+    with pytest.raises(TypeError, match="argument `rule`.*NeedsArgument"):
+        register_rule(Affine, NeedsArgument)
+
+
+@pytest.mark.parametrize("step", ["regularize", "report", "slim"])
+def test_rule_whose_weights_the_layer_lacks_is_named(step):
+    class WrongWeightRule(AffineRule):
+        weights = (WeightLayout("weight", "kernel_regularizer", (-2,), (-1,)),)
+
+    register_rule(Affine, WrongWeightRule)
+    model = affine_model()
+    run = {"regularize": regularize_model, "report": sparsity_report, "slim": slim_model}[step]
+    with pytest.raises(ValueError, match="'hidden'.*`weight`.*WrongWeightRule"):
+        run(model) if step != "regularize" else run(model, li=1e-3)
+
+
+@keras.saving.register_keras_serializable(package="test_register_rule")
+class DoubledDense(keras.layers.Dense):
+    """A Dense whose output is doubled: not what a plain Dense rule describes."""
+
+    def call(self, x):
+        return 2.0 * super().call(x)
+
+
+def test_verification_names_the_registered_rule_that_misdescribes_its_layer():
+    class DoubledDenseRule(DenseRule):
+        types = (DoubledDense,)
+
+    register_rule(DoubledDense, DoubledDenseRule)
+    inputs = keras.Input((3,))
+    doubled = DoubledDense(4, activation="relu", name="doubled")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(doubled(inputs)))
+    doubled.kernel.assign(np.concatenate([np.zeros((3, 1)), np.ones((3, 3))], 1))
+    doubled.bias.assign(np.ones(4))  # unit 0: the rule folds relu(1), the layer gives 2
+    with pytest.raises(SlimVerificationError, match="register_rule.*DoubledDense"):
+        slim_model(model)

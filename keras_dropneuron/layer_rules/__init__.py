@@ -8,14 +8,21 @@ its tests; a layer class of your own gets one with `register_rule` (see
 knows.
 """
 
+from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
 from keras_dropneuron.layer_rules.base import Barrier, Cut, LayerRule
+from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
+from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
+from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
+from keras_dropneuron.layer_rules.embedding import EmbeddingRule
 from keras_dropneuron.layer_rules.layout import WeightLayout
 from keras_dropneuron.layer_rules.per_channel import PerChannelRule
+from keras_dropneuron.layer_rules.recurrent import RecurrentRule
 from keras_dropneuron.layer_rules.registry import (
     BARRIER,
     RULES,
     is_supported,
+    is_user_rule,
     register_rule,
     rule_for,
     runs_registered_call,
@@ -29,13 +36,22 @@ __all__ = [
     "BARRIER",
     "RULES",
     "Barrier",
+    "BidirectionalRule",
+    "ConvRule",
+    "ConvTransposeRule",
     "Cut",
     "DenseRule",
+    "DepthwiseRule",
+    "EmbeddingRule",
     "LayerRule",
+    "MultiHeadAttentionRule",
     "PerChannelRule",
+    "RecurrentRule",
     "ResizedRule",
+    "SeparableRule",
     "WeightLayout",
     "is_supported",
+    "is_user_rule",
     "register_rule",
     "rule_for",
     "runs_registered_call",

@@ -11,7 +11,7 @@ import keras
 
 from keras_dropneuron import checks
 from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
-from keras_dropneuron.layer_rules.base import Barrier, LayerRule
+from keras_dropneuron.layer_rules.base import Barrier, LayerRule, attribute
 from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
 from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
@@ -54,6 +54,10 @@ RULES: tuple[LayerRule, ...] = (
 BARRIER = Barrier()
 
 _BY_TYPE: dict[type, LayerRule] = {cls: rule for rule in RULES for cls in rule.types}
+_BUILT_IN = frozenset(id(rule) for rule in RULES)
+
+# Classes a rule would reach far beyond one layer family.
+_TOO_GENERAL = (keras.layers.Layer, keras.Model, keras.Sequential)
 
 
 def _registered_class(layer: keras.layers.Layer) -> type | None:
@@ -70,7 +74,31 @@ def rule_for(layer: keras.layers.Layer) -> LayerRule:
     True
     """
     cls = _registered_class(layer)
-    return BARRIER if cls is None else _BY_TYPE[cls]
+    if cls is None:
+        return BARRIER
+    rule = _BY_TYPE[cls]
+    if id(rule) not in _BUILT_IN:
+        _check_holds_weights(layer, rule)
+    return rule
+
+
+def is_user_rule(rule: LayerRule) -> bool:
+    """Whether `rule` was registered with `register_rule` (not a built-in rule)."""
+    return rule is not BARRIER and id(rule) not in _BUILT_IN
+
+
+def _check_holds_weights(layer: keras.layers.Layer, rule: LayerRule) -> None:
+    """Refuses a registered rule whose weights a built layer does not hold."""
+    if not getattr(layer, "built", False):
+        return
+    for layout in rule.layer_weights(layer):
+        if not isinstance(attribute(layer, layout.attribute), keras.Variable):
+            raise ValueError(
+                f"Invalid rule for layer {layer.name!r} of type {type(layer).__name__}: "
+                f"expected the weight `{layout.attribute}` that {type(rule).__name__} "
+                f"declares in `weights`. Received: a layer without a variable there. Fix "
+                "the rule's `weights` or register it for another class with `register_rule`."
+            )
 
 
 def register_rule(
@@ -114,8 +142,20 @@ def register_rule(
     replace = checks.check_bool("replace", replace)
     if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
         raise checks.invalid_type("layer_class", "a subclass of keras.layers.Layer", layer_class)
+    if layer_class in _TOO_GENERAL:
+        raise ValueError(
+            "Invalid value for argument `layer_class`: expected one layer family, a subclass "
+            "of keras.layers.Layer (a rule for the base class would apply to every layer "
+            f"without a rule). Received: layer_class={layer_class.__name__}"
+        )
     if isinstance(rule, type) and issubclass(rule, LayerRule):
-        rule = rule()
+        try:
+            rule = rule()
+        except TypeError as error:
+            raise TypeError(
+                "Invalid value for argument `rule`: expected a LayerRule subclass that takes "
+                f"no arguments, or an instance. Received: rule={rule.__name__} ({error})"
+            ) from error
     if not isinstance(rule, LayerRule):
         raise checks.invalid_type("rule", "a LayerRule instance or subclass", rule)
     existing = _BY_TYPE.get(layer_class)

@@ -58,6 +58,13 @@ class ResizedRule(LayerRule):
         """Whether a constant input channel folds into the bias exactly."""
         return True
 
+    def takes_bias(self, layer: Layer) -> bool:
+        """Whether the re-created layer can hold a bias to fold constants into.
+
+        A layer without a bias needs a `use_bias` argument to get one.
+        """
+        return has_bias(layer) or "use_bias" in layer.get_config()
+
     def fold_bias(self, layer: Layer, constants: np.ndarray) -> np.ndarray:
         """Bias change when input channels with `constants` are removed."""
         raise NotImplementedError
@@ -81,7 +88,11 @@ class ResizedRule(LayerRule):
         shared = analysis.is_shared(call)
         exact = self.fold_is_exact(layer) and not shared
         known = ~np.isnan(constants[0])
-        foldable = known & (exact | (constants[0] == 0) | (analysis.approximate and not shared))
+        if self.takes_bias(layer):
+            folds = exact | (analysis.approximate and not shared)
+        else:  # a constant of 0 needs no bias; any other stays read
+            exact, folds = True, False
+        foldable = known & (folds | (constants[0] == 0))
         analysis.keep(key, read & ~foldable)
         if analysis.approximate and not exact:
             analysis.inexact_consumers.add(index)

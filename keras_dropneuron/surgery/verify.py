@@ -318,6 +318,24 @@ def _finite_reference(source, verify_inputs):
     )
 
 
+def _culprit(plan: "Plan") -> str:
+    """Who to tell: the rules registered with `register_rule`, else the library."""
+    custom = sorted(
+        {
+            type(call.layer).__name__
+            for call, rule in zip(plan.graph.calls, plan.rules, strict=True)
+            if layer_rules.is_user_rule(rule)
+        }
+    )
+    if custom:
+        return (
+            "The model has layers with rules registered by `register_rule` "
+            f"({', '.join(custom)}): check that each rule describes what its layer's "
+            "call() computes; otherwise this is a bug in keras-dropneuron, please report it."
+        )
+    return "This is a bug in keras-dropneuron; please report it with the model."
+
+
 def verify(
     plan: "Plan",
     new_tensors: dict,
@@ -374,8 +392,7 @@ def verify(
         f"The slim model of {source.name!r} does not compute the same function: "
         f"an output differs by {difference:.3g} on a verification batch, above the "
         f"{limit:.3g} allowed there (largest difference {deviation:.3g}).{where} "
-        "This is a bug in keras-dropneuron; please report it with the model. Pass "
-        "`verify=False` to get the unverified model anyway.",
+        f"{_culprit(plan)} Pass `verify=False` to get the unverified model anyway.",
         deviation=deviation,
         tolerance=limit,
         layer=layer,
