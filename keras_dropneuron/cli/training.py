@@ -109,7 +109,10 @@ def add_training_options(parser: argparse.ArgumentParser, seeds: int) -> None:
         help=f"number of seeds (default: {seeds})",
     )
     parser.add_argument(
-        "--mnist", metavar="PATH", help="local mnist.npz (else $KERAS_DROPNEURON_MNIST)"
+        "--mnist",
+        metavar="PATH",
+        help="local mnist.npz (else $KERAS_DROPNEURON_MNIST, else keras.datasets.mnist "
+        "downloads it)",
     )
     parser.add_argument(
         "--verbose",
