@@ -85,9 +85,19 @@ def regularize_model(
 
     def clone_layer(layer):
         config = layer.get_config()
-        for argument, reg in regs.get(id(layer), {}).items():
+        arguments = regs.get(id(layer), {})
+        for argument, reg in arguments.items():
             _set_config(config, argument, keras.regularizers.serialize(reg))
-        return layer.__class__.from_config(config)
+        if not arguments:
+            return layer.__class__.from_config(config)
+        try:
+            return layer.__class__.from_config(config)
+        except TypeError as error:  # the class takes no such argument
+            raise ValueError(
+                f"Invalid layer {layer.name!r} of type {type(layer).__name__}: expected a "
+                f"constructor that takes {', '.join(sorted(arguments))} (its rule puts the "
+                f"penalties there). Received: {error}"
+            ) from error
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     clone.set_weights(model.get_weights())

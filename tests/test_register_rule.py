@@ -320,3 +320,11 @@ def test_verification_names_the_registered_rule_that_misdescribes_its_layer():
     doubled.bias.assign(np.ones(4))  # unit 0: the rule folds relu(1), the layer gives 2
     with pytest.raises(SlimVerificationError, match="register_rule.*DoubledDense"):
         slim_model(model)
+
+
+def test_layer_without_the_regularizer_argument_is_named():
+    register_rule(Project, ProjectRule)  # Project takes no kernel_regularizer
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, Project(2, name="project")(inputs))
+    with pytest.raises(ValueError, match="'project'.*takes kernel_regularizer"):
+        regularize_model(model, li=1e-3)
