@@ -15,8 +15,6 @@ from collections.abc import Iterator
 
 import keras
 
-from keras_dropneuron import keras_internals
-
 # compile() arguments carried over from the model, besides the optimizer, loss and metrics.
 _CARRIED = ("loss_weights", "run_eagerly", "steps_per_execution", "jit_compile")
 
@@ -71,9 +69,9 @@ def _compiled_with(model: keras.Model) -> dict:
     """The arguments `model.compile` received, as live objects; `{}` if uncompiled."""
     if not getattr(model, "compiled", False):
         return {}
-    settings = keras_internals.compile_arguments(model)
-    if settings is not None:
-        return settings
+    settings = getattr(getattr(model, "_compile_config", None), "config", None)
+    if isinstance(settings, dict):
+        return dict(settings)
     # A trainer without Keras's record of its compile() call: what it exposes.
     return {"optimizer": getattr(model, "optimizer", None), "loss": getattr(model, "loss", None)}
 
