@@ -11,7 +11,6 @@ import keras
 import numpy as np
 
 from keras_dropneuron import checks, model_utils, pruning
-from keras_dropneuron.budget.compiling import compile_like, uncompiled
 from keras_dropneuron.budget.controller import BudgetCallback
 from keras_dropneuron.budget.data import check_pair, check_single_input_output
 from keras_dropneuron.budget.report import BudgetReport
@@ -130,19 +129,15 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     callback_args = {f"target_{budget}": target, "threshold": threshold, "growth": growth}
     callback_args.update(tolerance=tolerance, frequency=frequency)
     BudgetCallback(**callback_args)  # checks them before any training
-    with uncompiled(model):  # a custom loss in the compile config would stop the clone
-        copy = _penalized_copy(model, li, lo)
-    compile_like(copy, model, _fresh_optimizer(optimizer), loss)
+    copy = _penalized_copy(model, li, lo)
+    _compile_like(copy, model, _fresh_optimizer(optimizer), loss)
 
     error_before = _score(model, x_val, y_val, batch_size)
     training = _Training(x, y, batch_size, verbose, list(callbacks or []))
     epochs_to_target, penalty_scale = _train_to_target(copy, training, callback_args, epochs)
     if finetune_epochs:
         training.fit(copy, finetune_epochs, BudgetCallback(**callback_args, on_target="release"))
-    with uncompiled(copy):  # its trials are clones
-        chosen = _choose_threshold(
-            copy, x_val, y_val, budget, target * (1 - tolerance), batch_size
-        )
+    chosen = _choose_threshold(copy, x_val, y_val, budget, target * (1 - tolerance), batch_size)
     slim, slim_report = slim_model(copy, keep_regularizers=False, return_report=True)
     report = BudgetReport(
         budget=budget,
@@ -283,6 +278,23 @@ def _penalized_copy(model: keras.Model, li: float, lo: float) -> keras.Model:
             "model carries no DropNeuron penalty. Received: li=0.0, lo=0.0"
         )
     return regularize_model(model, li=li, lo=lo)
+
+
+def _compile_like(copy: keras.Model, model: keras.Model, optimizer: object, loss: object) -> None:
+    """Compiles `copy` as `model` is (a fresh optimizer), with `optimizer`/`loss` overriding."""
+    config = model.get_compile_config() if getattr(model, "compiled", False) else None
+    if config:
+        copy.compile_from_config(config)
+        if optimizer is None and loss is None:
+            return
+        optimizer = optimizer or copy.optimizer
+        loss = loss or copy.loss
+    if loss is None:
+        raise ValueError(
+            "Invalid value for argument `loss`: the model is not compiled, so prune_to_budget "
+            "needs the loss to train it with. Received: loss=None"
+        )
+    copy.compile(optimizer=optimizer or "adam", loss=loss)
 
 
 def _choose_threshold(
