@@ -111,21 +111,3 @@ def test_several_inputs_or_outputs_are_refused_by_name(build, received):
     data = ([x, x], y) if len(model.inputs) == 2 else (x, [y, y])
     with pytest.raises(ValueError, match=f"`model`.*one input and one output.*{received}"):
         prune_to_budget(model, data, data, target_macs=0.5)
-
-
-def test_the_report_names_the_users_own_regularizers_that_the_slim_model_drops():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((20,)),
-            L.Dense(32, activation="relu", kernel_regularizer=keras.regularizers.L2(1e-4)),
-            L.Dense(16, activation="relu", bias_regularizer=keras.regularizers.L1(1e-4)),
-            L.Dense(2, activation="softmax"),
-        ]
-    )
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
-    slim, report = _prune(model)
-    first, second = model.layers[0].kernel.path, model.layers[1].bias.path
-    assert report.dropped_regularizers == [f"{first}: L2", f"{second}: L1"]
-    assert f"{first}: L2" in str(report) and "not on the slim model" in str(report)
-    assert all(getattr(w, "regularizer", None) is None for w in slim.weights)

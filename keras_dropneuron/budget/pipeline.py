@@ -18,7 +18,6 @@ from keras_dropneuron.budget.targets import BudgetError, check_target
 from keras_dropneuron.budget.thresholds import largest
 from keras_dropneuron.model_utils import has_dropneuron_regularizer
 from keras_dropneuron.regularize import regularize_model
-from keras_dropneuron.regularizers import DROPNEURON_REGULARIZERS
 from keras_dropneuron.surgery.size import size_ratios, slim_size_ratios
 from keras_dropneuron.surgery.slim import slim_model
 from keras_dropneuron.threshold import choose_threshold, default_score, default_thresholds
@@ -149,7 +148,6 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         epochs_to_target=epochs_to_target,
         penalty_scale=penalty_scale,
         slim_report=slim_report,
-        dropped_regularizers=_own_regularizers(model),
     )
     _check_budget(report, slim)
     _check_accuracy(report, max_drop, slim)
@@ -241,16 +239,6 @@ def _check_accuracy(report: BudgetReport, max_drop: float, slim: keras.Model) ->
         model=slim,
         report=report,
     )
-
-
-def _own_regularizers(model: keras.Model) -> list[str]:
-    """The user's weight regularizers on `model` (not DropNeuron's), as `"path: Class"`."""
-    return [
-        f"{variable.path}: {type(variable.regularizer).__name__}"
-        for variable in model.weights
-        if getattr(variable, "regularizer", None) is not None
-        and not isinstance(variable.regularizer, DROPNEURON_REGULARIZERS)
-    ]
 
 
 def _fresh_optimizer(optimizer: object) -> object:
