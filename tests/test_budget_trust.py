@@ -87,27 +87,3 @@ def test_sequence_outputs_with_a_label_per_step():
     _, report = _prune(model, (x, y), target_macs=0.6, batch_size=16)
     assert report.ratios["macs"] <= 0.6
     assert 0.0 <= report.error_after <= 1.0  # an error rate over the steps
-
-
-def _two_inputs():
-    first, second = keras.Input((20,), name="first"), keras.Input((20,), name="second")
-    hidden = L.Dense(8, activation="relu")(L.Concatenate()([first, second]))
-    return keras.Model([first, second], L.Dense(2, activation="softmax")(hidden))
-
-
-def _two_outputs():
-    inputs = keras.Input((20,))
-    hidden = L.Dense(8, activation="relu")(inputs)
-    return keras.Model(inputs, [L.Dense(2, name="kind")(hidden), L.Dense(1, name="size")(hidden)])
-
-
-@pytest.mark.parametrize(
-    "build, received", [(_two_inputs, "2 inputs and 1 outputs"), (_two_outputs, "1 inputs and 2")]
-)
-def test_several_inputs_or_outputs_are_refused_by_name(build, received):
-    model = build()
-    model.compile("adam", "sparse_categorical_crossentropy")
-    x, y = _data(2)  # as many samples as inputs: the data check alone let it through
-    data = ([x, x], y) if len(model.inputs) == 2 else (x, [y, y])
-    with pytest.raises(ValueError, match=f"`model`.*one input and one output.*{received}"):
-        prune_to_budget(model, data, data, target_macs=0.5)

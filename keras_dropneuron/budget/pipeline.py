@@ -12,7 +12,7 @@ import numpy as np
 
 from keras_dropneuron import checks, model_utils, pruning
 from keras_dropneuron.budget.controller import BudgetCallback
-from keras_dropneuron.budget.data import check_pair, check_single_input_output
+from keras_dropneuron.budget.data import check_pair
 from keras_dropneuron.budget.report import BudgetReport
 from keras_dropneuron.budget.targets import BudgetError, check_target
 from keras_dropneuron.budget.thresholds import largest
@@ -61,8 +61,8 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     5. Checks the validation error against the original model's.
 
     Args:
-        model: A Sequential or Functional model with one input and one
-            output (trained or not); never modified.
+        model: A Sequential or Functional model (trained or not); never
+            modified.
         train_data: `(x, y)` arrays to train on.
         val_data: `(x, y)` arrays for the threshold and the accuracy check.
         target_macs, target_params, target_units: Exactly one: the fraction
@@ -95,8 +95,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
 
     Raises:
         TypeError, ValueError: On invalid arguments (a target of 0, above 1,
-            NaN, none or two targets, an unknown `target_<kind>`, or a model
-            with several inputs or outputs).
+            NaN, none or two targets, or an unknown `target_<kind>`).
         BudgetError: A `ValueError` when the budget is not reached in
             `epochs`, needs a layer emptied, is missed by the verified slim
             model (a callback set pruned weights back), or costs more than
@@ -116,7 +115,6 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         **unknown,
     )
     checks.check_model("model", model)
-    check_single_input_output(model)
     x, y = check_pair("train_data", train_data, model)
     x_val, y_val = check_pair("val_data", val_data, model)
     max_drop = checks.check_non_negative_float("max_accuracy_drop", max_accuracy_drop)
