@@ -62,12 +62,3 @@ def test_one_optimizer_instance_serves_several_calls():
         _, report = _prune(_mlp(), target_macs=target, optimizer=optimizer)
         assert report.ratios["macs"] <= target
     assert not optimizer.built  # the instance is a recipe: the copies get their own
-
-
-def test_not_reached_advises_optimizer_steps_when_the_scale_is_already_high():
-    # A learning rate too small to move the weights: the controller raises the scale in vain.
-    with pytest.raises(BudgetError, match="not reached") as info:
-        _prune(_mlp(), optimizer=keras.optimizers.SGD(1e-7), epochs=3, frequency=2)
-    message = str(info.value)
-    assert "higher learning rate" in message and "`epochs=`" in message
-    assert "`li=`" not in message

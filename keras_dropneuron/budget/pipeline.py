@@ -186,22 +186,11 @@ def _train_to_target(
         raise BudgetError(
             f"target_{train.budget}={train.target:g} not reached in {epochs} epochs: the slim "
             f"model would keep {train.ratios[train.budget]:.4g} of the {train.budget} "
-            f"(penalty scale {train.scale:.3g}). {_not_reached_advice(train.scale)}",
+            f"(penalty scale {train.scale:.3g}). "
+            "Train longer (`epochs=`), start stronger (`li=`, `lo=`) or relax the target.",
             ratios=dict(train.ratios),
         )
     return len(history.epoch), train.scale_at_target
-
-
-def _not_reached_advice(scale: float) -> str:
-    """What would help a target not reached, from the penalty scale the controller ended at."""
-    if scale >= 10:
-        # The controller already multiplied li and lo: the optimizer, not the penalty, lags.
-        return (
-            f"The penalties already stand at {scale:.3g} times `li` and `lo`, so stronger ones "
-            "would not help: give the optimizer more steps (`epochs=`, a smaller "
-            "`batch_size=`) or a higher learning rate, or relax the target."
-        )
-    return "Train longer (`epochs=`), start stronger (`li=`, `lo=`) or relax the target."
 
 
 def _check_budget(report: BudgetReport, slim: keras.Model) -> None:
