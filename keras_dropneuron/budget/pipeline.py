@@ -80,9 +80,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         growth, tolerance, frequency: See `BudgetCallback`. Defaults to
             `1.5`, `0.1`, `"epoch"`.
         batch_size: Training batch size. Defaults to `128`.
-        optimizer, loss: How to compile the copy. An optimizer instance is
-            a recipe: the copy gets a new one from its config, so one
-            instance can serve several calls. Defaults to `None`: the
+        optimizer, loss: How to compile the copy. Defaults to `None`: the
             model's own compile configuration (a fresh optimizer), or
             `"adam"`; a model that is not compiled needs `loss`.
         callbacks: More callbacks for both `fit`s (after the budget's own,
@@ -127,7 +125,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     callback_args.update(tolerance=tolerance, frequency=frequency)
     BudgetCallback(**callback_args)  # checks them before any training
     copy = _penalized_copy(model, li, lo)
-    _compile_like(copy, model, _fresh_optimizer(optimizer), loss)
+    _compile_like(copy, model, optimizer, loss)
 
     error_before = _score(model, x_val, y_val, batch_size)
     training = _Training(x, y, batch_size, verbose, list(callbacks or []))
@@ -226,13 +224,6 @@ def _check_accuracy(report: BudgetReport, max_drop: float, slim: keras.Model) ->
         model=slim,
         report=report,
     )
-
-
-def _fresh_optimizer(optimizer: object) -> object:
-    """A new optimizer from an instance's config: an instance is built for one model only."""
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        return optimizer.__class__.from_config(optimizer.get_config())
-    return optimizer
 
 
 def _score(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
