@@ -95,8 +95,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         TypeError, ValueError: On invalid arguments (a target of 0, above 1,
             NaN, none or two targets, or an unknown `target_<kind>`).
         BudgetError: A `ValueError` when the budget is not reached in
-            `epochs`, needs a layer emptied, is missed by the verified slim
-            model (a callback set pruned weights back), or costs more than
+            `epochs`, needs a layer emptied, or costs more than
             `max_accuracy_drop`; it says what was reached and carries the
             slim model and report when one was built.
 
@@ -145,7 +144,6 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         penalty_scale=penalty_scale,
         slim_report=slim_report,
     )
-    _check_budget(report, slim)
     _check_accuracy(report, max_drop, slim)
     return slim, report
 
@@ -189,23 +187,6 @@ def _train_to_target(
             ratios=dict(train.ratios),
         )
     return len(history.epoch), train.scale_at_target
-
-
-def _check_budget(report: BudgetReport, slim: keras.Model) -> None:
-    """Refuses a verified slim model that keeps more than the target."""
-    kept = report.ratios[report.budget]
-    if kept <= report.target * (1 + 1e-9):  # only float rounding is let through
-        return
-    raise BudgetError(
-        f"target_{report.budget}={report.target:g} was missed: the verified slim model keeps "
-        f"{kept:.4g} of the {report.budget}, although training reached the target. A callback "
-        "that sets weights back (e.g. `EarlyStopping(restore_best_weights=True)`) can undo "
-        "the pruning: leave it out, or monitor a figure that only improves once pruned. The "
-        "slim model is on this error's `.model`, its report on `.report`.",
-        ratios=report.ratios,
-        model=slim,
-        report=report,
-    )
 
 
 def _check_accuracy(report: BudgetReport, max_drop: float, slim: keras.Model) -> None:
