@@ -18,6 +18,7 @@ __all__ = [
     "Functional",
     "bound_value",
     "call_arguments",
+    "compile_arguments",
     "functional_of",
     "input_name",
     "inputs_struct",
@@ -36,6 +37,12 @@ __all__ = [
 def is_graph_model(obj: object) -> bool:
     """Whether `obj` is a Functional or Sequential model (an inspectable graph)."""
     return isinstance(obj, keras.Sequential | Functional)
+
+
+def compile_arguments(model: keras.Model) -> dict | None:
+    """The arguments of the model's last `compile()` call, as live objects, or `None`."""
+    arguments = getattr(getattr(model, "_compile_config", None), "config", None)
+    return dict(arguments) if isinstance(arguments, dict) else None
 
 
 def functional_of(model: keras.Model) -> Functional | None:

@@ -16,18 +16,33 @@ def default_thresholds() -> list[float]:
 def default_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """The error rate for class scores with integer labels, else the mean squared error.
 
+    Class scores lie on the last axis, so sequence outputs `(n, T, k)` with
+    labels `(n, T)` are scored per step.
+
     Args:
-        y_true: Integer labels `(n,)` (or `(n, 1)`), or targets shaped like `y_pred`.
+        y_true: Integer labels `(n,)` (or `(n, 1)`; `(n, T)` for scores
+            `(n, T, k)`), or targets shaped like `y_pred`.
         y_pred: The model's outputs.
 
     Returns:
-        `mean(argmax(y_pred, 1) != y_true)` when `y_pred` holds one score per
-        class and `y_true` one label per sample, else `mean((y_pred - y_true) ** 2)`.
+        `mean(argmax(y_pred, -1) != y_true)` when `y_pred` holds one score
+        per class (`k > 1`) and `y_true` one label per score vector, else
+        `mean((y_pred - y_true) ** 2)`.
+
+    Raises:
+        ValueError: If `y_true` fits neither form.
     """
     y_pred = np.asarray(y_pred)
     y_true = np.asarray(y_true)
-    if y_pred.ndim == 2 and y_pred.shape[1] > 1 and y_true.size == y_pred.shape[0]:
-        return float(np.mean(np.argmax(y_pred, axis=1) != y_true.reshape(-1)))
+    if y_pred.ndim >= 2 and y_pred.shape[-1] > 1 and y_true.size * y_pred.shape[-1] == y_pred.size:
+        labels = y_true.reshape(y_pred.shape[:-1])
+        return float(np.mean(np.argmax(y_pred, axis=-1) != labels))
+    if y_true.size != y_pred.size:
+        raise ValueError(
+            "Invalid value for argument `y_true`: expected one label per score vector "
+            f"or targets shaped like the outputs {y_pred.shape}. Received: y_true of "
+            f"shape {y_true.shape}"
+        )
     return float(np.mean(np.square(y_pred - y_true.reshape(y_pred.shape))))
 
 

@@ -1,12 +1,16 @@
 """The `keras-dropneuron` command line: verbs, options and one-line errors."""
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import pathlib
+import re
 import subprocess
 import sys
+import warnings
 import zipfile
 
 import keras
@@ -518,3 +522,135 @@ def test_slim_verb_rejects_bad_counts(pruned, tmp_path, capsys, option):
         main(["slim", path, "-o", str(tmp_path / "slim.keras"), option, "0"])
     assert info.value.code == 2
     assert f"argument {option}" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- prune: the model's own loss
+
+
+def _saved_for_prune(tmp_path, kind):
+    """A trained model saved with its own loss, and its data: `regression` or `logits`."""
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(256, 6)).astype("float32")
+    if kind == "regression":
+        y, outputs, loss = x[:, :1].copy(), 1, "mse"
+    else:
+        y = (x[:, 0] > 0).astype("int32")
+        outputs, loss = 2, keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(outputs)]
+    )
+    model.compile("adam", loss)
+    model.fit(x, y, epochs=5 if kind == "logits" else 2, verbose=0)
+    path, data = tmp_path / f"{kind}.keras", tmp_path / f"{kind}.npz"
+    model.save(path)
+    np.savez(data, x=x, y=y)
+    return str(path), str(data)
+
+
+PRUNE_OPTIONS = ["--target-units", "0.7", "--epochs", "8", "--finetune-epochs", "1"]
+PRUNE_OPTIONS += ["--li", "1e-2", "--lo", "1e-2", "--learning-rate", "1e-2", "--batch-size", "32"]
+
+
+@pytest.mark.parametrize("kind", ["regression", "logits"])
+def test_prune_trains_with_the_saved_models_loss(kind, tmp_path, capsys, monkeypatch):
+    path, data = _saved_for_prune(tmp_path, kind)
+    out = tmp_path / "slim.keras"
+    options = [*PRUNE_OPTIONS, "--max-accuracy-drop", "0.05"]
+    from keras_dropneuron import budget
+
+    losses = []
+    prune_to_budget = budget.prune_to_budget
+
+    def prune_and_record(model, *args, **kwargs):
+        losses.append(kwargs["loss"] or model.loss)  # None: the model's own
+        return prune_to_budget(model, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "prune_to_budget", prune_and_record)
+    assert main(["prune", path, "--data", data, "-o", str(out), *options]) == 0
+    saved = keras.saving.load_model(path).loss
+    assert keras.losses.serialize(losses[0]) == keras.losses.serialize(saved)
+    captured = capsys.readouterr()
+    assert "Slim model:" in captured.out and captured.err == ""
+    assert out.exists()
+
+
+def test_prune_loss_option_overrides_and_a_training_error_is_one_line(tmp_path, capsys):
+    path, data = _saved_for_prune(tmp_path, "regression")
+    out = tmp_path / "slim.keras"
+    options = [*PRUNE_OPTIONS, "--loss", "sparse_categorical_crossentropy"]
+    assert main(["prune", path, "--data", data, "-o", str(out), *options]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"keras-dropneuron: error: cannot prune {path}: ")
+    assert "label value" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_prune_asks_for_loss_when_the_saved_loss_cannot_be_rebuilt(tmp_path, capsys):
+    def unregistered_loss(y_true, y_pred):
+        return keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), keras.layers.Dense(1)])
+    model.compile("adam", unregistered_loss)
+    path = str(tmp_path / "custom.keras")
+    model.save(path)
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    data = str(tmp_path / "data.npz")
+    np.savez(data, x=x, y=x[:, :1])
+    command = ["prune", path, "--data", data, "-o", str(tmp_path / "s.keras")]
+    command += ["--target-units", "1.0", "--epochs", "1", "--finetune-epochs", "0"]
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert f"cannot compile {path} as it was saved (TypeError: Could not locate" in err
+    assert err.endswith("give the loss to train with in --loss\n") and err.count("\n") == 1
+    assert main([*command, "--loss", "mse", "--max-accuracy-drop", "1"]) == 0
+
+
+# ---------------------------------------------------------------- prune: quiet unless --verbose
+
+
+def test_prune_on_tiny_data_prints_its_own_error_only(tmp_path):
+    path, _ = _saved_for_prune(tmp_path, "logits")
+    tiny = tmp_path / "tiny.npz"
+    x = np.random.default_rng(1).normal(size=(3, 6)).astype("float32")
+    np.savez(tiny, x=x, y=np.array([0, 1, 0]))
+    options = ["--target-units", "0.5", "--epochs", "1", "--finetune-epochs", "0"]
+    result = subprocess.run(  # a process of its own: warnings print as they would to a user
+        [sys.executable, "-m", "keras_dropneuron.cli", "prune", path, "--data", str(tiny)]
+        + ["-o", str(tmp_path / "s.keras"), *options],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        timeout=300,
+    )
+    assert result.returncode == 1
+    # TensorFlow's C++ start-up log ("I0000 ...") is written before Python runs.
+    cpp_log = re.compile(r"^([IWE]\d{4} |WARNING: All log messages before absl)")
+    lines = [line for line in result.stderr.splitlines() if not cpp_log.match(line)]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("keras-dropneuron: error: nothing written: BudgetError: ")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_prune_shows_library_warnings_only_with_verbose(
+    verbose, tmp_path, capsys, caplog, monkeypatch
+):
+    from keras_dropneuron import budget
+
+    def noisy_prune_to_budget(*args, **kwargs):
+        logging.getLogger("tensorflow").warning("5 out of the last 5 calls triggered retracing")
+        warnings.warn("a callback's warning", UserWarning, stacklevel=1)
+        raise ValueError("Invalid value for argument `x`")
+
+    monkeypatch.setattr(budget, "prune_to_budget", noisy_prune_to_budget)
+    path, data = _saved_for_prune(tmp_path, "regression")
+    options = ["--target-units", "0.5", *(["--verbose"] if verbose else [])]
+    with pytest.warns(UserWarning) if verbose else contextlib.nullcontext():
+        assert (
+            main(["prune", path, "--data", data, "-o", str(tmp_path / "s.keras"), *options]) == 1
+        )
+    err = capsys.readouterr().err
+    assert err.endswith(
+        "keras-dropneuron: error: cannot prune " + path + ": ValueError: "
+        "Invalid value for argument `x`\n"
+    )
+    assert ("retracing" in caplog.text) == verbose

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from keras_dropneuron import prune_weights
-from keras_dropneuron.threshold import choose_threshold
+from keras_dropneuron.threshold import choose_threshold, default_score
 
 L = keras.layers
 
@@ -58,3 +58,27 @@ def test_a_negative_tolerance_is_refused():
     model = keras.Sequential([keras.Input((2,)), L.Dense(2)])
     with pytest.raises(ValueError, match="`tolerance`"):
         choose_threshold(model, np.zeros((2, 2)), np.zeros(2), tolerance=-1)
+
+
+def test_default_score_scores_sequences_per_step():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(40, 6, 3))
+    labels = rng.integers(0, 3, size=(40, 6))
+    expected = np.mean(np.argmax(scores, axis=-1) != labels)
+    assert default_score(labels, scores) == pytest.approx(expected)
+    assert default_score(labels[..., None], scores) == pytest.approx(expected)
+    values = rng.normal(size=(40, 6, 1))
+    targets = rng.normal(size=(40, 6))
+    squared_error = np.mean((values[..., 0] - targets) ** 2)
+    assert default_score(targets, values) == pytest.approx(squared_error)
+    with pytest.raises(ValueError, match=r"`y_true`.*Received: y_true of shape \(40, 5\)"):
+        default_score(labels[:, :5], scores)
+
+
+def test_chooses_a_threshold_for_sequence_outputs():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 4)), L.Dense(8, "relu"), L.Dense(3)])
+    x = np.random.randn(40, 6, 4).astype("float32")
+    y = np.argmax(model.predict(x, verbose=0), axis=-1)  # (40, 6): the model is perfect on y
+    chosen, scores = choose_threshold(model, x, y, thresholds=[1e-3, 1.0, 10.0])
+    assert scores[0.0] == 0.0 and chosen >= 1e-3

@@ -6,6 +6,28 @@ import numpy as np
 from keras_dropneuron import checks
 
 
+def check_single_input_output(model: keras.Model) -> None:
+    """Refuses a model with several inputs or outputs: the pipeline trains on one array pair.
+
+    Args:
+        model: The model to prune.
+
+    Raises:
+        ValueError: If `model` has more than one input or output.
+    """
+    inputs, outputs = len(model.inputs), len(model.outputs)
+    if inputs == 1 and outputs == 1:
+        return
+    names = ", ".join(repr(tensor.name) for tensor in [*model.inputs, *model.outputs])
+    raise ValueError(
+        "Invalid value for argument `model`: prune_to_budget expects a model with one "
+        "input and one output (it trains, validates and scores on one (x, y) pair of "
+        f"arrays). Received: model {model.name!r} with {inputs} inputs and {outputs} "
+        f"outputs ({names}). Prune it with `regularize_model`, `BudgetCallback` in your own "
+        "`fit` and `slim_model`."
+    )
+
+
 def check_pair(name: str, data: object, model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
     """`(x, y)` as numpy arrays, checked against each other and the model's input.
 

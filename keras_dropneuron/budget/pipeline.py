@@ -11,13 +11,15 @@ import keras
 import numpy as np
 
 from keras_dropneuron import checks, model_utils, pruning
+from keras_dropneuron.budget.compiling import compile_like, uncompiled
 from keras_dropneuron.budget.controller import BudgetCallback
-from keras_dropneuron.budget.data import check_pair
+from keras_dropneuron.budget.data import check_pair, check_single_input_output
 from keras_dropneuron.budget.report import BudgetReport
 from keras_dropneuron.budget.targets import BudgetError, check_target
 from keras_dropneuron.budget.thresholds import largest
 from keras_dropneuron.model_utils import has_dropneuron_regularizer
 from keras_dropneuron.regularize import regularize_model
+from keras_dropneuron.regularizers import DROPNEURON_REGULARIZERS
 from keras_dropneuron.surgery.size import size_ratios, slim_size_ratios
 from keras_dropneuron.surgery.slim import slim_model
 from keras_dropneuron.threshold import choose_threshold, default_score, default_thresholds
@@ -61,8 +63,8 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     5. Checks the validation error against the original model's.
 
     Args:
-        model: A Sequential or Functional model (trained or not); never
-            modified.
+        model: A Sequential or Functional model with one input and one
+            output (trained or not); never modified.
         train_data: `(x, y)` arrays to train on.
         val_data: `(x, y)` arrays for the threshold and the accuracy check.
         target_macs, target_params, target_units: Exactly one: the fraction
@@ -80,7 +82,9 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         growth, tolerance, frequency: See `BudgetCallback`. Defaults to
             `1.5`, `0.1`, `"epoch"`.
         batch_size: Training batch size. Defaults to `128`.
-        optimizer, loss: How to compile the copy. Defaults to `None`: the
+        optimizer, loss: How to compile the copy. An optimizer instance is
+            a recipe: the copy gets a new one from its config, so one
+            instance can serve several calls. Defaults to `None`: the
             model's own compile configuration (a fresh optimizer), or
             `"adam"`; a model that is not compiled needs `loss`.
         callbacks: More callbacks for both `fit`s (after the budget's own,
@@ -93,9 +97,11 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
 
     Raises:
         TypeError, ValueError: On invalid arguments (a target of 0, above 1,
-            NaN, none or two targets, or an unknown `target_<kind>`).
+            NaN, none or two targets, an unknown `target_<kind>`, or a model
+            with several inputs or outputs).
         BudgetError: A `ValueError` when the budget is not reached in
-            `epochs`, needs a layer emptied, or costs more than
+            `epochs`, needs a layer emptied, is missed by the verified slim
+            model (a callback set pruned weights back), or costs more than
             `max_accuracy_drop`; it says what was reached and carries the
             slim model and report when one was built.
 
@@ -112,6 +118,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         **unknown,
     )
     checks.check_model("model", model)
+    check_single_input_output(model)
     x, y = check_pair("train_data", train_data, model)
     x_val, y_val = check_pair("val_data", val_data, model)
     max_drop = checks.check_non_negative_float("max_accuracy_drop", max_accuracy_drop)
@@ -123,15 +130,19 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     callback_args = {f"target_{budget}": target, "threshold": threshold, "growth": growth}
     callback_args.update(tolerance=tolerance, frequency=frequency)
     BudgetCallback(**callback_args)  # checks them before any training
-    copy = _penalized_copy(model, li, lo)
-    _compile_like(copy, model, optimizer, loss)
+    with uncompiled(model):  # a custom loss in the compile config would stop the clone
+        copy = _penalized_copy(model, li, lo)
+    compile_like(copy, model, _fresh_optimizer(optimizer), loss)
 
     error_before = _score(model, x_val, y_val, batch_size)
     training = _Training(x, y, batch_size, verbose, list(callbacks or []))
     epochs_to_target, penalty_scale = _train_to_target(copy, training, callback_args, epochs)
     if finetune_epochs:
         training.fit(copy, finetune_epochs, BudgetCallback(**callback_args, on_target="release"))
-    chosen = _choose_threshold(copy, x_val, y_val, budget, target * (1 - tolerance), batch_size)
+    with uncompiled(copy):  # its trials are clones
+        chosen = _choose_threshold(
+            copy, x_val, y_val, budget, target * (1 - tolerance), batch_size
+        )
     slim, slim_report = slim_model(copy, keep_regularizers=False, return_report=True)
     report = BudgetReport(
         budget=budget,
@@ -143,7 +154,9 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         epochs_to_target=epochs_to_target,
         penalty_scale=penalty_scale,
         slim_report=slim_report,
+        dropped_regularizers=_own_regularizers(model),
     )
+    _check_budget(report, slim)
     _check_accuracy(report, max_drop, slim)
     return slim, report
 
@@ -182,11 +195,39 @@ def _train_to_target(
         raise BudgetError(
             f"target_{train.budget}={train.target:g} not reached in {epochs} epochs: the slim "
             f"model would keep {train.ratios[train.budget]:.4g} of the {train.budget} "
-            f"(penalty scale {train.scale:.3g}). "
-            "Train longer (`epochs=`), start stronger (`li=`, `lo=`) or relax the target.",
+            f"(penalty scale {train.scale:.3g}). {_not_reached_advice(train.scale)}",
             ratios=dict(train.ratios),
         )
     return len(history.epoch), train.scale_at_target
+
+
+def _not_reached_advice(scale: float) -> str:
+    """What would help a target not reached, from the penalty scale the controller ended at."""
+    if scale >= 10:
+        # The controller already multiplied li and lo: the optimizer, not the penalty, lags.
+        return (
+            f"The penalties already stand at {scale:.3g} times `li` and `lo`, so stronger ones "
+            "would not help: give the optimizer more steps (`epochs=`, a smaller "
+            "`batch_size=`) or a higher learning rate, or relax the target."
+        )
+    return "Train longer (`epochs=`), start stronger (`li=`, `lo=`) or relax the target."
+
+
+def _check_budget(report: BudgetReport, slim: keras.Model) -> None:
+    """Refuses a verified slim model that keeps more than the target."""
+    kept = report.ratios[report.budget]
+    if kept <= report.target * (1 + 1e-9):  # only float rounding is let through
+        return
+    raise BudgetError(
+        f"target_{report.budget}={report.target:g} was missed: the verified slim model keeps "
+        f"{kept:.4g} of the {report.budget}, although training reached the target. A callback "
+        "that sets weights back (e.g. `EarlyStopping(restore_best_weights=True)`) can undo "
+        "the pruning: leave it out, or monitor a figure that only improves once pruned. The "
+        "slim model is on this error's `.model`, its report on `.report`.",
+        ratios=report.ratios,
+        model=slim,
+        report=report,
+    )
 
 
 def _check_accuracy(report: BudgetReport, max_drop: float, slim: keras.Model) -> None:
@@ -207,6 +248,23 @@ def _check_accuracy(report: BudgetReport, max_drop: float, slim: keras.Model) ->
     )
 
 
+def _own_regularizers(model: keras.Model) -> list[str]:
+    """The user's weight regularizers on `model` (not DropNeuron's), as `"path: Class"`."""
+    return [
+        f"{variable.path}: {type(variable.regularizer).__name__}"
+        for variable in model.weights
+        if getattr(variable, "regularizer", None) is not None
+        and not isinstance(variable.regularizer, DROPNEURON_REGULARIZERS)
+    ]
+
+
+def _fresh_optimizer(optimizer: object) -> object:
+    """A new optimizer from an instance's config: an instance is built for one model only."""
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer.__class__.from_config(optimizer.get_config())
+    return optimizer
+
+
 def _score(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
     return default_score(y, model.predict(x, batch_size=batch_size, verbose=0))
 
@@ -225,23 +283,6 @@ def _penalized_copy(model: keras.Model, li: float, lo: float) -> keras.Model:
             "model carries no DropNeuron penalty. Received: li=0.0, lo=0.0"
         )
     return regularize_model(model, li=li, lo=lo)
-
-
-def _compile_like(copy: keras.Model, model: keras.Model, optimizer: object, loss: object) -> None:
-    """Compiles `copy` as `model` is (a fresh optimizer), with `optimizer`/`loss` overriding."""
-    config = model.get_compile_config() if getattr(model, "compiled", False) else None
-    if config:
-        copy.compile_from_config(config)
-        if optimizer is None and loss is None:
-            return
-        optimizer = optimizer or copy.optimizer
-        loss = loss or copy.loss
-    if loss is None:
-        raise ValueError(
-            "Invalid value for argument `loss`: the model is not compiled, so prune_to_budget "
-            "needs the loss to train it with. Received: loss=None"
-        )
-    copy.compile(optimizer=optimizer or "adam", loss=loss)
 
 
 def _choose_threshold(

@@ -21,6 +21,10 @@ class BudgetReport:
         epochs_to_target: Epochs of penalized training until the target.
         penalty_scale: The multiplier of the strengths when it was reached.
         slim_report: The `SlimReport` of `slim_model`.
+        dropped_regularizers: Your own weight regularizers on the input
+            model, as `"path: Class"`: the slim model carries none, and during
+            training those on pruned weights gave way to the DropNeuron
+            penalties. Defaults to `[]`.
 
     Example:
 
@@ -37,6 +41,7 @@ class BudgetReport:
     epochs_to_target: int
     penalty_scale: float
     slim_report: SlimReport
+    dropped_regularizers: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def accuracy_drop(self) -> float:
@@ -56,6 +61,16 @@ class BudgetReport:
                 f"{self.penalty_scale:.3g}; threshold {self.threshold:g}",
                 str(self.slim_report),
             ]
+            + self._regularizer_lines()
         )
+
+    def _regularizer_lines(self) -> list[str]:
+        if not self.dropped_regularizers:
+            return []
+        return [
+            "Your weight regularizers are not on the slim model (those on pruned weights "
+            "gave way to the DropNeuron penalties in training): "
+            + ", ".join(self.dropped_regularizers)
+        ]
 
     __repr__ = __str__

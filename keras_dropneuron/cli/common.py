@@ -7,9 +7,12 @@ input model.
 """
 
 import argparse
+import contextlib
+import logging
 import os
+import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from keras_dropneuron.checks import argparse_type, check_non_negative_float
@@ -87,6 +90,34 @@ def load_model(path: str) -> Any:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # any failure to read is the same to the user
         raise CommandError(f"cannot read {path} as a Keras model: {one_line(error)}") from error
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool) -> Iterator[None]:
+    """Silences Python warnings and TensorFlow's log warnings in the block, unless `verbose`.
+
+    The verbs report what matters in their own one-line messages; the
+    warnings of Keras, TensorFlow and the callbacks (e.g. tf.function
+    retracing) repeat it or are noise to the command-line user.
+
+    Args:
+        verbose: Whether to let them through (`--verbose`).
+
+    Returns:
+        A context manager.
+    """
+    if verbose:
+        yield
+        return
+    logger = logging.getLogger("tensorflow")  # tf.function's retracing warnings go here
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def check_directory(option: str, path: str) -> None:

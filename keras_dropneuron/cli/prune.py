@@ -17,6 +17,8 @@ DATA_FORMAT = (
     "(n, 28, 28, 1) floats), and `y`, the integer class labels (n,) or the targets"
 )
 _TARGETS = ("target_macs", "target_params", "target_units")
+# The loss of a model saved without one, for integer class labels.
+DEFAULT_LOSS = "sparse_categorical_crossentropy"
 
 
 def _fraction(option):
@@ -101,6 +103,31 @@ def _target(args):
     return targets
 
 
+def _load_model(args):
+    """The input model, compiled as it was saved unless `--loss` replaces its loss."""
+    import keras
+
+    if args.loss is not None:
+        return common.load_model(args.input)
+    try:
+        return keras.saving.load_model(args.input)
+    except Exception as error:  # any failure: unreadable, or a loss that cannot be rebuilt
+        common.load_model(args.input)  # a file it cannot read at all is said so
+        raise CommandError(
+            f"cannot compile {args.input} as it was saved ({one_line(error)}); "
+            "give the loss to train with in --loss"
+        ) from error
+
+
+def _loss(args, model):
+    """`--loss`; else `None`, the saved model's own loss; else `DEFAULT_LOSS`."""
+    if args.loss is not None:
+        return args.loss
+    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
+        return None
+    return DEFAULT_LOSS
+
+
 def _prune_to_budget(args, model, train, val, target):
     """`prune_to_budget` with the command line's options; its errors become one-line errors."""
     import keras
@@ -120,12 +147,12 @@ def _prune_to_budget(args, model, train, val, target):
             li=args.li,
             lo=args.lo,
             optimizer=keras.optimizers.Adam(args.learning_rate),
-            loss=args.loss,
+            loss=_loss(args, model),
             verbose=2 if args.verbose else 0,
         )
     except BudgetError as error:
         raise CommandError(f"nothing written: {one_line(error)}") from error
-    except (TypeError, ValueError) as error:
+    except Exception as error:  # e.g. the backend's error for labels the loss cannot take
         raise CommandError(f"cannot prune {args.input}: {one_line(error)}") from error
 
 
@@ -148,11 +175,12 @@ def run(args: argparse.Namespace) -> int:
     x, y = _load_data("--data", args.data)
     train, val = _train_and_val(args, x, y)
     target = _target(args)
-    model = common.load_model(args.input)
-    _check_shape("--data", x, model)
-    if args.val_data:
-        _check_shape("--val-data", val[0], model)
-    slim, report = _prune_to_budget(args, model, train, val, target)
+    with common.quiet(args.verbose):
+        model = _load_model(args)
+        _check_shape("--data", x, model)
+        if args.val_data:
+            _check_shape("--val-data", val[0], model)
+        slim, report = _prune_to_budget(args, model, train, val, target)
     common.write(args.output, slim.save, args.output)
     print(report)
     print(f"Slim model: {args.output}")
@@ -209,8 +237,8 @@ def _add_training_options(parser):
     )
     parser.add_argument(
         "--loss",
-        default="sparse_categorical_crossentropy",
-        help="Keras loss to train with (default: sparse_categorical_crossentropy)",
+        help="Keras loss to train with (default: the loss the model was saved with, else "
+        f"{DEFAULT_LOSS})",
     )
 
 
@@ -240,5 +268,9 @@ def add_parser(subparsers: common.SubParsers) -> None:
     parser.add_argument("-o", "--output", required=True, help="slim model path (.keras or .h5)")
     _add_target_options(parser)
     _add_training_options(parser)
-    parser.add_argument("--verbose", action="store_true", help="one line per epoch")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="one line per epoch, and the warnings of Keras and TensorFlow",
+    )
     parser.set_defaults(handler=run)
