@@ -1,5 +1,6 @@
 """MultiHeadAttention: dead heads are removed; its channels pass unchanged."""
 
+import math
 from typing import TYPE_CHECKING
 
 import keras
@@ -174,11 +175,42 @@ class MultiHeadAttentionRule(LayerRule):
         return weights
 
     def macs(self, layer: Layer, tensor_in: Tensor, tensor_out: Tensor | None) -> int:
-        # Projections, scores and weighted sums for self-attention of the first input.
-        positions, width = spatial_size(tensor_in.shape), channels(tensor_in)
-        heads, key_dim = layer.num_heads, layer.key_dim
-        value_dim = layer.value_dim or key_dim
-        projections = positions * width * heads * (2 * key_dim + value_dim)
-        attention = positions * positions * heads * (key_dim + value_dim)
-        output = positions * heads * value_dim * channels(tensor_out)
-        return projections + attention + output
+        # Without the call's other arguments: self-attention of `tensor_in`.
+        return attention_macs(layer, tensor_in.shape, tensor_in.shape, tensor_in.shape, tensor_out)
+
+    def call_macs(self, call: "Call", tensors_in: Tensors, tensor_out: Tensor) -> int:
+        args, kwargs = call.arguments(dict(zip(call.raw_inputs, tensors_in, strict=True)))
+        query, value, key = (
+            args[i] if len(args) > i else kwargs.get(name)
+            for i, name in enumerate(("query", "value", "key"))
+        )
+        value = query if value is None else value
+        key = value if key is None else key
+        return attention_macs(call.layer, query.shape, value.shape, key.shape, tensor_out)
+
+
+def attention_macs(
+    layer: Layer, query: tuple, value: tuple, key: tuple, tensor_out: Tensor
+) -> int:
+    """Multiply-adds of `MultiHeadAttention` on query, value and key shapes.
+
+    The three projections, then per head the scores (`key_dim` each) and the
+    weighted sum of values (`value_dim` each) for every query position
+    against every key position along the attention axes, then the output
+    projection. Unknown sizes count as 1.
+    """
+    heads, key_dim = layer.num_heads, layer.key_dim
+    value_dim = layer.value_dim or key_dim
+    rank = len(query)
+    axes = layer.attention_axes
+    axes = range(1, rank - 1) if axes is None else [a % rank for a in axes]
+    query_positions, key_positions = spatial_size(query), spatial_size(key)
+    # Each query position attends to the key positions along the attention axes.
+    pairs = query_positions * math.prod(key[axis] or 1 for axis in axes)
+    projections = heads * (
+        query_positions * (query[-1] or 0) * key_dim
+        + key_positions * (key[-1] or 0) * key_dim
+        + spatial_size(value) * (value[-1] or 0) * value_dim
+    )
+    output = query_positions * heads * value_dim * channels(tensor_out)
+    return projections + pairs * heads * (key_dim + value_dim) + output

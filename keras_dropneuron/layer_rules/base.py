@@ -200,6 +200,15 @@ class LayerRule:
         """Multiply-adds of one call (0 for layers without a kernel)."""
         return 0
 
+    def call_macs(self, call: "Call", tensors_in: Tensors, tensor_out: Tensor) -> int:
+        """Multiply-adds of one call of the layer, given all its input tensors.
+
+        `tensors_in` follow `call.inputs`. Rules for layers that read several
+        tensors (attention's query, key and value) override this; the others
+        count `macs` of the first input.
+        """
+        return self.macs(call.layer, tensors_in[0], tensor_out)
+
     def weights_of(self, cls: type) -> tuple[WeightLayout, ...]:
         """The `weights` of layers of class `cls` (a family's own, where they differ)."""
         return self.weights

@@ -16,9 +16,9 @@ def layer_stats(graph: Graph) -> dict[str, tuple[str, int, int, int]]:
         layer = call.layer
         if not hasattr(layer, "count_params") or not call.inputs:
             continue
-        tensor_in = graph.tensors[call.inputs[0]]
+        tensors_in = [graph.tensors[key] for key in call.inputs]
         tensor_out = graph.tensors[call.outputs[0]]
-        macs = layer_rules.rule_for(layer).macs(layer, tensor_in, tensor_out)
+        macs = layer_rules.rule_for(layer).call_macs(call, tensors_in, tensor_out)
         params = layer.count_params() if layer.built else 0
         if call.name in stats:  # shared layer: parameters once, work per call
             name, units, params_, macs_ = stats[call.name]
