@@ -129,3 +129,13 @@ def test_the_report_names_the_users_own_regularizers_that_the_slim_model_drops()
     assert report.dropped_regularizers == [f"{first}: L2", f"{second}: L1"]
     assert f"{first}: L2" in str(report) and "not on the slim model" in str(report)
     assert all(getattr(w, "regularizer", None) is None for w in slim.weights)
+
+
+def test_not_reached_after_a_callback_stopped_training_says_so():
+    # The penalties raise the loss each epoch, so EarlyStopping on it stops after a few.
+    stopping = keras.callbacks.EarlyStopping(monitor="loss", patience=0)
+    with pytest.raises(BudgetError, match="not reached") as info:
+        _prune(_mlp(), target_macs=0.05, li=1e-5, lo=1e-5, callbacks=[stopping])
+    message = str(info.value)
+    assert "of 10 epochs by one of your callbacks (EarlyStopping)" in message
+    assert "Train longer" not in message

@@ -192,17 +192,28 @@ def _train_to_target(
     train = BudgetCallback(**callback_args, on_target="release", stop_on_target=True)
     history = training.fit(copy, epochs, train)
     if not train.reached:
+        ran = len(history.epoch)
         raise BudgetError(
-            f"target_{train.budget}={train.target:g} not reached in {epochs} epochs: the slim "
+            f"target_{train.budget}={train.target:g} not reached in {ran} epochs: the slim "
             f"model would keep {train.ratios[train.budget]:.4g} of the {train.budget} "
-            f"(penalty scale {train.scale:.3g}). {_not_reached_advice(train.scale)}",
+            f"(penalty scale {train.scale:.3g}). "
+            f"{_not_reached_advice(train.scale, ran, epochs, training.extra)}",
             ratios=dict(train.ratios),
         )
     return len(history.epoch), train.scale_at_target
 
 
-def _not_reached_advice(scale: float) -> str:
-    """What would help a target not reached, from the penalty scale the controller ended at."""
+def _not_reached_advice(scale: float, ran: int, epochs: int, extra: list) -> str:
+    """What would help a target not reached, from how training ended."""
+    if ran < epochs:
+        # Only a callback stops fit early here: the budget's own stops at the target.
+        names = ", ".join(type(callback).__name__ for callback in extra) or "a callback"
+        return (
+            f"Training was stopped after {ran} of {epochs} epochs by one of your callbacks "
+            f"({names}): while the penalties grow the loss rises, which stops "
+            "`EarlyStopping` on `loss`; leave such callbacks out of `prune_to_budget` or "
+            "give them more `patience=`."
+        )
     if scale >= 10:
         # The controller already multiplied li and lo: the optimizer, not the penalty, lags.
         return (
