@@ -8,9 +8,9 @@ from its layer shapes (`hand_macs`), not by the library's own report.
 import keras
 import numpy as np
 import pytest
+from hand_macs import model_macs
 
 from keras_dropneuron import BudgetError, prune_to_budget
-from tests.hand_macs import model_macs
 
 L = keras.layers
 

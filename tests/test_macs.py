@@ -7,10 +7,10 @@ Each expected figure is written out term by term from the layer's shapes;
 import keras
 import numpy as np
 import pytest
+from hand_macs import model_macs
 
 from keras_dropneuron import slim_model
 from keras_dropneuron.surgery.size import slim_size_ratios
-from tests.hand_macs import model_macs
 
 L = keras.layers
 

@@ -575,3 +575,24 @@ def test_slim_layers_keep_their_initializers():
             **model.get_layer(name).get_config(),
             **({"units": 3} if name == "h" else {}),
         }
+
+
+def test_a_layer_shared_by_inputs_of_different_lengths_is_kept_whole():
+    # One Embedding reads id sequences of two lengths: its inputs' last axes
+    # (24 and 58 positions) are not channels to tie together.
+    short, long = keras.Input((24,), dtype="int32"), keras.Input((58,), dtype="int32")
+    embedding = keras.layers.Embedding(100, 16, name="embedding")
+    joined = keras.layers.Concatenate(axis=1)([embedding(short), embedding(long)])
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(joined)
+    pooled = keras.layers.GlobalAveragePooling1D()(hidden)
+    model = keras.Model([short, long], keras.layers.Dense(3)(pooled))
+    kernel, bias = model.get_layer("hidden").get_weights()
+    kernel[:, :3], bias[:3] = 0.0, 0.0
+    model.get_layer("hidden").set_weights([kernel, bias])
+
+    slim = slim_model(model)
+    assert slim.get_layer("hidden").units == 5
+    assert slim.get_layer("embedding").output_dim == 16
+    rng = np.random.default_rng(0)
+    x = [rng.integers(0, 100, (4, 24)), rng.integers(0, 100, (4, 58))]
+    np.testing.assert_allclose(_outputs(slim, x), _outputs(model, x), atol=1e-5)

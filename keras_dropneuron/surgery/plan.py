@@ -118,6 +118,20 @@ class Analysis:
         return len(self.graph.calls_of_layer[id(call.layer)]) > 1
 
 
+def _join_calls(analysis: Analysis, first: TensorKey, other: TensorKey) -> None:
+    """Ties the channels two calls of one layer read or write through its weights.
+
+    Calls whose last axes differ in size (an `Embedding` of id sequences of
+    two lengths: that axis is not channels) keep both tensors whole.
+    """
+    a, b = analysis.slots(first), analysis.slots(other)
+    if len(a) == len(b):
+        analysis.join(a, b)
+    else:
+        analysis.keep(first)
+        analysis.keep(other)
+
+
 def _components(size, edges):
     """Connected-component labels of `size` nodes joined by `edges`."""
     labels = np.arange(size)
@@ -299,8 +313,8 @@ def make_plan(
         # Calls of a shared layer read and write the same weight rows/columns.
         first = graph.calls[graph.calls_of_layer[id(call.layer)][0]]
         if rule.state and first is not call:
-            analysis.join(analysis.slots(first.inputs[0]), analysis.slots(call.inputs[0]))
-            analysis.join(analysis.slots(first.outputs[0]), analysis.slots(call.outputs[0]))
+            _join_calls(analysis, first.inputs[0], call.inputs[0])
+            _join_calls(analysis, first.outputs[0], call.outputs[0])
     for key in graph.outputs:
         analysis.keep(key)
         analysis.read(key)
