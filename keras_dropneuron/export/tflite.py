@@ -258,10 +258,11 @@ def tflite_bytes(
                 stacklevel=2,
             )
             return flatbuffer
-    flex = dict(options, target_spec={"supported_ops": [*options["target_spec"]["supported_ops"]]})
     import tensorflow as tf
 
-    flex["target_spec"]["supported_ops"].append(tf.lite.OpsSet.SELECT_TF_OPS)
+    # Would Select TF ops make it convert? Then the refusal is about them.
+    allowed = [*options["target_spec"]["supported_ops"], tf.lite.OpsSet.SELECT_TF_OPS]
+    flex = {**options, "target_spec": {"supported_ops": allowed}}
     try:
         _convert(model, flex)
     except ConverterError:
