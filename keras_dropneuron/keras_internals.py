@@ -23,6 +23,7 @@ __all__ = [
     "input_name",
     "inputs_struct",
     "is_graph_model",
+    "lambda_output_shape",
     "make_train_function",
     "node_call_input",
     "node_keyword",
@@ -37,6 +38,11 @@ __all__ = [
 def is_graph_model(obj: object) -> bool:
     """Whether `obj` is a Functional or Sequential model (an inspectable graph)."""
     return isinstance(obj, keras.Sequential | Functional)
+
+
+def lambda_output_shape(layer: keras.layers.Lambda) -> object:
+    """The `output_shape` argument a `Lambda` layer was made with."""
+    return layer._output_shape
 
 
 def compile_arguments(model: keras.Model) -> dict | None:

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_dropneuron import checks, layer_rules, model_utils
+from keras_dropneuron import checks, cloning, compiling, layer_rules, model_utils
 
 
 def _set_config(config: dict, path: str, value: object) -> None:
@@ -35,7 +35,10 @@ def regularize_model(
     `kernel_regularizer`, which its four projections share: a head's penalty
     is the norms of its query, key, value and output slices. Existing
     regularizers on those weights are replaced; weights, biases and
-    everything else are copied. `model` is not modified.
+    everything else are copied; `Lambda` layers call the same Python
+    function. A model compiled with a loss gives a copy compiled with the
+    same loss and metrics objects and a new optimizer of the same config.
+    `model` is not modified.
 
     Args:
         model: A Sequential or Functional model, nested models included.
@@ -99,6 +102,8 @@ def regularize_model(
                 f"penalties there). Received: {error}"
             ) from error
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    clone = cloning.clone_model(model, clone_function=clone_layer)
     clone.set_weights(model.get_weights())
+    if getattr(model, "compiled", False) and compiling.compiled_loss(model) is not None:
+        compiling.compile_like(clone, model)
     return clone

@@ -5,7 +5,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
-from keras_dropneuron import checks, model_utils, pruning
+from keras_dropneuron import checks, cloning, model_utils, pruning
 
 
 def default_thresholds() -> list[float]:
@@ -112,7 +112,7 @@ def choose_threshold(
     model_utils.check_has_supported_layers(model, layers)
     model_utils.check_finite_weights(layers, "choose a threshold for")
     baseline = score(y, model.predict(x, batch_size=batch_size, verbose=0))
-    trial = keras.models.clone_model(model)
+    trial = cloning.clone_model(model)
     scores = {0.0: baseline}
     chosen = 0.0
     for threshold in candidates:

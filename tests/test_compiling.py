@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from keras_dropneuron import prune_to_budget, regularize_model
-from keras_dropneuron.budget.compiling import compile_like, uncompiled
+from keras_dropneuron.cloning import uncompiled
+from keras_dropneuron.compiling import compile_like
 
 L = keras.layers
 

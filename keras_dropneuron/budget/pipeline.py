@@ -10,13 +10,13 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_dropneuron import checks, model_utils, pruning
-from keras_dropneuron.budget.compiling import compile_like, uncompiled
+from keras_dropneuron import checks, cloning, model_utils, pruning
 from keras_dropneuron.budget.controller import BudgetCallback
 from keras_dropneuron.budget.data import check_pair, check_single_input_output
 from keras_dropneuron.budget.report import BudgetReport
 from keras_dropneuron.budget.targets import BudgetError, check_target
 from keras_dropneuron.budget.thresholds import largest
+from keras_dropneuron.compiling import compile_like
 from keras_dropneuron.model_utils import has_dropneuron_regularizer
 from keras_dropneuron.regularize import regularize_model
 from keras_dropneuron.regularizers import DROPNEURON_REGULARIZERS
@@ -130,7 +130,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     callback_args = {f"target_{budget}": target, "threshold": threshold, "growth": growth}
     callback_args.update(tolerance=tolerance, frequency=frequency)
     BudgetCallback(**callback_args)  # checks them before any training
-    with uncompiled(model):  # a custom loss in the compile config would stop the clone
+    with cloning.uncompiled(model):  # the copy is compiled once, here
         copy = _penalized_copy(model, li, lo)
     compile_like(copy, model, _fresh_optimizer(optimizer), loss)
 
@@ -139,10 +139,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     epochs_to_target, penalty_scale = _train_to_target(copy, training, callback_args, epochs)
     if finetune_epochs:
         training.fit(copy, finetune_epochs, BudgetCallback(**callback_args, on_target="release"))
-    with uncompiled(copy):  # its trials are clones
-        chosen = _choose_threshold(
-            copy, x_val, y_val, budget, target * (1 - tolerance), batch_size
-        )
+    chosen = _choose_threshold(copy, x_val, y_val, budget, target * (1 - tolerance), batch_size)
     slim, slim_report = slim_model(copy, keep_regularizers=False, return_report=True)
     report = BudgetReport(
         budget=budget,
@@ -285,7 +282,7 @@ def _penalized_copy(model: keras.Model, li: float, lo: float) -> keras.Model:
     layers = model_utils.select_layers(model)
     model_utils.check_has_supported_layers(model, layers)
     if any(has_dropneuron_regularizer(layer) for layer in layers):
-        copy = keras.models.clone_model(model)
+        copy = cloning.clone_model(model)
         copy.set_weights(model.get_weights())
         return copy
     if not li and not lo:
@@ -306,7 +303,7 @@ def _choose_threshold(
 ) -> float:
     """`choose_threshold` among the thresholds that keep the budget above `floor`; prunes."""
     grid = default_thresholds()
-    trial = keras.models.clone_model(copy)
+    trial = cloning.clone_model(copy)
     weights = copy.get_weights()
 
     def keeps_budget(threshold):

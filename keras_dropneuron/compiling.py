@@ -1,17 +1,15 @@
-"""Compiling the penalized copy as the user's model is compiled.
+"""Compiling a copy (the penalized one, a regularized one) as the user's model is compiled.
 
 The copy is compiled from the objects the model was compiled with (its loss
 function, metrics, loss weights), not from its serialized compile config: a
 custom loss or a lambda metric is then used as it is, with no registration
 and no safe-mode refusal. Stateful objects (the optimizer, `Metric`
 instances) are rebuilt from their configs, since each belongs to one model.
-`uncompiled` lets `keras.models.clone_model` copy such a model: otherwise the
-clone is compiled from the config, which names the unregistered loss.
+`cloning.clone_model` copies such a model: `keras.models.clone_model` alone
+would compile the clone from the config, which names the unregistered loss.
 """
 
-import contextlib
 import warnings
-from collections.abc import Iterator
 
 import keras
 
@@ -115,28 +113,6 @@ def _rebuilt_metrics(metrics: object, name: str) -> object:
         return None
 
 
-@contextlib.contextmanager
-def uncompiled(model: keras.Model) -> Iterator[keras.Model]:
-    """Marks `model` uncompiled for the block, so that its clones skip its compile config.
-
-    `keras.models.clone_model` compiles the clone from the model's compile
-    config, which fails for an unregistered custom loss or a lambda metric;
-    clones made inside the block are not compiled.
-
-    Args:
-        model: The model to clone.
-
-    Returns:
-        A context manager that yields `model` and restores its compiled state.
-
-    Example:
-
-    >>> with uncompiled(model):
-    ...     clone = keras.models.clone_model(model)
-    """
-    compiled = getattr(model, "compiled", False)
-    model.compiled = False
-    try:
-        yield model
-    finally:
-        model.compiled = compiled
+def compiled_loss(model: keras.Model) -> object:
+    """The loss `model` was compiled with, or `None`."""
+    return _compiled_with(model).get("loss")
