@@ -78,8 +78,9 @@ def slim_model(
         return_report: Whether to also return a `SlimReport`. Defaults to
             `False`.
         verify: Whether to check the result before returning it: both
-            models run on one batch and must agree within
-            `sqrt(eps) * (1 + max|output|)` of the least precise float dtype
+            models run on one batch, and their outputs and every tensor
+            inside that both hold must agree within
+            `sqrt(eps) * (1 + max|value|)` of the least precise float dtype
             they compute in. With `threshold > 0` or `approximate=True` the
             difference is only measured. Defaults to `True`.
         round_to: Every resized layer keeps a multiple of this many units
@@ -93,9 +94,10 @@ def slim_model(
             `None` (not measured).
         verify_inputs: The batch to verify on (an array, a list or a dict of
             arrays, as `model` takes them), e.g. to stay in the input range a
-            model was trained on. Defaults to `None`: 2 random samples
+            model was trained on. Defaults to `None`: 8 random samples
             (standard normal floats; integer ids below the smallest Embedding
-            vocabulary).
+            vocabulary). Outputs are compared on the whole batch, the
+            tensors inside the model on its first 2 samples.
 
     Returns:
         The slim `keras.Model`, or `(model, report)` when `return_report`.

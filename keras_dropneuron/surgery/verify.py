@@ -1,12 +1,16 @@
 """Checks that a slim model computes what its source computes.
 
-Both models run on one small batch; they must agree within a tolerance that
-follows from the lowest floating-point precision the models compute in. On a
-mismatch the two graphs are replayed call by call to name the first layer
-whose kept channels differ.
+Both models run on one batch; their outputs, and every tensor the two graphs
+share (the source's with its removed channels sliced away), must agree
+within a tolerance that follows from the lowest floating-point precision the
+models compute in. Comparing inside the model makes the check independent of
+what the last layer does: an argmax or a threshold at the end can hide a
+small error in the logits on a few samples, never inside. The first layer
+whose kept channels differ is named.
 """
 
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import keras
@@ -15,7 +19,10 @@ from keras import ops, tree
 
 from keras_dropneuron import keras_internals, layer_rules
 
-VERIFY_BATCH_SIZE = 2
+# Outputs are compared on 8 samples; tensors inside the model, which hold
+# every layer's activations at once, on the first 2 of them.
+VERIFY_BATCH_SIZE = 8
+INSIDE_BATCH_SIZE = 2
 _BFLOAT16_EPS = 2.0**-7  # numpy has no bfloat16 to ask
 
 if TYPE_CHECKING:  # plan imports nothing from here: for annotations only
@@ -234,6 +241,52 @@ class _RestoredState:
             variable.assign(value)
 
 
+def _recurrent_states(layer: keras.layers.Layer) -> list:
+    """The hidden-state variables of the stateful recurrent layers in `layer`."""
+    states = []
+    if not isinstance(layer, keras.layers.Layer):  # an op called in the graph
+        return states
+    for sub in keras_internals.sublayers(layer, include_self=True):
+        if getattr(sub, "stateful", False) and getattr(sub, "states", None) is not None:
+            states.extend(tree.flatten(sub.states))
+    return states
+
+
+class _HiddenStates:
+    """The hidden states of stateful recurrent layers, which every call moves on.
+
+    They are not among a layer's variables. Each model run of the
+    verification starts from the source model's states as they were (`rewind`),
+    in both models; afterwards both hold them: the user's model has not moved,
+    and the slim model goes on from where the source model stands.
+    """
+
+    def __init__(self, plan: "Plan", slim: keras.Model) -> None:
+        self.source, self.slim = [], []
+        seen = set()
+        for call in plan.graph.calls:
+            states = _recurrent_states(call.layer)
+            if not states or id(call.layer) in seen:
+                continue
+            seen.add(id(call.layer))
+            # Stateful layers are kept whole, so their states match one to one.
+            self.source.extend(states)
+            self.slim.extend(_recurrent_states(slim.get_layer(call.name)))
+
+    def __enter__(self) -> "_HiddenStates":
+        self.values = [np.array(ops.convert_to_numpy(v)) for v in self.source]
+        self.rewind()
+        return self
+
+    def rewind(self) -> None:
+        for variables in (self.source, self.slim):
+            for variable, value in zip(variables, self.values, strict=True):
+                variable.assign(value)
+
+    def __exit__(self, *exc) -> None:
+        self.rewind()
+
+
 class _Replay(keras.layers.Layer):
     """Runs the flattened source graph call by call inside one outer call.
 
@@ -261,38 +314,80 @@ class _Replay(keras.layers.Layer):
         return inputs[0]
 
 
+def _source_values(plan: "Plan", data: list[np.ndarray]) -> dict:
+    """Every tensor of the flattened source graph on `data`, as numpy arrays."""
+    replay = _Replay(plan.graph)
+    replay([ops.convert_to_tensor(x) for x in data])
+    return {key: np.asarray(ops.convert_to_numpy(v)) for key, v in replay.values.items()}
+
+
+def _shared_keys(plan: "Plan", new_tensors: dict) -> list:
+    """Keys of the source's call outputs that the slim graph also holds, in call order."""
+    return [key for call in plan.graph.calls for key in call.outputs if key in new_tensors]
+
+
+def _kept_part(plan: "Plan", key: object, value: np.ndarray) -> np.ndarray:
+    """`value` of source tensor `key` without the channels the slim model removed."""
+    kept = plan.kept.get(key)
+    shape = plan.graph.tensors[key].shape
+    # Only a channel axis loses entries (not the batch axis of an argmax's output).
+    if len(shape) < 2 or shape[-1] is None or kept is None or len(kept) == shape[-1]:
+        return value
+    return value[..., kept]
+
+
 def first_difference(
     plan: "Plan",
     new_tensors: dict,
     slim: keras.Model,
     data: list[np.ndarray],
     tolerance: float,
-) -> str | None:
-    """Name of the first call whose kept output channels differ, or `None`."""
-    graph = plan.graph
-    keys = [key for call in graph.calls for key in call.outputs if key in new_tensors]
+    rewind: Callable[[], None] = lambda: None,
+) -> tuple[str | None, tuple | None]:
+    """The first call whose kept output channels differ, and by how much.
+
+    Every tensor both graphs share is compared, the source's with the
+    removed channels sliced away. `rewind` runs before each model run.
+
+    Returns:
+        `(layer name, (difference, limit))`, or `(None, None)`.
+    """
+    keys = _shared_keys(plan, new_tensors)
     probe = keras.Model(slim.inputs, [new_tensors[key] for key in keys])
+    rewind()
     slim_values = dict(zip(keys, _call(probe, slice_inputs(plan, data)), strict=True))
-    replay = _Replay(graph)
-    replay([ops.convert_to_tensor(x) for x in data])
-    source_values = replay.values
-    for call in graph.calls:
+    rewind()
+    source_values = _source_values(plan, data)
+    for call in plan.graph.calls:
         for key in call.outputs:
             if key not in slim_values:
                 continue
-            source = np.asarray(ops.convert_to_numpy(source_values[key]))
-            kept = plan.kept.get(key)
-            if source.ndim and kept is not None and len(kept) != source.shape[-1]:
-                source = source[..., kept]
-            candidate = np.asarray(ops.convert_to_numpy(slim_values[key]))
-            if source.shape != candidate.shape:
-                return call.name
-            if _compare([source], [candidate], tolerance)[1] is not None:
-                return call.name
-    return None
+            source = _kept_part(plan, key, source_values[key])
+            failure = _compare([source], [slim_values[key]], tolerance)[1]
+            if failure is not None:
+                return call.name, failure
+    return None, None
 
 
-def _finite_reference(source, verify_inputs):
+def _batch_is_free(model: keras.Model) -> bool:
+    """Whether `model` takes batches of any size (a stateful RNN fixes it)."""
+    return all(tensor.shape[0] is None for tensor in model.inputs)
+
+
+def _is_random(plan: "Plan", data: list[np.ndarray], tolerance: float, rewind) -> bool:
+    """Whether two runs of the source graph on `data` differ anywhere (a random layer)."""
+    rewind()
+    first = _source_values(plan, data)
+    rewind()
+    second = _source_values(plan, data)
+    return any(
+        _compare([first[key]], [second[key]], tolerance)[1] is not None
+        for key in first
+        if key not in plan.graph.inputs
+    )
+
+
+def _finite_reference(source, verify_inputs, rewind):
     """A batch on which `source` outputs only finite values, and those outputs.
 
     Random data is standard normal first, then uniform in [0, 1) for models
@@ -307,6 +402,7 @@ def _finite_reference(source, verify_inputs):
     else:
         candidates = [random_inputs(source), random_inputs(source, positive=True)]
     for data in candidates:
+        rewind()
         reference = _call(source, data)
         if all(np.all(np.isfinite(y)) for y in reference if _is_float(str(y.dtype))):
             return data, reference
@@ -366,13 +462,21 @@ def verify(
             verification batch.
     """
     tolerance = relative_tolerance(source)
-    with _RestoredState([source, slim]):
-        data, reference = _finite_reference(source, verify_inputs)
+    with _RestoredState([source, slim]), _HiddenStates(plan, slim) as states:
+        data, reference = _finite_reference(source, verify_inputs, states.rewind)
+        states.rewind()
         candidate = _call(slim, slice_inputs(plan, data))
         deviation, failure = _compare(reference, candidate, tolerance)
-        if failure is None or not strict:
+        if not strict:
             return deviation, tolerance
-        if _compare(reference, _call(source, data), tolerance)[1] is not None:
+        # Inside the model on a few samples (a fixed batch size is kept whole).
+        inside = [x[:INSIDE_BATCH_SIZE] for x in data] if _batch_is_free(source) else data
+        layer, inside_failure = first_difference(
+            plan, new_tensors, slim, inside, tolerance, states.rewind
+        )
+        if failure is None and layer is None:
+            return deviation, tolerance
+        if _is_random(plan, inside, tolerance, states.rewind):
             warnings.warn(
                 f"slim_model could not verify model {source.name!r}: its outputs "
                 "change from one call to the next on the same data (a random "
@@ -381,7 +485,9 @@ def verify(
                 stacklevel=3,
             )
             return None, None
-        layer = first_difference(plan, new_tensors, slim, data, tolerance)
+    what = "an output"
+    if failure is None:  # the outputs agree, a tensor inside does not
+        failure, what = inside_failure, f"the output of layer {layer!r}"
     where = (
         f" The first layer whose output differs is {layer!r}."
         if layer
@@ -390,8 +496,8 @@ def verify(
     difference, limit = failure
     raise SlimVerificationError(
         f"The slim model of {source.name!r} does not compute the same function: "
-        f"an output differs by {difference:.3g} on a verification batch, above the "
-        f"{limit:.3g} allowed there (largest difference {deviation:.3g}).{where} "
+        f"{what} differs by {difference:.3g} on a verification batch, above the "
+        f"{limit:.3g} allowed there (largest output difference {deviation:.3g}).{where} "
         f"{_culprit(plan)} Pass `verify=False` to get the unverified model anyway.",
         deviation=deviation,
         tolerance=limit,
