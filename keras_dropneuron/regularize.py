@@ -3,6 +3,7 @@
 import keras
 
 from keras_dropneuron import checks, cloning, compiling, layer_rules, model_utils
+from keras_dropneuron.layer_rules.base import attribute
 
 
 def _set_config(config: dict, path: str, value: object) -> None:
@@ -11,6 +12,23 @@ def _set_config(config: dict, path: str, value: object) -> None:
     for key in parents:
         config = config[key]
     config[name] = value
+
+
+def _set_variable_regularizers(model, clone, selected, strengths, heads, scale_by_group_size):
+    """Sets the regularizers rules put on variables (`LayerRule.variable_regularizers`).
+
+    The clone holds its layers in the source's order.
+    """
+    chosen = {id(layer) for layer in selected}
+    pairs = zip(model_utils.iter_layers(model), model_utils.iter_layers(clone), strict=True)
+    for layer, copy in pairs:
+        if id(layer) not in chosen:
+            continue
+        regs = layer_rules.rule_for(layer).variable_regularizers(
+            layer, heads=heads, scale_by_group_size=scale_by_group_size, **strengths
+        )
+        for path, reg in regs.items():
+            attribute(copy, path).regularizer = reg
 
 
 def regularize_model(
@@ -87,7 +105,7 @@ def regularize_model(
     }
 
     def clone_layer(layer):
-        config = layer.get_config()
+        config = layer_rules.rule_for(layer).layer_config(layer)
         arguments = regs.get(id(layer), {})
         for argument, reg in arguments.items():
             _set_config(config, argument, keras.regularizers.serialize(reg))
@@ -104,6 +122,7 @@ def regularize_model(
 
     clone = cloning.clone_model(model, clone_function=clone_layer)
     clone.set_weights(model.get_weights())
+    _set_variable_regularizers(model, clone, selected, strengths, heads, scale_by_group_size)
     if getattr(model, "compiled", False) and compiling.compiled_loss(model) is not None:
         compiling.compile_like(clone, model)
     return clone

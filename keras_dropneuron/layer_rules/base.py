@@ -99,6 +99,8 @@ class LayerRule:
         wraps: Whether the layer's weights are those of the layers it wraps,
             so that only `layer_weights(layer)` knows them (`weights_of` of
             the class gives none).
+        side_inputs_whole: Whether the layer's inputs after the first (masks)
+            are only ever kept whole, so their widths need not be known.
 
     Example:
 
@@ -114,12 +116,20 @@ class LayerRule:
     consumes: bool = False
     training_sensitive: bool = False
     wraps: bool = False
+    side_inputs_whole: bool = False
 
     def barrier_reason(
         self, layer: Layer, in_tensors: Tensors, out_tensors: Tensors
     ) -> str | None:
         """Why this call must keep all its channels, or `None`."""
         return "layer type without a rule"
+
+    def layer_config(self, layer: Layer) -> dict:
+        """The config that re-creates `layer` (by default its `get_config()`).
+
+        Rules for classes whose `get_config()` is broken give a correct one.
+        """
+        return layer.get_config()
 
     def analyze(
         self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
@@ -261,6 +271,28 @@ class LayerRule:
             )
             for layout in self.layer_weights(layer)
         }
+
+    def variable_regularizers(
+        self,
+        layer: keras.layers.Layer,
+        *,
+        li: float,
+        lo: float,
+        l1: float,
+        l2: float,
+        heads: float,
+        scale_by_group_size: bool,
+    ) -> dict[str, keras.regularizers.Regularizer]:
+        """Regularizers `regularize_model` sets on the copy's variables themselves.
+
+        For layers that build their sublayers without regularizer arguments
+        (a transformer block's feed-forward projections). The arguments are
+        those of `regularizers`.
+
+        Returns:
+            Weight attribute path -> regularizer; by default none.
+        """
+        return {}
 
     def input_id_limit(self, layer: Layer) -> int | None:
         """The number of valid integer ids the layer reads (an Embedding's `input_dim`).

@@ -54,14 +54,35 @@ RULES: tuple[LayerRule, ...] = (
 BARRIER = Barrier()
 
 _BY_TYPE: dict[type, LayerRule] = {cls: rule for rule in RULES for cls in rule.types}
-_BUILT_IN = frozenset(id(rule) for rule in RULES)
+_BUILT_IN_IDS = {id(rule) for rule in RULES}
 
 # Classes a rule would reach far beyond one layer family.
 _TOO_GENERAL = (keras.layers.Layer, keras.Model, keras.Sequential)
 
 
+_HUB_LOADED = False
+_HUB_IDS: set[int] = set()  # listed in docs/transformers.md, not in the built-in table
+
+
+def _load_keras_hub_rules() -> None:
+    """Registers the keras-hub block rules (once keras-hub is imported: it is optional)."""
+    global _HUB_LOADED
+    _HUB_LOADED = True
+    try:
+        from keras_dropneuron.layer_rules import keras_hub_blocks
+    except ImportError:  # a keras-hub without these classes: its blocks stay barriers
+        return
+    for rule in keras_hub_blocks.RULES:
+        _BUILT_IN_IDS.add(id(rule))
+        _HUB_IDS.add(id(rule))
+        for cls in rule.types:
+            _BY_TYPE.setdefault(cls, rule)
+
+
 def _registered_class(layer: keras.layers.Layer) -> type | None:
     """The most specific class of `layer` that has a rule, or `None`."""
+    if not _HUB_LOADED and type(layer).__module__.startswith("keras_hub."):
+        _load_keras_hub_rules()
     return next((cls for cls in type(layer).__mro__ if cls in _BY_TYPE), None)
 
 
@@ -77,14 +98,14 @@ def rule_for(layer: keras.layers.Layer) -> LayerRule:
     if cls is None:
         return BARRIER
     rule = _BY_TYPE[cls]
-    if id(rule) not in _BUILT_IN:
+    if id(rule) not in _BUILT_IN_IDS:
         _check_holds_weights(layer, rule)
     return rule
 
 
 def is_user_rule(rule: LayerRule) -> bool:
     """Whether `rule` was registered with `register_rule` (not a built-in rule)."""
-    return rule is not BARRIER and id(rule) not in _BUILT_IN
+    return rule is not BARRIER and id(rule) not in _BUILT_IN_IDS
 
 
 def _check_holds_weights(layer: keras.layers.Layer, rule: LayerRule) -> None:
@@ -170,8 +191,8 @@ def register_rule(
 
 
 def registered() -> dict[type, LayerRule]:
-    """Every registered layer class and its rule, built-ins first."""
-    return dict(_BY_TYPE)
+    """Every registered layer class and its rule, built-ins first (keras-hub's not listed)."""
+    return {cls: rule for cls, rule in _BY_TYPE.items() if id(rule) not in _HUB_IDS}
 
 
 def runs_registered_call(layer: keras.layers.Layer) -> bool:

@@ -9,6 +9,7 @@ not through `get_weights()`/`set_weights()`.
 """
 
 import tempfile
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -74,7 +75,12 @@ def _without_weight_regularizers(value):
     }
 
 
-def layer_config(layer: keras.layers.Layer, name: str, keep_regularizers: bool) -> dict:
+def layer_config(
+    layer: keras.layers.Layer,
+    name: str,
+    keep_regularizers: bool,
+    get_config: Callable[[keras.layers.Layer], dict] | None = None,
+) -> dict:
     """The config to re-create `layer` under `name`, with live callables.
 
     Args:
@@ -82,6 +88,8 @@ def layer_config(layer: keras.layers.Layer, name: str, keep_regularizers: bool) 
         name: Name of the new layer.
         keep_regularizers: Whether weight regularizers are kept (activity
             regularizers always are).
+        get_config: Reads the layer's config (its rule's `layer_config`).
+            Defaults to `None`: `layer.get_config()`.
 
     Returns:
         A config dict for `type(layer).from_config`.
@@ -90,7 +98,7 @@ def layer_config(layer: keras.layers.Layer, name: str, keep_regularizers: bool) 
         LayerCopyError: If the layer's config cannot be read.
     """
     try:
-        config = layer.get_config()
+        config = get_config(layer) if get_config else layer.get_config()
     except Exception:
         try:
             config = _config_without_callables(layer)

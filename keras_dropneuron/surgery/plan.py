@@ -193,7 +193,8 @@ def rule_of_call(
     rule = layer_rules.rule_for(layer)
     if rule is layer_rules.BARRIER:
         return rule, rule.reason
-    if not all(channels(t) for t in in_tensors + out_tensors):
+    read = in_tensors[:1] if rule.side_inputs_whole else in_tensors
+    if not all(channels(t) for t in read + out_tensors):
         return layer_rules.BARRIER, "channel count not known"
     reason = rule.barrier_reason(layer, in_tensors, out_tensors)
     if reason is None and runs_in_training_mode(layer, rule, call.training, leaked):

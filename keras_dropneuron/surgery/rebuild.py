@@ -31,9 +31,10 @@ def _new_layer(plan, index, keep_regularizers):
         return layer, None, None  # a stateless operation
     # Layers with a rule are Keras's own: they may be built with zeros.
     known = plan.rules[index] is not layer_rules.BARRIER
+    get_config = layer_rules.rule_for(layer).layer_config
     if not plan.resized(index):
         try:
-            config = copying.layer_config(layer, call.name, keep_regularizers)
+            config = copying.layer_config(layer, call.name, keep_regularizers, get_config)
             new = copying.new_layer(layer, config, placeholder_initializers=known)
             return new, layer, config if known else None
         except copying.LayerCopyError:
@@ -42,7 +43,7 @@ def _new_layer(plan, index, keep_regularizers):
             if layer.weights or call.name != layer.name:
                 raise
             return layer, None, None
-    config = copying.layer_config(layer, call.name, keep_regularizers)
+    config = copying.layer_config(layer, call.name, keep_regularizers, get_config)
     weights = plan.rules[index].resize(layer, config, plan.cut(index))
     return copying.new_layer(layer, config, placeholder_initializers=True), weights, config
 

@@ -1,0 +1,278 @@
+"""Transformer blocks: dead feed-forward units are removed; the block's channels pass.
+
+A transformer block adds its attention and feed-forward results to residual
+streams, so its input and output channels are all kept. Inside, the
+feed-forward network's hidden units are independent of one another: unit `j`
+is column `j` of the up (and gate) projections and row `j` of the down
+projection. A unit that adds nothing (or only a constant, folded into the
+down projection's bias) is removed by lowering the block's width argument
+(`intermediate_dim`) and slicing the three kernels. The block's other
+weights (attention, normalization) are copied as they are.
+
+`FeedForwardBlockRule` is generic: a subclass names the block's sublayers
+(`FeedForward`) and lists every weight it holds (`state`); a block holding any
+other weight is kept whole.
+"""
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_dropneuron.layer_rules.base import (
+    Constants,
+    Cut,
+    Layer,
+    LayerRule,
+    Pairs,
+    Tensor,
+    Tensors,
+    Weights,
+    attribute,
+    channels,
+)
+from keras_dropneuron.layer_rules.helpers import spatial_size
+from keras_dropneuron.layer_rules.layout import WeightLayout, group_alive
+from keras_dropneuron.regularizers import DropNeuronRegularizer
+from keras_dropneuron.weight_values import numpy
+
+if TYPE_CHECKING:  # the surgeon imports the rules: for annotations only
+    from keras_dropneuron.surgery.graph import Call
+    from keras_dropneuron.surgery.plan import Analysis, Plan
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedForward:
+    """Where a block keeps its feed-forward network.
+
+    The block computes `down(activation(up(x)))`, or with a `gate`,
+    `down(up(x) * activation(gate(x)))` (Llama, Mistral, Qwen, Gemma).
+
+    Attributes:
+        up: Path of the sublayer whose output columns are the units.
+        down: Path of the sublayer whose input rows are the units.
+        gate: Path of the gate sublayer, or `None` for a plain network.
+        activation: Path of the block attribute holding the activation of
+            the units (of `gate`'s output), or `None` where `up` applies its
+            own `activation` (or the rule's `activation_of` knows it).
+        width_argument: The block's constructor argument for the width.
+        width_per_unit: Width argument per unit (Gemma's `intermediate_dim`
+            is twice its units).
+    """
+
+    up: str
+    down: str
+    gate: str | None = None
+    activation: str | None = None
+    width_argument: str = "intermediate_dim"
+    width_per_unit: int = 1
+
+
+def _kernel(layer: Layer, path: str) -> np.ndarray:
+    return numpy(attribute(layer, f"{path}.kernel"))
+
+
+def _bias(layer: Layer, path: str) -> np.ndarray | None:
+    bias = attribute(layer, f"{path}.bias")
+    return None if bias is None else numpy(bias)
+
+
+def _linear(layer: Layer, *paths: str) -> bool:
+    """Whether the sublayers at `paths` apply no activation of their own."""
+    linear = (None, keras.activations.linear)
+    return all(getattr(attribute(layer, path), "activation", None) in linear for path in paths)
+
+
+def _apply(fn: object, values: np.ndarray) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(fn(ops.convert_to_tensor(values, "float32"))))
+
+
+class FeedForwardBlockRule(LayerRule):
+    """A transformer block whose feed-forward units can go (see the module docstring).
+
+    Subclasses set `types`, `state` (every weight path of the block) and
+    `ffn` (a `FeedForward`). Unit `j` is removed when its row of the down
+    projection is zero, or when its up column (or, with a gate, its gate
+    column where the activation maps 0 to 0) is zero so that the unit is a
+    constant: 0 in a gated network, `activation(bias)` in a plain one, folded
+    into the down projection's bias (kept where that has no bias).
+
+    For the penalties, pruning and reports the block's units are its
+    feed-forward units: the up (and gate) kernels' columns are a unit's
+    incoming groups, the down kernel's rows its outgoing groups.
+    """
+
+    ffn: FeedForward
+    side_inputs_whole = True
+
+    def weights_of(self, cls: type) -> tuple[WeightLayout, ...]:
+        ffn = self.ffn
+        ins = [ffn.up] if ffn.gate is None else [ffn.gate, ffn.up]
+        return (
+            *(WeightLayout(f"{path}.kernel", "", (0,), (1,)) for path in ins),
+            WeightLayout(f"{ffn.down}.kernel", "", (0,), (1,), guard=False),
+        )
+
+    def barrier_reason(
+        self, layer: Layer, in_tensors: Tensors, out_tensors: Tensors
+    ) -> str | None:
+        if any(attribute(layer, f"{path}.kernel") is None for path in self._paths()):
+            return "block without the feed-forward sublayers its rule names"
+        if _kernel(layer, self.ffn.up).ndim != 2:
+            return "feed-forward kernel that is not a matrix"
+        if self.ffn.gate and not _linear(layer, self.ffn.up, self.ffn.gate):
+            return "feed-forward projection with an activation of its own"
+        return None
+
+    def activation_of(self, layer: Layer) -> object:
+        """The activation of the units (of the gate, in a gated network), or `None`."""
+        if self.ffn.activation is None:
+            return getattr(attribute(layer, self.ffn.up), "activation", None)
+        return attribute(layer, self.ffn.activation)
+
+    def _paths(self) -> list[str]:
+        return [p for p in (self.ffn.up, self.ffn.gate, self.ffn.down) if p]
+
+    def analyze(
+        self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
+    ) -> Constants:
+        for key in call.inputs + call.outputs:
+            analysis.keep(key)
+        for key in call.inputs:
+            analysis.read(key)
+        dead = self.dead_units(call.layer, analysis.threshold)
+        if dead.any():
+            kept = np.flatnonzero(~dead)
+            analysis.inner[index] = kept if kept.size else np.array([0])
+        return None
+
+    def dead_units(self, layer: Layer, threshold: float) -> np.ndarray:
+        """Per feed-forward unit: can it go, exactly (a constant is folded)?"""
+        ffn = self.ffn
+        down = np.all(np.abs(_kernel(layer, ffn.down)) <= threshold, axis=1)
+        up = np.all(np.abs(_kernel(layer, ffn.up)) <= threshold, axis=0)
+        if ffn.gate is None:
+            constant = self._constants(layer)
+            if _bias(layer, ffn.down) is None:
+                up &= constant == 0  # nothing to fold the constant into
+            return down | up
+        up_bias = _bias(layer, ffn.up)
+        if up_bias is not None:
+            up &= up_bias == 0
+        gate = np.all(np.abs(_kernel(layer, ffn.gate)) <= threshold, axis=0)
+        gate_bias = _bias(layer, ffn.gate)
+        gate_value = _apply(
+            self.activation_of(layer), np.zeros(gate.shape) if gate_bias is None else gate_bias
+        )
+        return down | up | (gate & (gate_value == 0))
+
+    def _constants(self, layer: Layer) -> np.ndarray:
+        """Per unit of a plain network, its value when its up column is zero."""
+        bias = _bias(layer, self.ffn.up)
+        values = np.zeros(_kernel(layer, self.ffn.up).shape[1]) if bias is None else bias
+        fn = self.activation_of(layer)
+        return _apply(fn, values) if fn is not None else values
+
+    def resize(self, layer: Layer, config: dict, cut: Cut) -> Weights:
+        ffn, kept = self.ffn, cut.inner
+        config[ffn.width_argument] = len(kept) * ffn.width_per_unit
+        weights = {path: numpy(attribute(layer, path)) for path in self.state}
+        weights = {path: value for path, value in weights.items() if value is not None}
+        for path in (ffn.up, ffn.gate):
+            if path:
+                weights[f"{path}.kernel"] = _kernel(layer, path)[:, kept]
+                if _bias(layer, path) is not None:
+                    weights[f"{path}.bias"] = _bias(layer, path)[kept]
+        down = _kernel(layer, ffn.down)
+        weights[f"{ffn.down}.kernel"] = down[kept]
+        bias = _bias(layer, ffn.down)
+        if ffn.gate is None and bias is not None:
+            # A removed unit whose up column is zero added activation(bias) @ its row.
+            gone = np.setdiff1d(np.arange(down.shape[0]), kept)
+            folded = self._constants(layer)[gone] @ down[gone].astype(np.float64)
+            weights[f"{ffn.down}.bias"] = (bias + folded).astype(bias.dtype)
+        return weights
+
+    def units_kept(self, layer: Layer, plan: "Plan", index: int) -> int:
+        width = _kernel(layer, self.ffn.up).shape[1]
+        return int(len(plan.inner.get(index, range(width))))
+
+    def units_read(self, layer: Layer, reads: list[np.ndarray | None]) -> np.ndarray | None:
+        return None  # every unit is read by the block's own down projection
+
+    def alive_sides(
+        self, layer: Layer, pairs: Pairs, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        *ins, (down_layout, down) = pairs
+        inputs = np.zeros(ins[0][1].shape[0], dtype=bool)
+        units = group_alive(down, down_layout.input_axes)
+        for layout, value in ins:
+            inputs |= group_alive(value, layout.input_axes)
+            units &= group_alive(value, layout.output_axes)
+        return inputs, units
+
+    def regularizers(self, layer: Layer, **strengths: float) -> dict:
+        return {}  # the blocks take no regularizer arguments: see `variable_regularizers`
+
+    def variable_regularizers(
+        self,
+        layer: Layer,
+        *,
+        li: float,
+        lo: float,
+        l1: float,
+        l2: float,
+        heads: float,
+        scale_by_group_size: bool,
+    ) -> dict[str, keras.regularizers.Regularizer]:
+        """A unit's incoming group (up/gate columns, `li`) and outgoing group (down row, `lo`).
+
+        Set on the variables themselves: the blocks build their sublayers
+        without regularizer arguments.
+        """
+        common = dict(l1=l1, l2=l2, scale_by_group_size=scale_by_group_size)
+        *ins, down = self.weights_of(type(layer))
+        regs = {
+            layout.attribute: DropNeuronRegularizer(li=li, li_axis=(1,), **common)
+            for layout in ins
+        }
+        regs[down.attribute] = DropNeuronRegularizer(lo=lo, lo_axis=(0,), **common)
+        return {path: reg for path, reg in regs.items() if reg.li or reg.lo or l1 or l2}
+
+    def call_macs(self, call: "Call", tensors_in: Tensors, tensor_out: Tensor) -> int:
+        layer, tensor = call.layer, tensors_in[0]
+        units = _kernel(layer, self.ffn.up).shape[1]
+        projections = 2 if self.ffn.gate is None else 3
+        ffn = spatial_size(tensor.shape) * channels(tensor) * units * projections
+        return ffn + self.attention_macs(layer, tensor)
+
+    def attention_macs(self, layer: Layer, tensor: Tensor) -> int:
+        """Multiply-adds of the block's attention on `tensor` (self-attention)."""
+        raise NotImplementedError
+
+    def describe_groups(self, cls: type) -> tuple[str, str]:
+        return "unit `j`: up/gate `kernel[:, j]`", "unit `j`: down `kernel[j, :]`"
+
+    def describe_surgery(self) -> str:
+        return f"dead feed-forward units removed (`{self.ffn.width_argument}` lowered)"
+
+
+def grouped_attention_macs(
+    positions: int, length: int, dim: int, query_heads: int, kv_heads: int, head_dim: int
+) -> int:
+    """Multiply-adds of grouped-query self-attention over `positions` tokens.
+
+    Query, key and value projections, scores and weighted values against
+    `length` key positions per query, and the output projection.
+    """
+    projections = positions * dim * head_dim * (2 * query_heads + 2 * kv_heads)
+    attention = positions * length * query_heads * head_dim * 2
+    return projections + attention
+
+
+def sequence_length(tensor: Tensor) -> int:
+    """Positions along the sequence axis of `(batch, length, dim)` (1 if unknown)."""
+    return math.prod(d or 1 for d in tensor.shape[1:-1])

@@ -1,0 +1,201 @@
+"""Rules for keras-hub's transformer blocks (imported only once keras-hub is).
+
+`registry.rule_for` loads this module the first time it meets a layer of a
+keras-hub class, so importing keras-dropneuron never imports keras-hub.
+Each rule names the block's feed-forward sublayers and lists every weight the
+block holds; a block holding another weight (LoRA, quantization, a subclass's
+extra sublayer) is kept whole.
+"""
+
+import keras
+from keras_hub.src.layers.modeling.transformer_decoder import TransformerDecoder
+from keras_hub.src.layers.modeling.transformer_encoder import TransformerEncoder
+from keras_hub.src.models.gemma.gemma_decoder_block import GemmaDecoderBlock
+from keras_hub.src.models.llama.llama_decoder import LlamaTransformerDecoder
+from keras_hub.src.models.mistral.mistral_transformer_decoder import MistralTransformerDecoder
+from keras_hub.src.models.qwen.qwen_decoder import QwenTransformerDecoder
+
+from keras_dropneuron.layer_rules.attention import attention_macs
+from keras_dropneuron.layer_rules.base import Layer, Tensor, Tensors
+from keras_dropneuron.layer_rules.feed_forward import (
+    FeedForward,
+    FeedForwardBlockRule,
+    grouped_attention_macs,
+    sequence_length,
+)
+from keras_dropneuron.layer_rules.helpers import spatial_size
+
+_NORM = ("gamma", "beta")  # LayerNormalization
+_PROJECTIONS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
+
+
+def _weights(*sublayers: str, names: tuple[str, ...] = ("kernel", "bias")) -> tuple[str, ...]:
+    return tuple(f"{sublayer}.{name}" for sublayer in sublayers for name in names)
+
+
+def _attention(prefix: str, projections: tuple[str, ...] = _PROJECTIONS) -> tuple[str, ...]:
+    return _weights(*(f"{prefix}.{projection}" for projection in projections))
+
+
+_PLAIN = FeedForward(up="_feedforward_intermediate_dense", down="_feedforward_output_dense")
+
+
+class TransformerEncoderRule(FeedForwardBlockRule):
+    """keras-hub `TransformerEncoder` (BERT, RoBERTa, DistilBERT, ...)."""
+
+    types = (TransformerEncoder,)
+    ffn = _PLAIN
+    state = (
+        *_attention("_self_attention_layer"),
+        *_weights(
+            "_self_attention_layer_norm", "_feedforward_layer_norm", names=("gamma", "beta")
+        ),
+        *_weights(_PLAIN.up, _PLAIN.down),
+    )
+
+    def attention_macs(self, layer: Layer, tensor: Tensor) -> int:
+        shape = tensor.shape
+        return attention_macs(layer._self_attention_layer, shape, shape, shape, tensor)
+
+
+class TransformerDecoderRule(TransformerEncoderRule):
+    """keras-hub `TransformerDecoder` (GPT-2, BART's decoder, ...), with cross-attention."""
+
+    types = (TransformerDecoder,)
+    state = (
+        *TransformerEncoderRule.state,
+        *_attention("_cross_attention_layer"),
+        *_weights("_cross_attention_layer_norm", names=_NORM),
+    )
+
+    def call_macs(self, call, tensors_in: Tensors, tensor_out: Tensor) -> int:
+        macs = super().call_macs(call, tensors_in, tensor_out)
+        cross = call.layer._cross_attention_layer
+        if cross is None:
+            return macs
+        args, kwargs = call.arguments(dict(zip(call.raw_inputs, tensors_in, strict=True)))
+        encoder = args[1] if len(args) > 1 else kwargs.get("encoder_sequence")
+        if encoder is None:
+            return macs
+        query = tensors_in[0].shape
+        return macs + attention_macs(cross, query, encoder.shape, encoder.shape, tensor_out)
+
+
+_GATED = FeedForward(
+    up="_feedforward_intermediate_dense",
+    down="_feedforward_output_dense",
+    gate="_feedforward_gate_dense",
+    activation="activation",
+)
+
+
+class GatedDecoderRule(FeedForwardBlockRule):
+    """keras-hub's Mistral and Qwen decoders: `down(up(x) * silu(gate(x)))`."""
+
+    types = (MistralTransformerDecoder, QwenTransformerDecoder)
+    ffn = _GATED
+    state = (
+        *_attention("_self_attention_layer"),
+        *_weights("_self_attention_layernorm", "_feedforward_layernorm", names=("scale",)),
+        *_weights(_GATED.up, _GATED.gate, _GATED.down),
+    )
+
+    def attention_macs(self, layer: Layer, tensor: Tensor) -> int:
+        attention = layer._self_attention_layer
+        query = attention._query_dense.kernel.shape  # (dim, heads, head_dim)
+        key = attention._key_dense.kernel.shape
+        return grouped_attention_macs(
+            spatial_size(tensor.shape),
+            sequence_length(tensor),
+            query[0],
+            query[1],
+            key[1],
+            query[2],
+        )
+
+
+class LlamaDecoderRule(GatedDecoderRule):
+    """keras-hub `LlamaTransformerDecoder` (Llama 2 and 3).
+
+    Its `get_config()` reads an attribute the class never sets, so the rule
+    gives the config from the constructor's arguments, each held under its
+    own name.
+    """
+
+    types = (LlamaTransformerDecoder,)
+    arguments = (
+        "intermediate_dim",
+        "num_query_heads",
+        "num_key_value_heads",
+        "rope_max_wavelength",
+        "rope_position_scaling_factor",
+        "rope_frequency_adjustment_factor",
+        "rope_low_freq_factor",
+        "rope_high_freq_factor",
+        "rope_pretraining_sequence_length",
+        "layer_norm_epsilon",
+        "dropout",
+    )
+
+    def layer_config(self, layer: Layer) -> dict:
+        try:
+            return layer.get_config()
+        except AttributeError:
+            config = keras.layers.Layer.get_config(layer)
+        config.update({name: getattr(layer, name) for name in self.arguments})
+        config["activation"] = keras.activations.serialize(layer.activation)
+        config["kernel_initializer"] = keras.initializers.serialize(layer.kernel_initializer)
+        return config
+
+
+def _gelu(x):
+    return keras.activations.gelu(x, approximate=True)
+
+
+_GEMMA = FeedForward(
+    up="gating_ffw_2", down="ffw_linear", gate="gating_ffw", activation=None, width_per_unit=2
+)
+
+
+class GemmaDecoderRule(FeedForwardBlockRule):
+    """keras-hub `GemmaDecoderBlock`: `ffw_linear(gelu(gating_ffw(x)) * gating_ffw_2(x))`.
+
+    Its `intermediate_dim` is twice its feed-forward units.
+    """
+
+    types = (GemmaDecoderBlock,)
+    ffn = _GEMMA
+    state = (
+        *_weights("attention.query_dense", "attention.key_dense", "attention.value_dense"),
+        *_weights("attention.output_dense"),
+        *_weights(
+            "pre_attention_norm",
+            "post_attention_norm",
+            "pre_ffw_norm",
+            "post_ffw_norm",
+            names=("scale",),
+        ),
+        *_weights(_GEMMA.up, _GEMMA.gate, _GEMMA.down),
+    )
+
+    def activation_of(self, layer: Layer) -> object:
+        return _gelu  # applied in `call()`, not held by the block
+
+    def attention_macs(self, layer: Layer, tensor: Tensor) -> int:
+        return grouped_attention_macs(
+            spatial_size(tensor.shape),
+            sequence_length(tensor),
+            layer.hidden_dim,
+            layer.num_query_heads,
+            layer.num_key_value_heads,
+            layer.head_dim,
+        )
+
+
+RULES = (
+    TransformerEncoderRule(),
+    TransformerDecoderRule(),
+    GatedDecoderRule(),
+    LlamaDecoderRule(),
+    GemmaDecoderRule(),
+)
