@@ -1,18 +1,41 @@
 """`slim_model`: rebuild a model without its dead units."""
 
 import sys
+import warnings
 
 import keras
 import numpy as np
 
 from keras_dropneuron import checks
-from keras_dropneuron.surgery import latency
+from keras_dropneuron.surgery import hub_models, latency
 from keras_dropneuron.surgery import verify as verification
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
 from keras_dropneuron.surgery.rebuild import rebuild
 from keras_dropneuron.surgery.report import SlimReport
 from keras_dropneuron.weight_values import cached_values, numpy
+
+
+def _same_class(model, plan, slim, verify, verify_inputs):
+    """The slim keras-hub model as its own class, or `slim` with a warning why not."""
+    reason = hub_models.why_not_same_class(plan)
+    if reason is None:
+        try:
+            with cached_values():
+                candidate = hub_models.same_class(model, plan)
+        except (ValueError, TypeError) as error:
+            reason = f"re-creating it failed ({error})"
+    if reason is not None:
+        warnings.warn(
+            f"slim_model returns a Functional model for the {type(model).__name__} "
+            f"{model.name!r}, not its own class: {reason}.",
+            stacklevel=3,
+        )
+        return slim
+    if verify:
+        verification.verify_outputs(model, candidate, verify_inputs)
+    return candidate
+
 
 # A progress bar only helps on big models and in an interactive terminal.
 _PROGRESS_MIN_CALLS = 200
@@ -43,6 +66,7 @@ def slim_model(
     verify_inputs: np.ndarray | list | dict | None = None,
     round_to: int = 1,
     benchmark: int | None = None,
+    widths: str = "uniform",
 ) -> keras.Model | tuple[keras.Model, SlimReport]:
     """Rebuilds `model` physically smaller, without its dead units.
 
@@ -60,7 +84,9 @@ def slim_model(
     Nested Functional/Sequential submodels are inlined: the result is one flat
     Functional model whose layers keep their names (a clashing name gets the
     submodel's name as prefix), activations, dtype policies and trainable
-    flags. The result is not compiled. `model` is never modified.
+    flags. The result is not compiled. `model` is never modified. A
+    keras-hub `Backbone` or `Task` comes back as its own class (see
+    `widths`).
 
     Args:
         model: A Functional model or a built `keras.Sequential`.
@@ -98,6 +124,15 @@ def slim_model(
             (standard normal floats; integer ids below the smallest Embedding
             vocabulary). Outputs are compared on the whole batch, the
             tensors inside the model on its first 2 samples.
+        widths: For keras-hub models, whose class's config holds one
+            feed-forward width for all transformer blocks: `"uniform"`
+            returns the model's own class (backbone, preprocessor,
+            `generate()`, presets), every block keeping the largest count
+            of units any block keeps (the extra units are dead, so this is
+            exact); `"per_layer"` returns a plain Functional model, each
+            block at its own width. Where the class's config cannot hold the
+            result (a layer outside the blocks loses units), a Functional
+            model is returned with a warning. Defaults to `"uniform"`.
 
     Returns:
         The slim `keras.Model`, or `(model, report)` when `return_report`.
@@ -134,6 +169,7 @@ def slim_model(
     ):
         checks.check_bool(name, value)
     round_to = checks.check_int("round_to", round_to, 1)
+    checks.check_choice("widths", widths, hub_models.WIDTHS)
     if benchmark is not None:
         benchmark = checks.check_int("benchmark", benchmark, 1)
     graph = build_graph(model)
@@ -158,6 +194,8 @@ def slim_model(
         deviation, tolerance = verification.verify(
             plan, new_tensors, model, slim, verify_inputs, strict=bool(verify and exact)
         )
+    if widths == "uniform" and hub_models.is_hub_model(model):
+        slim = _same_class(model, plan, slim, verify, verify_inputs)
     if not return_report and benchmark is None:
         return slim
     report = SlimReport.compare(

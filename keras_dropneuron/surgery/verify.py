@@ -503,3 +503,38 @@ def verify(
         tolerance=limit,
         layer=layer,
     )
+
+
+def verify_outputs(
+    source: keras.Model, candidate: keras.Model, data: list[np.ndarray] | None = None
+) -> float:
+    """Raises unless `candidate` gives `source`'s outputs on one batch.
+
+    For a slim model re-created as another class from one already verified
+    inside (a keras-hub model): the layers are the same, so the outputs tell.
+
+    Args:
+        source: The source model.
+        candidate: The model to check; it takes the same inputs.
+        data: One array per input of `source`, or `None` for random data.
+
+    Returns:
+        The largest absolute output difference.
+
+    Raises:
+        SlimVerificationError: If the outputs differ beyond the tolerance.
+    """
+    tolerance = relative_tolerance(source)
+    data = random_inputs(source) if data is None else data
+    with _RestoredState([source, candidate]):
+        deviation, failure = _compare(_call(source, data), _call(candidate, data), tolerance)
+    if failure is not None:
+        raise SlimVerificationError(
+            f"The slim model of {source.name!r}, re-created as {type(candidate).__name__}, "
+            f"does not compute the same function: an output differs by {failure[0]:.3g}, "
+            f'above the {failure[1]:.3g} allowed. Pass `widths="per_layer"` for the '
+            "verified Functional model.",
+            deviation=deviation,
+            tolerance=failure[1],
+        )
+    return deviation

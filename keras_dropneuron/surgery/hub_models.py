@@ -1,0 +1,146 @@
+"""A slim keras-hub model stays a keras-hub model.
+
+A keras-hub `Backbone` re-creates its blocks from one config that holds one
+feed-forward width for every block, and a `Task` (`CausalLM`,
+`TextClassifier`, ...) wraps a backbone and a preprocessor. So the slim model
+of either is built from its own class's config, with the width every block
+needs: the largest count of units any block keeps. Each block keeps its
+alive units and as many of its dead ones as it takes to reach that width;
+keeping a dead unit is exact. The weights are then filled from the source:
+sliced for the blocks, copied whole for every other layer.
+
+keras-hub is optional: nothing here imports it unless the model is one of its.
+"""
+
+import keras
+import numpy as np
+
+from keras_dropneuron import keras_internals, layer_rules
+from keras_dropneuron.layer_rules.base import attribute
+from keras_dropneuron.layer_rules.feed_forward import FeedForwardBlockRule
+from keras_dropneuron.surgery import copying
+from keras_dropneuron.surgery.plan import Plan
+
+WIDTHS = ("uniform", "per_layer")
+
+
+def is_hub_model(model: keras.Model) -> bool:
+    """Whether `model` is a keras-hub `Backbone` or `Task`."""
+    return any(
+        cls.__module__.startswith("keras_hub.") and cls.__name__ in ("Backbone", "Task")
+        for cls in type(model).__mro__
+    )
+
+
+def why_not_same_class(plan: Plan) -> str | None:
+    """Why the slim model cannot keep the source's keras-hub class, or `None`.
+
+    Only feed-forward widths can change in a keras-hub class's config: any
+    other resized layer (or one whose units a rule would remove otherwise)
+    makes the slim model a plain Functional one.
+    """
+    widths = set()
+    for index, call in enumerate(plan.graph.calls):
+        rule = plan.rules[index]
+        if isinstance(rule, FeedForwardBlockRule):
+            widths.add((rule.ffn.width_argument, rule.ffn.width_per_unit))
+            continue
+        if plan.resized(index):
+            return f"layer {call.layer.name!r} loses channels, which its class's config cannot say"
+    if len(widths) > 1:
+        return "its blocks set their widths in different ways"
+    return None
+
+
+def _kept_units(plan: Plan) -> dict[int, np.ndarray]:
+    """`id(block)` -> the feed-forward units the plan keeps, for every block."""
+    kept = {}
+    for index, call in enumerate(plan.graph.calls):
+        rule = plan.rules[index]
+        if isinstance(rule, FeedForwardBlockRule):
+            width = attribute(call.layer, f"{rule.ffn.up}.kernel").shape[1]
+            kept[id(call.layer)] = plan.inner.get(index, np.arange(width))
+    return kept
+
+
+def _uniform(kept: dict[int, np.ndarray], widths: dict[int, int]) -> dict[int, np.ndarray]:
+    """Each block's units padded with its lowest dead ones to the largest count."""
+    target = max(len(units) for units in kept.values())
+    padded = {}
+    for block, units in kept.items():
+        dead = np.setdiff1d(np.arange(widths[block]), units)
+        padded[block] = np.sort(np.concatenate([units, dead[: target - len(units)]]))
+    return padded
+
+
+def _with_width(config: dict, argument: str, width: int) -> dict:
+    """A copy of a keras-hub config with the feed-forward width set (in its backbone)."""
+    config = dict(config)
+    backbone = config.get("backbone")
+    if isinstance(backbone, dict):
+        inner = _with_width(backbone["config"], argument, width)
+        config["backbone"] = {**backbone, "config": inner}
+    elif argument in config:
+        config[argument] = width
+    else:
+        raise ValueError(f"no `{argument}` in the config")
+    return config
+
+
+def _leaves(model):
+    """The layers of `model` and of the models inside it, preprocessors left out."""
+    leaves = []
+    for layer in keras_internals.sublayers(model, recursive=False):
+        if isinstance(layer, keras.Model):
+            leaves += _leaves(layer)
+        elif not _is_preprocessor(layer):
+            leaves.append(layer)
+    return leaves
+
+
+def _is_preprocessor(layer):
+    return any(cls.__name__ == "Preprocessor" for cls in type(layer).__mro__)
+
+
+def same_class(model: keras.Model, plan: Plan) -> keras.Model:
+    """The slim model of a keras-hub model, as the same class with uniform widths.
+
+    Args:
+        model: A keras-hub `Backbone` or `Task`.
+        plan: The surgeon's plan for it (see `why_not_same_class`).
+
+    Returns:
+        A new model of `type(model)`; a `Task` shares `model`'s preprocessor
+        (it holds no weights).
+    """
+    kept = _kept_units(plan)
+    blocks = {id(layer): layer for call in plan.graph.calls if id(layer := call.layer) in kept}
+    rules = {key: layer_rules.rule_for(block) for key, block in blocks.items()}
+    config = model.get_config()
+    if blocks:
+        widths = {
+            key: attribute(block, f"{rules[key].ffn.up}.kernel").shape[1]
+            for key, block in blocks.items()
+        }
+        kept = _uniform(kept, widths)
+        ffn = next(iter(rules.values())).ffn
+        width = len(next(iter(kept.values()))) * ffn.width_per_unit
+        config = _with_width(config, ffn.width_argument, width)
+    if "preprocessor" in config:
+        config["preprocessor"] = model.preprocessor
+    if isinstance(config.get("backbone"), dict):
+        config["backbone"] = keras.layers.deserialize(config["backbone"])
+    new = type(model).from_config(config)
+    old_layers, new_layers = _leaves(model), _leaves(new)
+    if [type(layer) for layer in old_layers] != [type(layer) for layer in new_layers]:
+        raise ValueError("the re-created model holds other layers")
+    for old, fresh in zip(old_layers, new_layers, strict=True):
+        if id(old) in kept:
+            # A block's channels all stay: only its units (`inner`) are cut.
+            cut = layer_rules.Cut(kept_in=None, kept_out=np.arange(0), inner=kept[id(old)])
+            for path, value in rules[id(old)].resize(old, {}, cut).items():
+                variable = attribute(fresh, path)
+                variable.assign(value.astype(variable.dtype))
+        else:
+            copying.copy_state(old, fresh)
+    return new
