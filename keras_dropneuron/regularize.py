@@ -4,6 +4,7 @@ import keras
 
 from keras_dropneuron import checks, cloning, compiling, layer_rules, model_utils
 from keras_dropneuron.layer_rules.base import attribute
+from keras_dropneuron.surgery import hub_models
 
 
 def _set_config(config: dict, path: str, value: object) -> None:
@@ -14,19 +15,28 @@ def _set_config(config: dict, path: str, value: object) -> None:
     config[name] = value
 
 
-def _set_variable_regularizers(model, clone, selected, strengths, heads, scale_by_group_size):
+def _set_variable_regularizers(
+    model, clone, selected, strengths, heads, scale_by_group_size, arguments=False
+):
     """Sets the regularizers rules put on variables (`LayerRule.variable_regularizers`).
 
-    The clone holds its layers in the source's order.
+    With `arguments`, also those the rules give as constructor arguments
+    (`LayerRule.regularizers`), on the variables of the weights that take
+    them. The clone holds its layers in the source's order.
     """
     chosen = {id(layer) for layer in selected}
     pairs = zip(model_utils.iter_layers(model), model_utils.iter_layers(clone), strict=True)
     for layer, copy in pairs:
         if id(layer) not in chosen:
             continue
-        regs = layer_rules.rule_for(layer).variable_regularizers(
-            layer, heads=heads, scale_by_group_size=scale_by_group_size, **strengths
-        )
+        rule = layer_rules.rule_for(layer)
+        options = dict(heads=heads, scale_by_group_size=scale_by_group_size, **strengths)
+        regs = rule.variable_regularizers(layer, **options)
+        if arguments:
+            for argument, reg in rule.regularizers(layer, **options).items():
+                for layout in rule.layer_weights(layer):
+                    if layout.regularizer_argument == argument:
+                        regs[layout.attribute] = reg
         for path, reg in regs.items():
             attribute(copy, path).regularizer = reg
 
@@ -120,9 +130,17 @@ def regularize_model(
                 f"penalties there). Received: {error}"
             ) from error
 
-    clone = cloning.clone_model(model, clone_function=clone_layer)
-    clone.set_weights(model.get_weights())
-    _set_variable_regularizers(model, clone, selected, strengths, heads, scale_by_group_size)
+    if hub_models.is_hub_model(model):
+        # Its class re-creates its layers from its own config: the copy keeps
+        # the class, and every penalty goes on the copy's variables.
+        clone = hub_models.copy_model(model)
+        _set_variable_regularizers(
+            model, clone, selected, strengths, heads, scale_by_group_size, arguments=True
+        )
+    else:
+        clone = cloning.clone_model(model, clone_function=clone_layer)
+        clone.set_weights(model.get_weights())
+        _set_variable_regularizers(model, clone, selected, strengths, heads, scale_by_group_size)
     if getattr(model, "compiled", False) and compiling.compiled_loss(model) is not None:
         compiling.compile_like(clone, model)
     return clone

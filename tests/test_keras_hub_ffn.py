@@ -89,7 +89,7 @@ def test_dead_units_are_removed_exactly(name):
         expected.append(width - len(up | down | gate))
     data = _inputs(model)
     before = _outputs(model, data)
-    slim = slim_model(model)
+    slim = slim_model(model, widths="per_layer")  # each block at its own width
     kept = [attribute(b, f"{rule_for(b).ffn.up}.kernel").shape[1] for b in _blocks(slim)]
     assert kept == expected
     # Each removed unit took its up (and gate) column and its down row.

@@ -303,6 +303,10 @@ class LayerRule:
         """
         return None
 
+    def unit_count(self, layer: Layer, tensor_out: Tensor) -> int:
+        """For `SlimReport`: the layer's units (by default its output channels)."""
+        return channels(tensor_out)
+
     def units_kept(self, layer: Layer, plan: "Plan", index: int) -> int:
         """For the reports: how many units of `layer` `slim_model` keeps.
 

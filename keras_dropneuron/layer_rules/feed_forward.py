@@ -200,6 +200,9 @@ class FeedForwardBlockRule(LayerRule):
         width = _kernel(layer, self.ffn.up).shape[1]
         return int(len(plan.inner.get(index, range(width))))
 
+    def unit_count(self, layer: Layer, tensor_out: Tensor) -> int:
+        return int(_kernel(layer, self.ffn.up).shape[1])
+
     def units_read(self, layer: Layer, reads: list[np.ndarray | None]) -> np.ndarray | None:
         return None  # every unit is read by the block's own down projection
 

@@ -126,6 +126,23 @@ def same_class(model: keras.Model, plan: Plan) -> keras.Model:
         ffn = next(iter(rules.values())).ffn
         width = len(next(iter(kept.values()))) * ffn.width_per_unit
         config = _with_width(config, ffn.width_argument, width)
+    return _recreate(model, config, {key: (rules[key], units) for key, units in kept.items()})
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """A copy of a keras-hub model: its own class, every weight copied.
+
+    A `Task` shares `model`'s preprocessor (it holds no weights).
+    """
+    return _recreate(model, model.get_config(), {})
+
+
+def _recreate(model, config, sliced):
+    """`type(model)` from `config`, filled with `model`'s weights.
+
+    `sliced`: `id(block)` -> `(rule, kept units)` for the blocks that lose
+    units; every other layer's state is copied whole.
+    """
     if "preprocessor" in config:
         config["preprocessor"] = model.preprocessor
     if isinstance(config.get("backbone"), dict):
@@ -135,12 +152,13 @@ def same_class(model: keras.Model, plan: Plan) -> keras.Model:
     if [type(layer) for layer in old_layers] != [type(layer) for layer in new_layers]:
         raise ValueError("the re-created model holds other layers")
     for old, fresh in zip(old_layers, new_layers, strict=True):
-        if id(old) in kept:
-            # A block's channels all stay: only its units (`inner`) are cut.
-            cut = layer_rules.Cut(kept_in=None, kept_out=np.arange(0), inner=kept[id(old)])
-            for path, value in rules[id(old)].resize(old, {}, cut).items():
-                variable = attribute(fresh, path)
-                variable.assign(value.astype(variable.dtype))
-        else:
+        if id(old) not in sliced:
             copying.copy_state(old, fresh)
+            continue
+        rule, units = sliced[id(old)]
+        # A block's channels all stay: only its units (`inner`) are cut.
+        cut = layer_rules.Cut(kept_in=None, kept_out=np.arange(0), inner=units)
+        for path, value in rule.resize(old, {}, cut).items():
+            variable = attribute(fresh, path)
+            variable.assign(value.astype(variable.dtype))
     return new

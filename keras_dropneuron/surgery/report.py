@@ -5,7 +5,6 @@ import dataclasses
 import keras
 
 from keras_dropneuron import layer_rules
-from keras_dropneuron.layer_rules.base import channels
 from keras_dropneuron.surgery.graph import Graph, build_graph
 
 
@@ -24,7 +23,7 @@ def layer_stats(graph: Graph) -> dict[str, tuple[str, int, int, int]]:
             name, units, params_, macs_ = stats[call.name]
             stats[call.name] = (name, units, params_, macs_ + macs)
         elif params or macs:
-            units = channels(tensor_out)
+            units = layer_rules.rule_for(layer).unit_count(layer, tensor_out)
             stats[call.name] = (type(layer).__name__, units, params, macs)
     return stats
 

@@ -9,6 +9,7 @@ counts the result with the `SlimReport`'s figures.
 import keras
 
 from keras_dropneuron import layer_rules, model_utils
+from keras_dropneuron.surgery import hub_models
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
 from keras_dropneuron.surgery.rebuild import rebuild
@@ -22,7 +23,11 @@ def slim_size_ratios(model: keras.Model, threshold: float = 0.0) -> dict[str, fl
     """The size of the model `slim_model` would build, as fractions of `model`'s.
 
     The surgeon's plan at `threshold` is built into a model (not verified)
-    and counted as `size_ratios` counts a `SlimReport`.
+    and counted as `size_ratios` counts a `SlimReport`. A keras-hub model is
+    counted as `slim_model` builds it by default: its own class, every
+    transformer block at the largest width any block keeps (at least as
+    big as the `widths="per_layer"` model, so a budget it meets holds for
+    both).
 
     Args:
         model: A Sequential or Functional model.
@@ -40,7 +45,10 @@ def slim_size_ratios(model: keras.Model, threshold: float = 0.0) -> dict[str, fl
     with cached_values():
         graph = build_graph(model)
         plan = make_plan(graph, threshold=threshold, drop_inputs=False, approximate=False)
-        slim, _ = rebuild(plan, keep_regularizers=False)
+        if hub_models.is_hub_model(model) and hub_models.why_not_same_class(plan) is None:
+            slim = hub_models.same_class(model, plan)
+        else:
+            slim, _ = rebuild(plan, keep_regularizers=False)
     return size_ratios(SlimReport.compare(model, slim), model)
 
 
