@@ -71,6 +71,39 @@ class FeedForward:
     width_per_unit: int = 1
 
 
+@dataclasses.dataclass(frozen=True)
+class GroupedAttention:
+    """Where a block keeps its grouped-query attention, for removing whole groups.
+
+    Query head `h` reads key/value head `h // (query heads / key/value heads)`.
+    The query, key and value kernels hold their heads on `head_axis`, the
+    output kernel `(heads, head_dim, dim)` on axis 0.
+
+    Attributes:
+        query, key, value, output: Paths of the four projections.
+        head_axis: The head axis of the query, key and value kernels.
+        query_heads, kv_heads, head_dim: The block's constructor arguments
+            (the head size is set explicitly, so it never changes).
+    """
+
+    query: str
+    key: str
+    value: str
+    output: str
+    head_axis: int
+    query_heads: str = "num_query_heads"
+    kv_heads: str = "num_key_value_heads"
+    head_dim: str = "head_dim"
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockUnits:
+    """What a block keeps: feed-forward units, and key/value groups (or `None`: all)."""
+
+    units: np.ndarray
+    groups: np.ndarray | None = None
+
+
 def _kernel(layer: Layer, path: str) -> np.ndarray:
     return numpy(attribute(layer, f"{path}.kernel"))
 
@@ -100,12 +133,19 @@ class FeedForwardBlockRule(LayerRule):
     constant: 0 in a gated network, `activation(bias)` in a plain one, folded
     into the down projection's bias (kept where that has no bias).
 
+    With `heads` (a `GroupedAttention`), a key/value group goes too when
+    every query head reading it is dead: its value slice (kernel and bias)
+    or its output slice is zero. The group's key and value slices and its
+    query heads' query and output slices are removed; the head size stays
+    (`heads_kept_reason` says when a block cannot lose heads exactly).
+
     For the penalties, pruning and reports the block's units are its
     feed-forward units: the up (and gate) kernels' columns are a unit's
     incoming groups, the down kernel's rows its outgoing groups.
     """
 
     ffn: FeedForward
+    heads: GroupedAttention | None = None
     side_inputs_whole = True
 
     def weights_of(self, cls: type) -> tuple[WeightLayout, ...]:
@@ -143,11 +183,43 @@ class FeedForwardBlockRule(LayerRule):
             analysis.keep(key)
         for key in call.inputs:
             analysis.read(key)
-        dead = self.dead_units(call.layer, analysis.threshold)
-        if dead.any():
+        layer = call.layer
+        dead = self.dead_units(layer, analysis.threshold)
+        groups = None
+        if self.heads is not None and self.heads_kept_reason(layer) is None:
+            gone = self.dead_groups(layer, analysis.threshold)
+            if gone.any():
+                groups = np.flatnonzero(~gone)
+                groups = groups if groups.size else np.array([0])
+        if dead.any() or groups is not None:
             kept = np.flatnonzero(~dead)
-            analysis.inner[index] = kept if kept.size else np.array([0])
+            analysis.inner[index] = BlockUnits(kept if kept.size else np.array([0]), groups)
         return None
+
+    def heads_kept_reason(self, layer: Layer) -> str | None:
+        """Why the block's heads cannot be removed exactly, or `None`."""
+        heads = self.heads
+        kernels = [attribute(layer, f"{p}.kernel") for p in (heads.query, heads.value)]
+        if any(k is None or len(k.shape) != 3 for k in kernels):
+            return "attention kernels not of the expected shape"
+        query, value = (k.shape[heads.head_axis] for k in kernels)
+        if query % value:
+            return "query heads not a multiple of key/value heads"
+        return None
+
+    def dead_groups(self, layer: Layer, threshold: float) -> np.ndarray:
+        """Per key/value group: is every query head reading it dead?"""
+        heads = self.heads
+        value = np.moveaxis(_kernel(layer, heads.value), heads.head_axis, 0)
+        dead_value = np.all(np.abs(value.reshape(value.shape[0], -1)) <= threshold, axis=1)
+        bias = _bias(layer, heads.value)
+        if bias is not None:
+            dead_value &= np.all(np.abs(bias.reshape(len(dead_value), -1)) <= threshold, axis=1)
+        output = _kernel(layer, heads.output)
+        dead_output = np.all(np.abs(output.reshape(output.shape[0], -1)) <= threshold, axis=1)
+        ratio = len(dead_output) // len(dead_value)
+        dead_query = dead_output | np.repeat(dead_value, ratio)
+        return dead_query.reshape(len(dead_value), ratio).all(axis=1)
 
     def dead_units(self, layer: Layer, threshold: float) -> np.ndarray:
         """Per feed-forward unit: can it go, exactly (a constant is folded)?"""
@@ -177,10 +249,12 @@ class FeedForwardBlockRule(LayerRule):
         return _apply(fn, values) if fn is not None else values
 
     def resize(self, layer: Layer, config: dict, cut: Cut) -> Weights:
-        ffn, kept = self.ffn, cut.inner
+        ffn, kept = self.ffn, cut.inner.units
         config[ffn.width_argument] = len(kept) * ffn.width_per_unit
         weights = {path: numpy(attribute(layer, path)) for path in self.state}
         weights = {path: value for path, value in weights.items() if value is not None}
+        if cut.inner.groups is not None:
+            weights.update(self._slice_heads(layer, config, cut.inner.groups))
         for path in (ffn.up, ffn.gate):
             if path:
                 weights[f"{path}.kernel"] = _kernel(layer, path)[:, kept]
@@ -196,9 +270,32 @@ class FeedForwardBlockRule(LayerRule):
             weights[f"{ffn.down}.bias"] = (bias + folded).astype(bias.dtype)
         return weights
 
+    def _slice_heads(self, layer: Layer, config: dict, groups: np.ndarray) -> Weights:
+        """The attention's weights and config for the kept key/value groups."""
+        heads = self.heads
+        kv = _kernel(layer, heads.value).shape[heads.head_axis]
+        query = _kernel(layer, heads.query).shape[heads.head_axis]
+        ratio = query // kv
+        queries = (groups[:, None] * ratio + np.arange(ratio)).ravel()
+        config[heads.query_heads] = len(queries)
+        config[heads.kv_heads] = len(groups)
+        config[heads.head_dim] = int(_kernel(layer, heads.value).shape[-1])
+        weights = {}
+        for path, kept, axis in (
+            (heads.query, queries, heads.head_axis),
+            (heads.key, groups, heads.head_axis),
+            (heads.value, groups, heads.head_axis),
+            (heads.output, queries, 0),
+        ):
+            weights[f"{path}.kernel"] = np.take(_kernel(layer, path), kept, axis=axis)
+            bias = _bias(layer, path)
+            if bias is not None and path != heads.output:
+                weights[f"{path}.bias"] = bias[kept]  # (heads, head_dim)
+        return weights
+
     def units_kept(self, layer: Layer, plan: "Plan", index: int) -> int:
-        width = _kernel(layer, self.ffn.up).shape[1]
-        return int(len(plan.inner.get(index, range(width))))
+        inner = plan.inner.get(index)
+        return int(_kernel(layer, self.ffn.up).shape[1] if inner is None else len(inner.units))
 
     def unit_count(self, layer: Layer, tensor_out: Tensor) -> int:
         return int(_kernel(layer, self.ffn.up).shape[1])
@@ -233,8 +330,11 @@ class FeedForwardBlockRule(LayerRule):
     ) -> dict[str, keras.regularizers.Regularizer]:
         """A unit's incoming group (up/gate columns, `li`) and outgoing group (down row, `lo`).
 
-        Set on the variables themselves: the blocks build their sublayers
-        without regularizer arguments.
+        With removable heads (`heads`), also one group per key/value head on
+        the value kernel and one per query head on the output kernel
+        (strength `heads`): the slices whose death removes a group. Set on
+        the variables themselves: the blocks build their sublayers without
+        regularizer arguments.
         """
         common = dict(l1=l1, l2=l2, scale_by_group_size=scale_by_group_size)
         *ins, down = self.weights_of(type(layer))
@@ -243,6 +343,11 @@ class FeedForwardBlockRule(LayerRule):
             for layout in ins
         }
         regs[down.attribute] = DropNeuronRegularizer(lo=lo, lo_axis=(0,), **common)
+        if self.heads is not None and heads and self.heads_kept_reason(layer) is None:
+            value, output = self.heads.value, self.heads.output
+            axis = (self.heads.head_axis,)
+            regs[f"{value}.kernel"] = DropNeuronRegularizer(li=heads, li_axis=axis)
+            regs[f"{output}.kernel"] = DropNeuronRegularizer(li=heads, li_axis=(0,))
         return {path: reg for path, reg in regs.items() if reg.li or reg.lo or l1 or l2}
 
     def call_macs(self, call: "Call", tensors_in: Tensors, tensor_out: Tensor) -> int:

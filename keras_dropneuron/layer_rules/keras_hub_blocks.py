@@ -20,6 +20,7 @@ from keras_dropneuron.layer_rules.base import Layer, Tensor, Tensors
 from keras_dropneuron.layer_rules.feed_forward import (
     FeedForward,
     FeedForwardBlockRule,
+    GroupedAttention,
     grouped_attention_macs,
     sequence_length,
 )
@@ -90,9 +91,13 @@ _GATED = FeedForward(
 
 
 class GatedDecoderRule(FeedForwardBlockRule):
-    """keras-hub's Mistral and Qwen decoders: `down(up(x) * silu(gate(x)))`."""
+    """keras-hub's Qwen decoder: `down(up(x) * silu(gate(x)))`.
 
-    types = (MistralTransformerDecoder, QwenTransformerDecoder)
+    Its attention derives the head size from `hidden_dim // num_query_heads`,
+    so its heads are kept.
+    """
+
+    types = (QwenTransformerDecoder,)
     ffn = _GATED
     state = (
         *_attention("_self_attention_layer"),
@@ -112,6 +117,16 @@ class GatedDecoderRule(FeedForwardBlockRule):
             key[1],
             query[2],
         )
+
+
+class MistralDecoderRule(GatedDecoderRule):
+    """keras-hub `MistralTransformerDecoder`: gated network, grouped-query heads removed.
+
+    Its config takes `head_dim`, so a block with fewer heads keeps their size.
+    """
+
+    types = (MistralTransformerDecoder,)
+    heads = GroupedAttention(*(f"_self_attention_layer.{p}" for p in _PROJECTIONS), head_axis=1)
 
 
 class LlamaDecoderRule(GatedDecoderRule):
@@ -165,6 +180,10 @@ class GemmaDecoderRule(FeedForwardBlockRule):
 
     types = (GemmaDecoderBlock,)
     ffn = _GEMMA
+    heads = GroupedAttention(
+        *(f"attention.{p}" for p in ("query_dense", "key_dense", "value_dense", "output_dense")),
+        head_axis=0,
+    )
     state = (
         *_weights("attention.query_dense", "attention.key_dense", "attention.value_dense"),
         *_weights("attention.output_dense"),
@@ -181,6 +200,11 @@ class GemmaDecoderRule(FeedForwardBlockRule):
     def activation_of(self, layer: Layer) -> object:
         return _gelu  # applied in `call()`, not held by the block
 
+    def heads_kept_reason(self, layer: Layer) -> str | None:
+        if not (layer.query_head_dim_normalize and layer.attention.query_head_dim_normalize):
+            return "queries scaled by hidden_dim // num_query_heads, which would change"
+        return super().heads_kept_reason(layer)
+
     def attention_macs(self, layer: Layer, tensor: Tensor) -> int:
         return grouped_attention_macs(
             spatial_size(tensor.shape),
@@ -196,6 +220,7 @@ RULES = (
     TransformerEncoderRule(),
     TransformerDecoderRule(),
     GatedDecoderRule(),
+    MistralDecoderRule(),
     LlamaDecoderRule(),
     GemmaDecoderRule(),
 )

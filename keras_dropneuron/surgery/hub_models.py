@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_dropneuron import keras_internals, layer_rules
 from keras_dropneuron.layer_rules.base import attribute
-from keras_dropneuron.layer_rules.feed_forward import FeedForwardBlockRule
+from keras_dropneuron.layer_rules.feed_forward import BlockUnits, FeedForwardBlockRule
 from keras_dropneuron.surgery import copying
 from keras_dropneuron.surgery.plan import Plan
 
@@ -43,7 +43,7 @@ def why_not_same_class(plan: Plan) -> str | None:
     for index, call in enumerate(plan.graph.calls):
         rule = plan.rules[index]
         if isinstance(rule, FeedForwardBlockRule):
-            widths.add((rule.ffn.width_argument, rule.ffn.width_per_unit))
+            widths.add((rule.ffn, rule.heads))
             continue
         if plan.resized(index):
             return f"layer {call.layer.name!r} loses channels, which its class's config cannot say"
@@ -52,38 +52,67 @@ def why_not_same_class(plan: Plan) -> str | None:
     return None
 
 
-def _kept_units(plan: Plan) -> dict[int, np.ndarray]:
-    """`id(block)` -> the feed-forward units the plan keeps, for every block."""
+def _kept_units(plan: Plan) -> dict[int, BlockUnits]:
+    """`id(block)` -> the units (and key/value groups) the plan keeps, for every block."""
     kept = {}
     for index, call in enumerate(plan.graph.calls):
         rule = plan.rules[index]
         if isinstance(rule, FeedForwardBlockRule):
             width = attribute(call.layer, f"{rule.ffn.up}.kernel").shape[1]
-            kept[id(call.layer)] = plan.inner.get(index, np.arange(width))
+            kept[id(call.layer)] = plan.inner.get(index, BlockUnits(np.arange(width)))
     return kept
 
 
-def _uniform(kept: dict[int, np.ndarray], widths: dict[int, int]) -> dict[int, np.ndarray]:
-    """Each block's units padded with its lowest dead ones to the largest count."""
-    target = max(len(units) for units in kept.values())
+def _padded(kept: np.ndarray, size: int, target: int) -> np.ndarray:
+    """`kept` with the lowest of the others added, to `target` indices in all."""
+    others = np.setdiff1d(np.arange(size), kept)
+    return np.sort(np.concatenate([kept, others[: target - len(kept)]]))
+
+
+def _uniform(kept: dict, blocks: dict, rules: dict) -> tuple[dict, dict]:
+    """Each block's units and groups padded with its lowest dead ones to the largest count.
+
+    Returns the padded `BlockUnits` per block and the config arguments that
+    give every block those widths.
+    """
+    first = next(iter(rules.values()))
+    sizes = {key: attribute(blocks[key], f"{rules[key].ffn.up}.kernel").shape[1] for key in kept}
+    units = max(len(k.units) for k in kept.values())
+    arguments = {first.ffn.width_argument: units * first.ffn.width_per_unit}
+    groups = None
+    if any(k.groups is not None for k in kept.values()):
+        heads = first.heads
+        kv = {
+            key: attribute(blocks[key], f"{heads.value}.kernel").shape[heads.head_axis]
+            for key in kept
+        }
+        groups = max(len(k.groups) if k.groups is not None else kv[key] for key, k in kept.items())
+        key = next(iter(kept))
+        query = attribute(blocks[key], f"{heads.query}.kernel").shape[heads.head_axis]
+        arguments[heads.query_heads] = groups * (query // kv[key])
+        arguments[heads.kv_heads] = groups
+        arguments[heads.head_dim] = attribute(blocks[key], f"{heads.value}.kernel").shape[-1]
     padded = {}
-    for block, units in kept.items():
-        dead = np.setdiff1d(np.arange(widths[block]), units)
-        padded[block] = np.sort(np.concatenate([units, dead[: target - len(units)]]))
-    return padded
+    for key, k in kept.items():
+        kept_groups = None
+        if groups is not None:
+            own = k.groups if k.groups is not None else np.arange(kv[key])
+            kept_groups = _padded(own, kv[key], groups)
+        padded[key] = BlockUnits(_padded(k.units, sizes[key], units), kept_groups)
+    return padded, arguments
 
 
-def _with_width(config: dict, argument: str, width: int) -> dict:
-    """A copy of a keras-hub config with the feed-forward width set (in its backbone)."""
+def _with_arguments(config: dict, arguments: dict) -> dict:
+    """A copy of a keras-hub config with block arguments set (in its backbone)."""
     config = dict(config)
     backbone = config.get("backbone")
     if isinstance(backbone, dict):
-        inner = _with_width(backbone["config"], argument, width)
-        config["backbone"] = {**backbone, "config": inner}
-    elif argument in config:
-        config[argument] = width
-    else:
-        raise ValueError(f"no `{argument}` in the config")
+        config["backbone"] = {**backbone, "config": _with_arguments(backbone["config"], arguments)}
+        return config
+    for argument, value in arguments.items():
+        if argument not in config:
+            raise ValueError(f"no `{argument}` in the config")
+        config[argument] = value
     return config
 
 
@@ -118,14 +147,8 @@ def same_class(model: keras.Model, plan: Plan) -> keras.Model:
     rules = {key: layer_rules.rule_for(block) for key, block in blocks.items()}
     config = model.get_config()
     if blocks:
-        widths = {
-            key: attribute(block, f"{rules[key].ffn.up}.kernel").shape[1]
-            for key, block in blocks.items()
-        }
-        kept = _uniform(kept, widths)
-        ffn = next(iter(rules.values())).ffn
-        width = len(next(iter(kept.values()))) * ffn.width_per_unit
-        config = _with_width(config, ffn.width_argument, width)
+        kept, arguments = _uniform(kept, blocks, rules)
+        config = _with_arguments(config, arguments)
     return _recreate(model, config, {key: (rules[key], units) for key, units in kept.items()})
 
 
