@@ -5,9 +5,12 @@ with dead feed-forward units made by zeroing down-projection rows: block `i`
 loses `10 + 4 * i` units, so the uniform width is the first block's count.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
+from backend_utils import to_numpy
 from test_keras_hub_ffn import WIDTH, _backbone, _blocks, _inputs, _outputs, _zero
 
 keras_hub = pytest.importorskip("keras_hub")
@@ -87,3 +90,34 @@ def test_preset_round_trip(tmp_path):
 def test_bad_widths_is_refused():
     with pytest.raises(ValueError, match="widths"):
         slim_model(_pruned("BertBackbone", 1), widths="smallest")
+
+
+def _classifier():
+    backbone = _pruned("BertBackbone", num_layers=1)
+    return keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=3, preprocessor=None)
+
+
+def test_text_classifier_keeps_its_class_and_head():
+    model = _classifier()
+    slim = slim_model(model)
+    assert type(slim) is type(model)
+    assert type(slim.backbone) is type(model.backbone)
+    data = _inputs(model.backbone)
+    np.testing.assert_allclose(_outputs(slim, data)[0], _outputs(model, data)[0], atol=2e-5)
+
+
+def test_a_layer_outside_the_blocks_losing_units_gives_a_functional_model():
+    model = _classifier()
+    # The head reads 10 fewer pooled units: pooled_dense, outside the blocks, loses them.
+    logits = model.get_layer("logits").kernel
+    value = to_numpy(logits).copy()
+    value[:10] = 0
+    logits.assign(value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        slim = slim_model(model)
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert any("Functional model" in m and "pooled_dense" in m for m in messages)
+    assert type(slim) is not type(model)
+    data = _inputs(model.backbone)
+    np.testing.assert_allclose(_outputs(slim, data)[0], _outputs(model, data)[0], atol=2e-5)

@@ -185,3 +185,27 @@ def _recreate(model, config, sliced):
             variable = attribute(fresh, path)
             variable.assign(value.astype(variable.dtype))
     return new
+
+
+class LayerCopies:
+    """Copies of a keras-hub model's layers, made by re-creating the model from its class.
+
+    Some keras-hub layers cannot be re-created from their own config
+    (`get_config()` reads an attribute the class never sets, or
+    `from_config` refuses what it wrote), though the model that holds them
+    round-trips `.keras` through its class's config. Such a layer, kept
+    whole, is taken from one copy of the whole model made that way, with
+    every variable copied: its exact state, never a guess.
+    """
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        self._copies = None
+
+    def __call__(self, layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if self._copies is None:
+            copy = copy_model(self.model)
+            self._copies = {
+                id(old): new for old, new in zip(_leaves(self.model), _leaves(copy), strict=True)
+            }
+        return self._copies.get(id(layer))

@@ -7,6 +7,8 @@ every other layer a copy of its whole state (`copying.copy_state`). The source
 model is only read.
 """
 
+from collections.abc import Callable
+
 import keras
 from keras import tree
 
@@ -16,7 +18,7 @@ from keras_dropneuron.surgery import copying
 from keras_dropneuron.surgery.plan import Plan
 
 
-def _new_layer(plan, index, keep_regularizers):
+def _new_layer(plan, index, keep_regularizers, copies):
     """The layer for one call, and how to fill it once built.
 
     Returns `(layer, weights, config)`: `weights` is a dict of sliced weights
@@ -40,9 +42,14 @@ def _new_layer(plan, index, keep_regularizers):
         except copying.LayerCopyError:
             # A weightless layer (a Lambda, say) can be shared with the
             # source: it holds nothing that training the copy would change.
-            if layer.weights or call.name != layer.name:
+            if not layer.weights and call.name == layer.name:
+                return layer, None, None
+            # Else a copy the model's own class made (a keras-hub layer whose
+            # config is broken, inside a model whose config is not).
+            fresh = copies(layer) if copies is not None and call.name == layer.name else None
+            if fresh is None:
                 raise
-            return layer, None, None
+            return fresh, None, None
     config = copying.layer_config(layer, call.name, keep_regularizers, get_config)
     weights = plan.rules[index].resize(layer, config, plan.cut(index))
     return copying.new_layer(layer, config, placeholder_initializers=True), weights, config
@@ -71,7 +78,11 @@ def _new_input(tensor, width):
 
 
 def rebuild(
-    plan: Plan, *, keep_regularizers: bool = True, progress: keras.utils.Progbar | None = None
+    plan: Plan,
+    *,
+    keep_regularizers: bool = True,
+    progress: keras.utils.Progbar | None = None,
+    copies: Callable[[keras.layers.Layer], keras.layers.Layer | None] | None = None,
 ) -> tuple[keras.Model, dict]:
     """Builds the slim model described by `plan`.
 
@@ -81,6 +92,10 @@ def rebuild(
             Defaults to `True`.
         progress: Optional `keras.utils.Progbar` advanced once per call.
             Defaults to `None`.
+        copies: For a layer kept whole that cannot be re-created from its
+            own config: a function giving a copy with its exact state (made
+            by the model's class, see `hub_models.LayerCopies`), or `None`.
+            Defaults to `None`: such a layer is refused (`LayerCopyError`).
 
     Returns:
         `(model, tensors)`: a new Functional `keras.Model` with the source
@@ -98,7 +113,7 @@ def rebuild(
     for index, call in enumerate(graph.calls):
         fresh = id(call.layer) not in new_layers
         if fresh:
-            new_layers[id(call.layer)] = _new_layer(plan, index, keep_regularizers)
+            new_layers[id(call.layer)] = _new_layer(plan, index, keep_regularizers, copies)
         new, weights, config = new_layers[id(call.layer)]
         known = {
             raw: new_tensors[key] for raw, key in zip(call.raw_inputs, call.inputs, strict=True)

@@ -187,7 +187,10 @@ def slim_model(
         progress = None
         if len(graph.calls) >= _PROGRESS_MIN_CALLS and sys.stdout.isatty():
             progress = keras.utils.Progbar(len(graph.calls), verbose=1)
-        slim, new_tensors = rebuild(plan, keep_regularizers=keep_regularizers, progress=progress)
+        copies = hub_models.LayerCopies(model) if hub_models.is_hub_model(model) else None
+        slim, new_tensors = rebuild(
+            plan, keep_regularizers=keep_regularizers, progress=progress, copies=copies
+        )
     deviation = tolerance = None
     if verify or approximate:
         exact = threshold == 0 and not plan.inexact
