@@ -64,7 +64,8 @@ def clone_model(
 
     Nested models are cloned layer by layer. `Lambda` layers are re-created
     around the same function; every other layer through `clone_function`
-    (default: from its config).
+    (default: from its config). A keras-hub model without `clone_function`
+    is re-created by its own class (its weights are then copied too).
 
     Args:
         model: A Sequential or Functional model; not modified.
@@ -74,6 +75,12 @@ def clone_model(
     Returns:
         The new model.
     """
+    if clone_function is None:
+        from keras_dropneuron.surgery import hub_models  # the surgeon imports this module
+
+        if hub_models.is_hub_model(model):
+            # Its class re-creates its layers; keras's clone would give a plain Functional.
+            return hub_models.copy_model(model)
     clone_function = clone_function or _clone_layer
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:

@@ -89,3 +89,33 @@ def test_budget_callback_on_a_causal_lm_meets_the_target():
     assert after == 2 * (per_block + 2 * HIDDEN * kept)
     assert after / before == pytest.approx(budget.ratios["macs"], abs=1e-9)
     assert budget.ratios["macs"] <= 0.75
+
+
+@pytest.mark.slow
+def test_prune_to_budget_takes_a_causal_lm_and_its_token_dict():
+    from keras_dropneuron import prune_to_budget
+
+    keras.utils.set_random_seed(0)
+    model = _causal_lm()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, VOCAB, (256, 12)).astype("int32")
+    x = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
+    data = (x, np.roll(ids, -1, axis=1))
+    slim, report = prune_to_budget(
+        model,
+        data,
+        data,
+        target_macs=0.7,
+        li=2e-3,
+        lo=2e-3,
+        epochs=4,
+        batch_size=32,
+        max_accuracy_drop=1.0,
+        optimizer=keras.optimizers.Adam(1e-2),
+    )
+    assert type(slim) is type(model)
+    kept = slim.backbone.get_config()["intermediate_dim"]
+    per_block = 4 * HIDDEN**2 + 2 * HIDDEN
+    ratio = (per_block + 2 * HIDDEN * kept) / (per_block + 2 * HIDDEN * WIDTH)
+    assert ratio <= 0.7
+    assert report.ratios["macs"] == pytest.approx(ratio)

@@ -12,7 +12,7 @@ import numpy as np
 
 from keras_dropneuron import checks, cloning, model_utils, pruning
 from keras_dropneuron.budget.controller import BudgetCallback
-from keras_dropneuron.budget.data import check_pair, check_single_input_output
+from keras_dropneuron.budget.data import check_pair, check_single_output
 from keras_dropneuron.budget.report import BudgetReport
 from keras_dropneuron.budget.targets import BudgetError, check_target
 from keras_dropneuron.budget.thresholds import largest
@@ -118,7 +118,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         **unknown,
     )
     checks.check_model("model", model)
-    check_single_input_output(model)
+    check_single_output(model)
     x, y = check_pair("train_data", train_data, model)
     x_val, y_val = check_pair("val_data", val_data, model)
     max_drop = checks.check_non_negative_float("max_accuracy_drop", max_accuracy_drop)
