@@ -149,6 +149,18 @@ class FeedForwardBlockRule(LayerRule):
     side_inputs_whole = True
 
     def weights_of(self, cls: type) -> tuple[WeightLayout, ...]:
+        """The feed-forward kernels, then (with removable heads) the value and output kernels."""
+        layouts = self._ffn_layouts()
+        if self.heads is None:
+            return layouts
+        value_inputs = (0,) if self.heads.head_axis == 1 else (1,)
+        return (
+            *layouts,
+            WeightLayout(f"{self.heads.value}.kernel", "", value_inputs, (self.heads.head_axis,)),
+            WeightLayout(f"{self.heads.output}.kernel", "", (0,), (-1,), guard=False),
+        )
+
+    def _ffn_layouts(self) -> tuple[WeightLayout, ...]:
         ffn = self.ffn
         ins = [ffn.up] if ffn.gate is None else [ffn.gate, ffn.up]
         return (
@@ -306,7 +318,7 @@ class FeedForwardBlockRule(LayerRule):
     def alive_sides(
         self, layer: Layer, pairs: Pairs, threshold: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        *ins, (down_layout, down) = pairs
+        *ins, (down_layout, down) = pairs[: len(self._ffn_layouts())]  # the units: FFN's
         inputs = np.zeros(ins[0][1].shape[0], dtype=bool)
         units = group_alive(down, down_layout.input_axes)
         for layout, value in ins:
@@ -337,7 +349,7 @@ class FeedForwardBlockRule(LayerRule):
         regularizer arguments.
         """
         common = dict(l1=l1, l2=l2, scale_by_group_size=scale_by_group_size)
-        *ins, down = self.weights_of(type(layer))
+        *ins, down = self._ffn_layouts()
         regs = {
             layout.attribute: DropNeuronRegularizer(li=li, li_axis=(1,), **common)
             for layout in ins
