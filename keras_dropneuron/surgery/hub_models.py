@@ -39,16 +39,20 @@ def why_not_same_class(plan: Plan) -> str | None:
     other resized layer (or one whose units a rule would remove otherwise)
     makes the slim model a plain Functional one.
     """
-    widths = set()
+    widths, whole = set(), None
     for index, call in enumerate(plan.graph.calls):
         rule = plan.rules[index]
         if isinstance(rule, FeedForwardBlockRule):
             widths.add((rule.ffn, rule.heads))
             continue
+        if isinstance(layer_rules.rule_for(call.layer), FeedForwardBlockRule):
+            whole = whole or f"block {call.layer.name!r} is kept whole ({plan.reasons[index]})"
         if plan.resized(index):
             return f"layer {call.layer.name!r} loses channels, which its class's config cannot say"
     if len(widths) > 1:
         return "its blocks set their widths in different ways"
+    if whole and any(plan.resized(i) for i in range(len(plan.graph.calls))):
+        return f"{whole}, so the blocks cannot share one smaller width"
     return None
 
 
