@@ -628,6 +628,8 @@ def test_prune_on_tiny_data_prints_its_own_error_only(tmp_path):
     lines = [line for line in result.stderr.splitlines() if not cpp_log.match(line)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("keras-dropneuron: error: nothing written: BudgetError: ")
+    # The advice names this command's options, not the Python arguments.
+    assert "`--epochs`" in lines[0] and "`epochs=`" not in lines[0]
 
 
 @pytest.mark.parametrize("verbose", [False, True])

@@ -151,9 +151,26 @@ def _prune_to_budget(args, model, train, val, target):
             verbose=2 if args.verbose else 0,
         )
     except BudgetError as error:
-        raise CommandError(f"nothing written: {one_line(error)}") from error
+        raise CommandError(f"nothing written: {_as_options(one_line(error))}") from error
     except Exception as error:  # e.g. the backend's error for labels the loss cannot take
         raise CommandError(f"cannot prune {args.input}: {one_line(error)}") from error
+
+
+# The advice of `BudgetError` names `prune_to_budget`'s arguments; here they are options.
+_OPTIONS = {
+    "`epochs=`": "`--epochs`",
+    "`batch_size=`": "`--batch-size`",
+    "`li=`": "`--li`",
+    "`lo=`": "`--lo`",
+    "`finetune_epochs=`": "`--finetune-epochs`",
+    "`max_accuracy_drop=`": "`--max-accuracy-drop`",
+}
+
+
+def _as_options(message: str) -> str:
+    for argument, option in _OPTIONS.items():
+        message = message.replace(argument, option)
+    return message
 
 
 def run(args: argparse.Namespace) -> int:
