@@ -16,13 +16,12 @@ from keras_dropneuron.surgery.report import SlimReport
 from keras_dropneuron.weight_values import cached_values, numpy
 
 
-def _same_class(model, plan, slim, verify, verify_inputs):
-    """The slim keras-hub model as its own class, or `slim` with a warning why not."""
+def _same_class(model, plan, per_layer, verify, verify_inputs):
+    """The slim keras-hub model as its own class, or `per_layer()` with a warning why not."""
     reason = hub_models.why_not_same_class(plan)
     if reason is None:
         try:
-            with cached_values():
-                candidate = hub_models.same_class(model, plan)
+            candidate = hub_models.same_class(model, plan)
         except (ValueError, TypeError) as error:
             reason = f"re-creating it failed ({error})"
     if reason is not None:
@@ -31,7 +30,8 @@ def _same_class(model, plan, slim, verify, verify_inputs):
             f"{model.name!r}, not its own class: {reason}.",
             stacklevel=3,
         )
-        return slim
+        with cached_values():
+            return per_layer()
     if verify:
         verification.verify_outputs(model, candidate, verify_inputs)
     return candidate
@@ -198,7 +198,14 @@ def slim_model(
             plan, new_tensors, model, slim, verify_inputs, strict=bool(verify and exact)
         )
     if widths == "uniform" and hub_models.is_hub_model(model):
-        slim = _same_class(model, plan, slim, verify, verify_inputs)
+        # The verified Functional model goes before the class's model is built
+        # (a model's worth of memory); it is built again only if that fails.
+        del slim, new_tensors
+
+        def per_layer():
+            return rebuild(plan, keep_regularizers=keep_regularizers, copies=copies)[0]
+
+        slim = _same_class(model, plan, per_layer, verify, verify_inputs)
     if not return_report and benchmark is None:
         return slim
     report = SlimReport.compare(
