@@ -16,6 +16,7 @@ from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
 from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
 from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
+from keras_dropneuron.layer_rules.einsum_dense import EinsumDenseRule
 from keras_dropneuron.layer_rules.embedding import EmbeddingRule
 from keras_dropneuron.layer_rules.flatten import FlattenRule
 from keras_dropneuron.layer_rules.layout import WeightLayout
@@ -32,6 +33,7 @@ from keras_dropneuron.layer_rules.recurrent import RecurrentRule
 # The built-in rules, registered for their `types`.
 RULES: tuple[LayerRule, ...] = (
     DenseRule(),
+    EinsumDenseRule(),
     ConvRule(),
     ConvTransposeRule(),
     DepthwiseRule(),
