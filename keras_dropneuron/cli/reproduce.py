@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
             unusable.
     """
     from keras_dropneuron.experiments import runner
-    from keras_dropneuron.experiments.setups import SETUPS
+    from keras_dropneuron.experiments.setups import SETUPS, stdlib_lm
 
+    if args.experiment == stdlib_lm.NAME:
+        return _run_stdlib_lm(args)
     names = list(SETUPS) if args.experiment == "all" else [args.experiment]
     seeds = training.seeds(args)
     common.check_out_directory("--out", args.out)
@@ -60,6 +62,35 @@ def run(args: argparse.Namespace) -> int:
             auto_threshold=args.auto_threshold,
             penalties=penalties,
         )
+    return 0
+
+
+def _run_stdlib_lm(args: argparse.Namespace) -> int:
+    """Runs the keras-hub language model of the standard library (`setups.stdlib_lm`)."""
+    import importlib.util
+
+    from keras_dropneuron.experiments.setups import stdlib_lm
+
+    if importlib.util.find_spec("keras_hub") is None:
+        raise CommandError(f"{stdlib_lm.NAME} needs keras-hub: pip install keras-hub")
+    for flag, value in (
+        ("--method", args.method != "threshold"),
+        ("--penalty", args.penalty),
+        ("--auto-threshold", args.auto_threshold is not None),
+    ):
+        if value:
+            raise CommandError(f"{flag} does not apply to {stdlib_lm.NAME} (a budget run)")
+    common.check_out_directory("--out", args.out)
+    for seed in training.seeds(args):
+        out = f"{args.out}/{stdlib_lm.NAME}" + (f"/seed{seed}" if args.seeds > 1 else "")
+        result, _ = stdlib_lm.run(
+            quick=args.quick,
+            seed=seed,
+            epochs=args.epochs,
+            out=out,
+            verbose=training.verbosity(args),
+        )
+        print(stdlib_lm.markdown_table(result))
     return 0
 
 

@@ -24,9 +24,10 @@ class ExperimentNames:
     """
 
     def _names(self) -> list[str]:
-        from keras_dropneuron.experiments.setups import SETUPS
+        from keras_dropneuron.experiments.setups import SETUPS, stdlib_lm
 
-        return [*SETUPS, "all"]
+        # stdlib-lm needs keras-hub, so "all" (the SETUPS) leaves it out.
+        return [*SETUPS, stdlib_lm.NAME, "all"]
 
     def __contains__(self, name: object) -> bool:
         return name in self._names()
