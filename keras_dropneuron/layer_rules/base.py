@@ -101,6 +101,8 @@ class LayerRule:
             the class gives none).
         side_inputs_whole: Whether the layer's inputs after the first (masks)
             are only ever kept whole, so their widths need not be known.
+        table_title: What the supported-layers table calls the rule's
+            classes, where their names would not say it (`None`: the names).
 
     Example:
 
@@ -117,6 +119,7 @@ class LayerRule:
     training_sensitive: bool = False
     wraps: bool = False
     side_inputs_whole: bool = False
+    table_title: str | None = None
 
     def barrier_reason(
         self, layer: Layer, in_tensors: Tensors, out_tensors: Tensors

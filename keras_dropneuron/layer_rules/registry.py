@@ -17,6 +17,7 @@ from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
 from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
 from keras_dropneuron.layer_rules.einsum_dense import EinsumDenseRule
+from keras_dropneuron.layer_rules.elementwise_ops import ElementwiseOpRule
 from keras_dropneuron.layer_rules.embedding import EmbeddingRule
 from keras_dropneuron.layer_rules.flatten import FlattenRule
 from keras_dropneuron.layer_rules.layout import WeightLayout
@@ -42,6 +43,7 @@ RULES: tuple[LayerRule, ...] = (
     BatchNormalizationRule(),
     PReLURule(),
     ActivationRule(),
+    ElementwiseOpRule(),
     ZeroPaddingRule(),
     PassThroughRule(),
     MergeRule(),

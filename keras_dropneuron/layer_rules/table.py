@@ -59,7 +59,9 @@ def supported_layers_table() -> str:
         key = (id(rule), *rule.describe_groups(cls), rule.describe_surgery())
         rows.setdefault(key, []).append(cls.__name__)
     lines = [_HEADER]
-    for (_, incoming, outgoing, surgery), names in rows.items():
-        lines.append(f"| {', '.join(_compact(names))} | {incoming} | {outgoing} | {surgery} |")
+    titles = {id(rule): rule.table_title for rule in registry.registered().values()}
+    for (key, incoming, outgoing, surgery), names in rows.items():
+        layers = titles[key] or ", ".join(_compact(names))
+        lines.append(f"| {layers} | {incoming} | {outgoing} | {surgery} |")
     lines.append(_BARRIER_ROW)
     return "\n".join(lines)

@@ -156,7 +156,8 @@ def _components(size, edges):
 def holds_only_known_weights(layer: keras.layers.Layer, rule: layer_rules.LayerRule) -> bool:
     """Whether every weight of `layer` is one `rule` knows how to slice."""
     known = {id(weight) for name in rule.state if (weight := attribute(layer, name)) is not None}
-    return all(id(weight) in known for weight in layer.weights)
+    # An operation applied in the graph (`keras.ops.gelu`) holds no weights.
+    return all(id(weight) in known for weight in getattr(layer, "weights", ()))
 
 
 def computes_like_keras(layer: keras.layers.Layer) -> bool:
