@@ -51,3 +51,49 @@ def test_operation_that_mixes_channels_keeps_them():
     slim = slim_model(model)
     assert slim.get_layer("first").units == 16
     np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), atol=1e-5)
+
+
+def _zero_rows(layer, rows):
+    kernel = to_numpy(layer.kernel).copy()
+    kernel[..., rows, :] = 0
+    layer.kernel.assign(kernel)
+
+
+def test_reshape_keeping_the_channel_axis_passes_channels():
+    inputs = keras.Input((4, 4, 3))
+    conv = keras.layers.Conv2D(8, 1, name="conv")
+    flat = keras.layers.Reshape((16, 8))(conv(inputs))
+    last = keras.layers.Dense(2)
+    model = keras.Model(inputs, last(keras.layers.GlobalAveragePooling1D()(flat)))
+    _zero_rows(last, [0, 2, 5])
+    slim = slim_model(model)
+    assert slim.get_layer("conv").filters == 5
+    x = RNG.standard_normal((3, 4, 4, 3)).astype("float32")
+    np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), atol=1e-5)
+
+
+def test_squeeze_excite_reshape_passes_channels():
+    inputs = keras.Input((4, 4, 3))
+    features = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
+    squeeze = keras.layers.GlobalAveragePooling2D()(features)
+    reduce = keras.layers.Dense(4, activation="relu")
+    excite = keras.layers.Dense(8, activation="sigmoid", name="excite")(reduce(squeeze))
+    scaled = keras.layers.Multiply()([features, keras.layers.Reshape((1, 1, 8))(excite)])
+    last = keras.layers.Dense(2)
+    model = keras.Model(inputs, last(keras.layers.GlobalAveragePooling2D()(scaled)))
+    _zero_rows(last, [1, 6])
+    _zero_rows(reduce, [1, 6])  # the squeeze does not read channels 1 and 6 either
+    slim = slim_model(model)
+    assert slim.get_layer("conv").filters == 6
+    assert slim.get_layer("excite").units == 6
+    x = RNG.standard_normal((3, 4, 4, 3)).astype("float32")
+    np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), atol=1e-5)
+
+
+def test_reshape_that_changes_the_channel_axis_keeps_it():
+    inputs = keras.Input((4, 4, 8))
+    conv = keras.layers.Conv2D(8, 1, name="conv")
+    last = keras.layers.Dense(2)
+    model = keras.Model(inputs, last(keras.layers.Reshape((4, 32))(conv(inputs))))
+    _zero_rows(last, [0, 1])
+    assert slim_model(model).get_layer("conv").filters == 8

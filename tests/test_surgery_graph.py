@@ -113,7 +113,7 @@ class Scale(keras.layers.Layer):
 
 
 BARRIERS = {
-    "reshape": lambda x: keras.layers.Reshape((4, 6))(x),
+    "reshape": lambda x: keras.layers.Reshape((6, 4))(x),  # the channel axis changes
     "permute": lambda x: keras.layers.Permute((2, 1))(x),
     "layer_norm": lambda x: keras.layers.LayerNormalization()(x),
     "attention": lambda x: keras.layers.MultiHeadAttention(1, 3)(x, x),

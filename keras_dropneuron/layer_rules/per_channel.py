@@ -7,6 +7,7 @@ from keras import layers, ops
 
 from keras_dropneuron.layer_rules.base import (
     Constants,
+    Cut,
     Fold,
     Indices,
     Layer,
@@ -156,3 +157,25 @@ class PassThroughRule(PerChannelRule):
         layers.Cropping2D,
         layers.Cropping3D,
     )
+
+
+class ReshapeRule(PerChannelRule):
+    """A `Reshape` whose input and output end in the same channel axis.
+
+    Row-major order puts value `(position, c)` at flat index `position * C +
+    c`; when both shapes end in `C`, it lands in channel `c` again, whatever
+    happens to the positions (`(h, w, C) -> (h * w, C)`, `(C,) -> (1, 1, C)`).
+    Removing channels lowers the last entry of `target_shape`.
+    """
+
+    types = (layers.Reshape,)
+
+    def resize(self, layer: Layer, config: dict, cut: Cut) -> Weights:
+        target = list(config["target_shape"])
+        if target[-1] != -1:  # an inferred last axis follows by itself
+            target[-1] = len(cut.kept_out)
+        config["target_shape"] = tuple(target)
+        return {}
+
+    def describe_surgery(self) -> str:
+        return "channels pass through when both shapes end in the same channel axis"

@@ -27,6 +27,7 @@ from keras_dropneuron.layer_rules.per_channel import (
     BatchNormalizationRule,
     PassThroughRule,
     PReLURule,
+    ReshapeRule,
     ZeroPaddingRule,
 )
 from keras_dropneuron.layer_rules.recurrent import RecurrentRule
@@ -45,6 +46,7 @@ RULES: tuple[LayerRule, ...] = (
     ActivationRule(),
     ElementwiseOpRule(),
     ZeroPaddingRule(),
+    ReshapeRule(),
     PassThroughRule(),
     MergeRule(),
     ConcatenateRule(),

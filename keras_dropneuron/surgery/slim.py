@@ -77,9 +77,9 @@ def slim_model(
     other per-channel layers), which is folded into the biases of the Dense
     layers or `padding="valid"` (or 1x1) convolutions reading it. Coupled
     channels (residual `Add`, `Concatenate`, `Flatten`, depthwise multiplier
-    blocks) are removed together or not at all. Barriers (Reshape, Permute,
-    LayerNormalization, attention, Lambda, unknown layers, model outputs)
-    keep all their channels.
+    blocks) are removed together or not at all. Barriers (a Reshape that
+    changes the last axis, Permute, LayerNormalization, attention, Lambda,
+    unknown layers, model outputs) keep all their channels.
 
     Nested Functional/Sequential submodels are inlined: the result is one flat
     Functional model whose layers keep their names (a clashing name gets the
