@@ -171,3 +171,15 @@ def test_sparsity_report_counts_feed_forward_units():
     assert rows[block.name]["units"] == WIDTH
     assert rows[block.name]["units_alive"] == WIDTH - 9
     assert rows[block.name]["units_after_slim"] == WIDTH - 9
+
+
+def test_round_to_keeps_a_multiple_of_units():
+    model = _backbone("MistralBackbone")
+    for i, block in enumerate(_blocks(model)):
+        _zero(block, "_feedforward_output_dense", range(5 + 3 * i), 0)  # 59 and 56 alive
+    data = _inputs(model)
+    slim = slim_model(model, widths="per_layer", round_to=8)
+    kept = [b._feedforward_output_dense.kernel.shape[0] for b in _blocks(slim)]
+    assert kept == [64, 56]  # 59 rounds up to the whole width, 56 is a multiple
+    for a, b in zip(_outputs(model, data), _outputs(slim, data), strict=True):
+        np.testing.assert_allclose(b, a, atol=2e-5)

@@ -166,6 +166,14 @@ class LayerRule:
         """
         return ()
 
+    def round_inner(self, layer: Layer, inner: object, round_to: int) -> object:
+        """The units inside the layer to keep (`Cut.inner`) with `round_to` applied.
+
+        By default unchanged. A rule whose inner units can be kept dead
+        returns them padded to a multiple of `round_to` (or all of them).
+        """
+        return inner
+
     def width_parts(self, layer: Layer, width: int) -> list[np.ndarray]:
         """The parts of the output channels that `round_to` rounds one by one.
 

@@ -208,6 +208,14 @@ class FeedForwardBlockRule(LayerRule):
             analysis.inner[index] = BlockUnits(kept if kept.size else np.array([0]), groups)
         return None
 
+    def round_inner(self, layer: Layer, inner: BlockUnits, round_to: int) -> BlockUnits:
+        """Feed-forward units padded with the lowest dead ones to a multiple of `round_to`."""
+        width = _kernel(layer, self.ffn.up).shape[1]
+        target = min(width, -(-len(inner.units) // round_to) * round_to)
+        others = np.setdiff1d(np.arange(width), inner.units)
+        units = np.sort(np.concatenate([inner.units, others[: target - len(inner.units)]]))
+        return BlockUnits(units, inner.groups)
+
     def heads_kept_reason(self, layer: Layer) -> str | None:
         """Why the block's heads cannot be removed exactly, or `None`."""
         heads = self.heads

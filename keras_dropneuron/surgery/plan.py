@@ -326,6 +326,11 @@ def make_plan(
     np.logical_or.at(group_kept, labels, analysis.kept)
     removed = ~group_kept[labels]
     _settle(graph, rules, analysis, labels, removed, round_to)
+    if round_to > 1:
+        for index, inner in analysis.inner.items():
+            analysis.inner[index] = rules[index].round_inner(
+                graph.calls[index].layer, inner, round_to
+            )
     group_read = np.zeros(analysis.size, dtype=bool)
     np.logical_or.at(group_read, labels, analysis.reads)
     read = group_read[labels]
