@@ -183,3 +183,27 @@ def test_round_to_keeps_a_multiple_of_units():
     assert kept == [64, 56]  # 59 rounds up to the whole width, 56 is a multiple
     for a, b in zip(_outputs(model, data), _outputs(slim, data), strict=True):
         np.testing.assert_allclose(b, a, atol=2e-5)
+
+
+def test_block_overriding_call_is_kept_whole_with_its_reason():
+    class Doubling(keras_hub.layers.TransformerEncoder):
+        def call(self, inputs, **kwargs):
+            return 2.0 * super().call(inputs, **kwargs)
+
+    inputs = keras.Input((LENGTH, HIDDEN))
+    block = Doubling(intermediate_dim=WIDTH, num_heads=4, name="doubling")
+    model = keras.Model(inputs, block(inputs))
+    _zero(block, "_feedforward_output_dense", range(16), 0)
+    slim, report = slim_model(model, return_report=True)
+    assert slim.get_layer("doubling")._feedforward_output_dense.kernel.shape[0] == WIDTH
+    assert "Doubling overrides call()" in str(report)
+    x = np.random.default_rng(0).standard_normal((2, LENGTH, HIDDEN)).astype("float32")
+    np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), atol=2e-5)
+
+
+def test_block_with_lora_weights_is_refused_naming_them():
+    # Its config does not hold the LoRA factors, so it cannot be copied whole either.
+    model = _backbone("GPT2Backbone", num_layers=1)
+    _blocks(model)[0]._feedforward_intermediate_dense.enable_lora(2)
+    with pytest.raises(ValueError, match="transformer_layer_0.*lora_kernel_a"):
+        slim_model(model, widths="per_layer")

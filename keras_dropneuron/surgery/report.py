@@ -46,6 +46,9 @@ class SlimReport:
         latency: With `slim_model(..., benchmark=BATCH)`, the measured median
             `predict_on_batch` time of both models at that batch size on this
             machine: `batch_size`, `before_ms`, `after_ms`, `speedup`.
+        kept_whole: Name -> why the surgeon kept it whole, for each layer
+            with weights that a rule would otherwise resize or that has no
+            rule (`"layer type without a rule"`, `"MyBlock overrides call()"`).
     """
 
     rows: list
@@ -53,6 +56,7 @@ class SlimReport:
     max_deviation: float | None = None
     tolerance: float | None = None
     latency: dict | None = None
+    kept_whole: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def compare(cls, before: keras.Model, after: keras.Model, **kwargs) -> "SlimReport":
@@ -61,7 +65,8 @@ class SlimReport:
         Args:
             before: The source model.
             after: The slim model.
-            **kwargs: `kept_inputs`, `max_deviation`, `tolerance`, `latency`.
+            **kwargs: `kept_inputs`, `max_deviation`, `tolerance`, `latency`,
+                `kept_whole`.
 
         Returns:
             A `SlimReport`.
@@ -145,6 +150,8 @@ class SlimReport:
         if self.kept_inputs:
             for name, kept in self.kept_inputs.items():
                 out.append(f"Input {name!r}: kept {len(kept)} channels")
+        for name, reason in self.kept_whole.items():
+            out.append(f"Kept whole: {name} ({reason})")
         return "\n".join(out)
 
     __repr__ = __str__

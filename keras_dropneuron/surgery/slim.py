@@ -37,6 +37,15 @@ def _same_class(model, plan, per_layer, verify, verify_inputs):
     return candidate
 
 
+def _kept_whole(plan):
+    """Name -> reason, for the layers with weights that the surgeon kept whole."""
+    return {
+        call.name: reason
+        for call, reason in zip(plan.graph.calls, plan.reasons, strict=True)
+        if reason and getattr(call.layer, "weights", None)
+    }
+
+
 # A progress bar only helps on big models and in an interactive terminal.
 _PROGRESS_MIN_CALLS = 200
 
@@ -215,5 +224,6 @@ def slim_model(
         max_deviation=deviation,
         tolerance=tolerance,
         latency=None if benchmark is None else latency.measure(plan, model, slim, benchmark),
+        kept_whole=_kept_whole(plan),
     )
     return slim, report
