@@ -36,9 +36,7 @@ def _classes(module, names):
 class ElementwiseOpRule(PerChannelRule):
     """A unary element-wise operation: the constant it outputs is `op(constant)`."""
 
-    types = (
-        _classes(_nn, _NN) + _classes(_numpy, _NUMPY) + _classes(_activations, _ACTIVATIONS)
-    )
+    types = _classes(_nn, _NN) + _classes(_numpy, _NUMPY) + _classes(_activations, _ACTIVATIONS)
 
     table_title = (
         "element-wise operations called in the graph (`ops.gelu`, `ops.tanh`, "
