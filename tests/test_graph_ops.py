@@ -97,3 +97,33 @@ def test_reshape_that_changes_the_channel_axis_keeps_it():
     model = keras.Model(inputs, last(keras.layers.Reshape((4, 32))(conv(inputs))))
     _zero_rows(last, [0, 1])
     assert slim_model(model).get_layer("conv").filters == 8
+
+
+def _split_model(axis=-1):
+    inputs = keras.Input((4, 8))
+    hidden = keras.layers.Dense(12, name="hidden")(inputs)
+    first, second = ops.split(hidden, 2, axis=axis)
+    heads = [keras.layers.Dense(2, name=n)(t) for n, t in (("p", first), ("q", second))]
+    model = keras.Model(inputs, keras.layers.Concatenate()(heads))
+    _zero_rows(model.get_layer("p"), [0, 2])
+    _zero_rows(model.get_layer("q"), [5])
+    return model
+
+
+def test_split_on_channels_splits_at_the_kept_widths(tmp_path):
+    model = _split_model()
+    slim = slim_model(model)
+    # 2 of the first half and 1 of the second go: an even split becomes 4 + 5.
+    assert slim.get_layer("hidden").units == 9
+    assert slim.get_layer("p").kernel.shape[0] == 4
+    assert slim.get_layer("q").kernel.shape[0] == 5
+    x = RNG.standard_normal((3, 4, 8)).astype("float32")
+    np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), atol=1e-5)
+    slim.save(tmp_path / "slim.keras")
+    loaded = keras.saving.load_model(tmp_path / "slim.keras")
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(slim(x)), atol=1e-6)
+
+
+def test_split_on_another_axis_keeps_channels():
+    model = _split_model(axis=1)
+    assert slim_model(model).get_layer("hidden").units == 12

@@ -166,6 +166,19 @@ class LayerRule:
         """
         return ()
 
+    def rebuild_operation(self, operation: object, kept: list[np.ndarray]) -> object:
+        """For an operation called in the graph: the one the slim graph calls.
+
+        Args:
+            operation: The source operation (not a layer: it holds no state).
+            kept: Per output, the kept channel indices.
+
+        Returns:
+            By default `operation` itself; a rule whose operation's arguments
+            depend on the widths (a split) returns a new one.
+        """
+        return operation
+
     def round_inner(self, layer: Layer, inner: object, round_to: int) -> object:
         """The units inside the layer to keep (`Cut.inner`) with `round_to` applied.
 

@@ -31,6 +31,7 @@ from keras_dropneuron.layer_rules.per_channel import (
     ZeroPaddingRule,
 )
 from keras_dropneuron.layer_rules.recurrent import RecurrentRule
+from keras_dropneuron.layer_rules.split import SplitRule
 
 # The built-in rules, registered for their `types`.
 RULES: tuple[LayerRule, ...] = (
@@ -50,6 +51,7 @@ RULES: tuple[LayerRule, ...] = (
     PassThroughRule(),
     MergeRule(),
     ConcatenateRule(),
+    SplitRule(),
     FlattenRule(),
     MultiHeadAttentionRule(),
     RecurrentRule(),

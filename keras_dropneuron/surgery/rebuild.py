@@ -29,8 +29,9 @@ def _new_layer(plan, index, keep_regularizers, copies):
     """
     call = plan.graph.calls[index]
     layer = call.layer
-    if not isinstance(layer, keras.layers.Layer):
-        return layer, None, None  # a stateless operation
+    if not isinstance(layer, keras.layers.Layer):  # a stateless operation
+        kept = [plan.kept[key] for key in call.outputs]
+        return plan.rules[index].rebuild_operation(layer, kept), None, None
     # Layers with a rule are Keras's own: they may be built with zeros.
     known = plan.rules[index] is not layer_rules.BARRIER
     get_config = layer_rules.rule_for(layer).layer_config
