@@ -74,10 +74,7 @@ class MultiHeadAttentionRule(LayerRule):
     def analyze(
         self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
     ) -> Constants:
-        for key in call.inputs + call.outputs:
-            analysis.keep(key)
-        for key in call.inputs:
-            analysis.read(key)
+        analysis.keep_whole(call)
         if keras_internals.node_keyword(call.node, "return_attention_scores"):
             return None  # the scores of every head are an output
         heads = self.dead_heads(call.layer, analysis.threshold)

@@ -427,8 +427,5 @@ class Barrier(LayerRule):
     def analyze(
         self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
     ) -> Constants:
-        for key in call.inputs + call.outputs:
-            analysis.keep(key)
-        for key in call.inputs:
-            analysis.read(key)
+        analysis.keep_whole(call)
         return None

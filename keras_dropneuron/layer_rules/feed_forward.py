@@ -191,10 +191,7 @@ class FeedForwardBlockRule(LayerRule):
     def analyze(
         self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
     ) -> Constants:
-        for key in call.inputs + call.outputs:
-            analysis.keep(key)
-        for key in call.inputs:
-            analysis.read(key)
+        analysis.keep_whole(call)
         layer = call.layer
         dead = self.dead_units(layer, analysis.threshold)
         groups = None

@@ -113,6 +113,13 @@ class Analysis:
         slots = self.slots(key)
         self.reads[slots if mask is None else slots[mask]] = True
 
+    def keep_whole(self, call: Call) -> None:
+        """Every channel the call reads and writes stays, and its inputs are read."""
+        for key in call.inputs + call.outputs:
+            self.keep(key)
+        for key in call.inputs:
+            self.read(key)
+
     def is_shared(self, call: Call) -> bool:
         """Whether the call's layer is called more than once in the graph."""
         return len(self.graph.calls_of_layer[id(call.layer)]) > 1
