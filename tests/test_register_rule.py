@@ -218,10 +218,10 @@ def test_replace_must_be_a_bool():
 def test_the_worked_example_of_the_docs_runs_as_written(tmp_path, monkeypatch):
     text = (REPO / "docs" / "custom_layers.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     monkeypatch.chdir(tmp_path)  # the example writes slim.keras
     namespace = {}
-    exec(compile("\n".join(blocks), "custom_layers.md", "exec"), namespace)
+    exec(compile("\n".join(blocks[:3]), "custom_layers.md", "exec"), namespace)
     model, slim, x = namespace["model"], namespace["slim"], namespace["x"]
     hidden = model.get_layer("hidden")
     alive = alive_columns(to_numpy(hidden.kernel))
@@ -230,6 +230,25 @@ def test_the_worked_example_of_the_docs_runs_as_written(tmp_path, monkeypatch):
     np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-5)
     loaded = keras.saving.load_model(tmp_path / "slim.keras")
     np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(slim(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_the_transformer_block_example_of_the_docs_runs_as_written(tmp_path):
+    from keras_dropneuron.layer_rules import registry
+
+    text = (REPO / "docs" / "custom_layers.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", text, re.S)[3]
+    namespace = {"keras": keras, "register_rule": register_rule, "slim_model": slim_model}
+    try:
+        exec(compile(block, "custom_layers.md", "exec"), namespace)
+    finally:
+        registry._BY_TYPE.pop(namespace.get("ResidualMLP"), None)
+    mlp, slim = namespace["mlp"], namespace["slim_mlp"]
+    assert slim.get_layer("block").down.kernel.shape == (20, 8)
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
+    np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(mlp(x)), rtol=1e-5, atol=1e-5)
+    slim.save(tmp_path / "slim.keras")
+    loaded = keras.saving.load_model(tmp_path / "slim.keras")
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(slim(x)), atol=1e-6)
 
 
 @keras.saving.register_keras_serializable(package="test_register_rule")

@@ -15,6 +15,11 @@ from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
 from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
 from keras_dropneuron.layer_rules.embedding import EmbeddingRule
+from keras_dropneuron.layer_rules.feed_forward import (
+    FeedForward,
+    FeedForwardBlockRule,
+    GroupedAttention,
+)
 from keras_dropneuron.layer_rules.layout import WeightLayout
 from keras_dropneuron.layer_rules.per_channel import PerChannelRule
 from keras_dropneuron.layer_rules.recurrent import RecurrentRule
@@ -43,6 +48,9 @@ __all__ = [
     "DenseRule",
     "DepthwiseRule",
     "EmbeddingRule",
+    "FeedForward",
+    "FeedForwardBlockRule",
+    "GroupedAttention",
     "LayerRule",
     "MultiHeadAttentionRule",
     "PerChannelRule",

@@ -375,8 +375,11 @@ class FeedForwardBlockRule(LayerRule):
         return ffn + self.attention_macs(layer, tensor)
 
     def attention_macs(self, layer: Layer, tensor: Tensor) -> int:
-        """Multiply-adds of the block's attention on `tensor` (self-attention)."""
-        raise NotImplementedError
+        """Multiply-adds of the block's attention on `tensor` (0: a block without one).
+
+        Rules for blocks with attention override this.
+        """
+        return 0
 
     def describe_groups(self, cls: type) -> tuple[str, str]:
         return "unit `j`: up/gate `kernel[:, j]`", "unit `j`: down `kernel[j, :]`"
