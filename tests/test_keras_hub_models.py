@@ -121,3 +121,32 @@ def test_a_layer_outside_the_blocks_losing_units_gives_a_functional_model():
     assert type(slim) is not type(model)
     data = _inputs(model.backbone)
     np.testing.assert_allclose(_outputs(slim, data)[0], _outputs(model, data)[0], atol=2e-5)
+
+
+def test_whisper_encoder_and_decoder_blocks_lose_units():
+    # The decoder's call passes its padding mask first: its sequence is still found.
+    model = keras_hub.models.WhisperBackbone(
+        vocabulary_size=50,
+        num_layers=1,
+        num_heads=4,
+        hidden_dim=32,
+        intermediate_dim=WIDTH,
+        num_mels=8,
+        max_encoder_sequence_length=16,
+        max_decoder_sequence_length=8,
+    )
+    blocks = _blocks(model)
+    assert [type(b).__name__ for b in blocks] == ["WhisperEncoder", "WhisperDecoder"]
+    for i, block in enumerate(blocks):
+        _zero(block, "_feedforward_output_dense", range(10 + 4 * i), 0)
+    slim = slim_model(model)
+    assert type(slim) is type(model)
+    assert _units(slim) == [WIDTH - 10] * 2
+    rng = np.random.default_rng(0)
+    data = {
+        "encoder_features": rng.standard_normal((2, 16, 8)).astype("float32"),
+        "decoder_token_ids": rng.integers(0, 50, (2, 8)).astype("int32"),
+        "decoder_padding_mask": np.ones((2, 8), "int32"),
+    }
+    for a, b in zip(_outputs(model, data), _outputs(slim, data), strict=True):
+        np.testing.assert_allclose(b, a, atol=2e-5)

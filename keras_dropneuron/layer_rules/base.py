@@ -99,8 +99,9 @@ class LayerRule:
         wraps: Whether the layer's weights are those of the layers it wraps,
             so that only `layer_weights(layer)` knows them (`weights_of` of
             the class gives none).
-        side_inputs_whole: Whether the layer's inputs after the first (masks)
-            are only ever kept whole, so their widths need not be known.
+        side_inputs_whole: Whether the layer's inputs other than the one shaped
+            like its output (masks, caches, an encoder's sequence) are only
+            ever kept whole, so their widths need not be known.
         table_title: What the supported-layers table calls the rule's
             classes, where their names would not say it (`None`: the names).
 

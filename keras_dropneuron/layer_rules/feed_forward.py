@@ -368,7 +368,7 @@ class FeedForwardBlockRule(LayerRule):
         return {path: reg for path, reg in regs.items() if reg.li or reg.lo or l1 or l2}
 
     def call_macs(self, call: "Call", tensors_in: Tensors, tensor_out: Tensor) -> int:
-        layer, tensor = call.layer, tensors_in[0]
+        layer, tensor = call.layer, main_input(tensors_in, tensor_out)
         units = _kernel(layer, self.ffn.up).shape[1]
         projections = 2 if self.ffn.gate is None else 3
         ffn = spatial_size(tensor.shape) * channels(tensor) * units * projections
@@ -386,6 +386,16 @@ class FeedForwardBlockRule(LayerRule):
 
     def describe_surgery(self) -> str:
         return f"dead feed-forward units removed (`{self.ffn.width_argument}` lowered)"
+
+
+def main_input(tensors_in: Tensors, tensor_out: Tensor) -> Tensor:
+    """The input a block transforms: the first shaped like its output (not a mask).
+
+    A call's inputs come in the order its arguments were passed, so a mask
+    passed first would otherwise be taken for the sequence.
+    """
+    same = [t for t in tensors_in if tuple(t.shape[1:]) == tuple(tensor_out.shape[1:])]
+    return (same or tensors_in)[0]
 
 
 def grouped_attention_macs(

@@ -22,6 +22,7 @@ from keras_dropneuron.layer_rules.feed_forward import (
     FeedForwardBlockRule,
     GroupedAttention,
     grouped_attention_macs,
+    main_input,
     sequence_length,
 )
 from keras_dropneuron.layer_rules.helpers import spatial_size
@@ -78,7 +79,7 @@ class TransformerDecoderRule(TransformerEncoderRule):
         encoder = args[1] if len(args) > 1 else kwargs.get("encoder_sequence")
         if encoder is None:
             return macs
-        query = tensors_in[0].shape
+        query = main_input(tensors_in, tensor_out).shape
         return macs + attention_macs(cross, query, encoder.shape, encoder.shape, tensor_out)
 
 

@@ -201,8 +201,12 @@ def rule_of_call(
     rule = layer_rules.rule_for(layer)
     if rule is layer_rules.BARRIER:
         return rule, rule.reason
-    read = in_tensors[:1] if rule.side_inputs_whole else in_tensors
-    if not all(channels(t) for t in read + out_tensors):
+    known = all(channels(t) for t in out_tensors)
+    if rule.side_inputs_whole:  # only the input shaped like the output needs its width
+        known = known and any(channels(t) == channels(out_tensors[0]) for t in in_tensors)
+    else:
+        known = known and all(channels(t) for t in in_tensors)
+    if not known:
         return layer_rules.BARRIER, "channel count not known"
     reason = rule.barrier_reason(layer, in_tensors, out_tensors)
     if reason is None and runs_in_training_mode(layer, rule, call.training, leaked):
