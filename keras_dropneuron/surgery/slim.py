@@ -193,13 +193,15 @@ def slim_model(
             approximate=bool(approximate),
             round_to=round_to,
         )
-        progress = None
-        if len(graph.calls) >= _PROGRESS_MIN_CALLS and sys.stdout.isatty():
-            progress = keras.utils.Progbar(len(graph.calls), verbose=1)
-        copies = hub_models.LayerCopies(model) if hub_models.is_hub_model(model) else None
-        slim, new_tensors = rebuild(
-            plan, keep_regularizers=keep_regularizers, progress=progress, copies=copies
-        )
+    # The cache of every weight goes before the rebuild, which reads each once:
+    # a model's worth of memory less at the peak.
+    progress = None
+    if len(graph.calls) >= _PROGRESS_MIN_CALLS and sys.stdout.isatty():
+        progress = keras.utils.Progbar(len(graph.calls), verbose=1)
+    copies = hub_models.LayerCopies(model) if hub_models.is_hub_model(model) else None
+    slim, new_tensors = rebuild(
+        plan, keep_regularizers=keep_regularizers, progress=progress, copies=copies
+    )
     deviation = tolerance = None
     if verify or approximate:
         exact = threshold == 0 and not plan.inexact
