@@ -230,5 +230,5 @@ def is_supported(layer: keras.layers.Layer) -> bool:
 def supported_layer_names() -> list[str]:
     """Names of the registered classes with weights to prune, for messages and docs."""
     return sorted(
-        cls.__name__ for cls, rule in _BY_TYPE.items() if rule.weights_of(cls) or rule.wraps
+        cls.__name__ for cls, rule in registered().items() if rule.weights_of(cls) or rule.wraps
     )
