@@ -139,3 +139,15 @@ def takes_training(layer: keras.layers.Layer) -> bool:
     if "training" not in getattr(layer, "_call_context_args", ()):
         return False
     return bool(getattr(layer, "_call_has_context_arg", {}).get("training", False))
+
+
+def replace_sublayer(layer: keras.layers.Layer, attribute: str, new: keras.layers.Layer) -> None:
+    """Sets `layer.<attribute> = new` and stops tracking the sublayer it held.
+
+    Keras tracks a sublayer when it is assigned and never forgets it, so the
+    old one's weights would stay in `layer.weights`.
+    """
+    old = getattr(layer, attribute)
+    setattr(layer, attribute, new)
+    if old in layer._layers:
+        layer._layers.remove(old)

@@ -115,3 +115,45 @@ def test_head_penalties_match_numpy():
     )
     got = float(to_numpy(value.regularizer(value))) + float(to_numpy(output.regularizer(output)))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_encoder_heads_go_with_their_size_kept(tmp_path):
+    from keras_dropneuron.layer_rules.keras_hub_blocks import HeadSizedTransformerEncoder
+
+    model = _backbone("BertBackbone")
+    for i, block in enumerate(_blocks(model)):
+        value = block._self_attention_layer._value_dense
+        kernel, bias = to_numpy(value.kernel).copy(), to_numpy(value.bias).copy()
+        kernel[:, i], bias[i] = 0, 0  # block i loses head i
+        value.kernel.assign(kernel)
+        value.bias.assign(bias)
+    data = _inputs(model)
+    before = _outputs(model, data)
+    slim = slim_model(model, widths="per_layer")
+    blocks = _blocks(slim)
+    assert all(type(b) is HeadSizedTransformerEncoder for b in blocks)
+    assert [tuple(b._self_attention_layer._query_dense.kernel.shape) for b in blocks] == [
+        (32, 3, 8)
+    ] * 2  # 3 heads of the same size 8 (32 // 4)
+    for a, b in zip(before, _outputs(slim, data), strict=True):
+        np.testing.assert_allclose(b, a, atol=2e-5)
+    slim.save(tmp_path / "slim.keras")
+    loaded = keras.saving.load_model(tmp_path / "slim.keras")
+    for a, b in zip(before, _outputs(loaded, data), strict=True):
+        np.testing.assert_allclose(b, a, atol=2e-5)
+    # A BertBackbone's config derives the head size: at uniform widths the heads stay.
+    uniform = slim_model(model)
+    assert type(uniform) is type(model)
+    assert _blocks(uniform)[0]._self_attention_layer._query_dense.kernel.shape[1] == 4
+
+
+def test_head_sized_encoder_computes_what_the_encoder_computes():
+    from keras_dropneuron.layer_rules.keras_hub_blocks import HeadSizedTransformerEncoder
+
+    x = np.random.default_rng(0).standard_normal((2, 6, 32)).astype("float32")
+    encoder = keras_hub.layers.TransformerEncoder(intermediate_dim=64, num_heads=4)
+    sized = HeadSizedTransformerEncoder(intermediate_dim=64, num_heads=4, head_dim=8)
+    encoder(x), sized(x)
+    assert len(sized.weights) == len(encoder.weights)  # the derived attention is gone
+    sized.set_weights(encoder.get_weights())
+    np.testing.assert_allclose(to_numpy(sized(x)), to_numpy(encoder(x)), atol=1e-6)

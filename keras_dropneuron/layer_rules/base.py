@@ -167,6 +167,14 @@ class LayerRule:
         """
         return ()
 
+    def resized_class(self, layer: Layer, config: dict) -> type:
+        """The class the resized layer is re-created as (by default its own).
+
+        A rule whose resized config needs an argument the class lacks (a head
+        size the class derives) gives a subclass that takes it.
+        """
+        return type(layer)
+
     def rebuild_operation(self, operation: object, kept: list[np.ndarray]) -> object:
         """For an operation called in the graph: the one the slim graph calls.
 

@@ -15,6 +15,7 @@ from keras_hub.src.models.llama.llama_decoder import LlamaTransformerDecoder
 from keras_hub.src.models.mistral.mistral_transformer_decoder import MistralTransformerDecoder
 from keras_hub.src.models.qwen.qwen_decoder import QwenTransformerDecoder
 
+from keras_dropneuron import keras_internals
 from keras_dropneuron.layer_rules.attention import attention_macs
 from keras_dropneuron.layer_rules.base import Layer, Tensor, Tensors
 from keras_dropneuron.layer_rules.feed_forward import (
@@ -42,11 +43,64 @@ def _attention(prefix: str, projections: tuple[str, ...] = _PROJECTIONS) -> tupl
 _PLAIN = FeedForward(up="_feedforward_intermediate_dense", down="_feedforward_output_dense")
 
 
+@keras.saving.register_keras_serializable(package="keras_dropneuron")
+class HeadSizedTransformerEncoder(TransformerEncoder):
+    """A keras-hub `TransformerEncoder` whose config holds its head size.
+
+    `TransformerEncoder` derives the head size from `hidden_dim // num_heads`,
+    so a block with fewer heads would get bigger ones. This one takes
+    `head_dim`, and computes exactly what `TransformerEncoder` computes (the
+    same `call()`); `slim_model` re-creates an encoder that lost heads as one.
+
+    Args:
+        head_dim: The size of each attention head. Defaults to `None`:
+            `hidden_dim // num_heads`, as `TransformerEncoder`.
+        **kwargs: The arguments of `TransformerEncoder`.
+    """
+
+    def __init__(self, *args, head_dim: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_dim = head_dim
+
+    def build(self, inputs_shape: tuple) -> None:
+        super().build(inputs_shape)
+        derived = self._self_attention_layer
+        if self.head_dim is None or self.head_dim == derived.key_dim:
+            return
+        config = {**derived.get_config(), "key_dim": self.head_dim, "value_dim": self.head_dim}
+        attention = keras.layers.MultiHeadAttention.from_config(config)
+        attention.build(query_shape=inputs_shape, value_shape=inputs_shape)
+        keras_internals.replace_sublayer(self, "_self_attention_layer", attention)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "head_dim": self.head_dim}
+
+
 class TransformerEncoderRule(FeedForwardBlockRule):
-    """keras-hub `TransformerEncoder` (BERT, RoBERTa, DistilBERT, ...)."""
+    """keras-hub `TransformerEncoder` (BERT, RoBERTa, DistilBERT, ...).
+
+    Dead heads go too: an encoder that loses some is re-created as a
+    `HeadSizedTransformerEncoder`, which keeps their size. A backbone's own
+    config cannot hold the head size, so at uniform widths the heads stay.
+    """
 
     types = (TransformerEncoder,)
     ffn = _PLAIN
+    heads = GroupedAttention(
+        *(f"_self_attention_layer.{p}" for p in _PROJECTIONS),
+        head_axis=1,
+        query_heads="num_heads",
+        kv_heads="num_heads",
+    )
+
+    def heads_kept_reason(self, layer: Layer) -> str | None:
+        if type(layer) not in (TransformerEncoder, HeadSizedTransformerEncoder):
+            return f"{type(layer).__name__} may build its own attention"
+        return super().heads_kept_reason(layer)
+
+    def resized_class(self, layer: Layer, config: dict) -> type:
+        return HeadSizedTransformerEncoder if "head_dim" in config else type(layer)
+
     state = (
         *_attention("_self_attention_layer"),
         *_weights(
@@ -61,9 +115,13 @@ class TransformerEncoderRule(FeedForwardBlockRule):
 
 
 class TransformerDecoderRule(TransformerEncoderRule):
-    """keras-hub `TransformerDecoder` (GPT-2, BART's decoder, ...), with cross-attention."""
+    """keras-hub `TransformerDecoder` (GPT-2, BART's decoder, ...), with cross-attention.
+
+    Its heads are kept: it derives their size from `hidden_dim // num_heads`.
+    """
 
     types = (TransformerDecoder,)
+    heads = None
     state = (
         *TransformerEncoderRule.state,
         *_attention("_cross_attention_layer"),

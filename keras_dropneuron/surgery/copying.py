@@ -130,9 +130,12 @@ def _is_initializer(argument, value):
 
 
 def new_layer(
-    layer: keras.layers.Layer, config: dict, placeholder_initializers: bool = False
+    layer: keras.layers.Layer,
+    config: dict,
+    placeholder_initializers: bool = False,
+    cls: type | None = None,
 ) -> keras.layers.Layer:
-    """`type(layer).from_config(config)`, with a clear error on failure.
+    """`type(layer).from_config(config)` (or `cls`'s), with a clear error on failure.
 
     With `placeholder_initializers`, the weights are created as zeros: every
     one of them is overwritten once the layer is built, and drawing random
@@ -143,7 +146,7 @@ def new_layer(
     if placeholder_initializers:
         config = {k: "zeros" if _is_initializer(k, v) else v for k, v in config.items()}
     try:
-        return type(layer).from_config(config)
+        return (cls or type(layer)).from_config(config)
     except Exception as error:
         raise LayerCopyError(
             f"Cannot copy layer {layer.name!r} of type {type(layer).__name__}: "

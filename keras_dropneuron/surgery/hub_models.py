@@ -43,7 +43,7 @@ def why_not_same_class(plan: Plan) -> str | None:
     for index, call in enumerate(plan.graph.calls):
         rule = plan.rules[index]
         if isinstance(rule, FeedForwardBlockRule):
-            widths.add((rule.ffn, rule.heads))
+            widths.add((rule.ffn.width_argument, rule.ffn.width_per_unit))
             continue
         if isinstance(layer_rules.rule_for(call.layer), FeedForwardBlockRule):
             whole = whole or f"block {call.layer.name!r} is kept whole ({plan.reasons[index]})"
@@ -73,13 +73,22 @@ def _padded(kept: np.ndarray, size: int, target: int) -> np.ndarray:
     return np.sort(np.concatenate([kept, others[: target - len(kept)]]))
 
 
-def _uniform(kept: dict, blocks: dict, rules: dict) -> tuple[dict, dict]:
+def _uniform(kept: dict, blocks: dict, rules: dict, keys: set) -> tuple[dict, dict]:
     """Each block's units and groups padded with its lowest dead ones to the largest count.
 
-    Returns the padded `BlockUnits` per block and the config arguments that
-    give every block those widths.
+    Heads stay where the class's config (its keys: `keys`) cannot set their
+    number and size. Returns the padded `BlockUnits` per block and the config
+    arguments that give every block those widths.
     """
     first = next(iter(rules.values()))
+    heads = first.heads
+    same = len({rule.heads for rule in rules.values()}) == 1
+    if (
+        heads is None
+        or not same
+        or not {heads.query_heads, heads.kv_heads, heads.head_dim} <= keys
+    ):
+        kept = {key: BlockUnits(k.units) for key, k in kept.items()}
     sizes = {key: attribute(blocks[key], f"{rules[key].ffn.up}.kernel").shape[1] for key in kept}
     units = max(len(k.units) for k in kept.values())
     arguments = {first.ffn.width_argument: units * first.ffn.width_per_unit}
@@ -151,7 +160,9 @@ def same_class(model: keras.Model, plan: Plan) -> keras.Model:
     rules = {key: layer_rules.rule_for(block) for key, block in blocks.items()}
     config = model.get_config()
     if blocks:
-        kept, arguments = _uniform(kept, blocks, rules)
+        backbone = config.get("backbone")
+        keys = set(backbone["config"] if isinstance(backbone, dict) else config)
+        kept, arguments = _uniform(kept, blocks, rules, keys)
         config = _with_arguments(config, arguments)
     return _recreate(model, config, {key: (rules[key], units) for key, units in kept.items()})
 

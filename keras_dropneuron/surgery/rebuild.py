@@ -53,7 +53,9 @@ def _new_layer(plan, index, keep_regularizers, copies):
             return fresh, None, None
     config = copying.layer_config(layer, call.name, keep_regularizers, get_config)
     weights = plan.rules[index].resize(layer, config, plan.cut(index))
-    return copying.new_layer(layer, config, placeholder_initializers=True), weights, config
+    cls = plan.rules[index].resized_class(layer, config)
+    new = copying.new_layer(layer, config, placeholder_initializers=True, cls=cls)
+    return new, weights, config
 
 
 def _fill(new, weights):
