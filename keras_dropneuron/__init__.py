@@ -1,5 +1,6 @@
 """keras-dropneuron: structured pruning for Keras 3 after DropNeuron (Pan et al. 2016)."""
 
+import sys as _sys
 from importlib import metadata as _metadata
 
 from keras_dropneuron.budget import BudgetCallback, BudgetError, BudgetReport, prune_to_budget
@@ -58,3 +59,8 @@ __all__ = [
     "slim_model",
     "sparsity_report",
 ]
+
+if "keras_hub" in _sys.modules:  # the classes its slim models hold load from .keras files
+    from keras_dropneuron.layer_rules import load_keras_hub_rules as _load_keras_hub_rules
+
+    _load_keras_hub_rules()

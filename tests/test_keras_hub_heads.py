@@ -157,3 +157,36 @@ def test_head_sized_encoder_computes_what_the_encoder_computes():
     assert len(sized.weights) == len(encoder.weights)  # the derived attention is gone
     sized.set_weights(encoder.get_weights())
     np.testing.assert_allclose(to_numpy(sized(x)), to_numpy(encoder(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "imports",
+    [
+        "import keras_hub, keras_dropneuron",
+        "import keras_dropneuron; keras_dropneuron.layer_rules.load_keras_hub_rules()",
+    ],
+)
+def test_head_sized_encoder_loads_in_a_new_process(imports, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    model = _backbone("BertBackbone", 1)
+    value = _blocks(model)[0]._self_attention_layer._value_dense
+    kernel, bias = to_numpy(value.kernel).copy(), to_numpy(value.bias).copy()
+    kernel[:, 0], bias[0] = 0, 0
+    value.kernel.assign(kernel)
+    value.bias.assign(bias)
+    slim = slim_model(model, widths="per_layer")
+    path = tmp_path / "slim.keras"
+    slim.save(path)
+    code = f"{imports}; import keras; print(type(keras.saving.load_model({str(path)!r})).__name__)"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("Functional")

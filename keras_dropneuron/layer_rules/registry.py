@@ -72,9 +72,19 @@ _HUB_LOADED = False
 _HUB_IDS: set[int] = set()  # listed in docs/transformers.md, not in the built-in table
 
 
-def _load_keras_hub_rules() -> None:
-    """Registers the keras-hub block rules (once keras-hub is imported: it is optional)."""
+def load_keras_hub_rules() -> None:
+    """Registers the rules for keras-hub's blocks, and the classes slim models hold.
+
+    keras-hub is optional, so the library does not import it: this runs the
+    first time a rule is looked up for a keras-hub layer, and when
+    keras-dropneuron is imported after keras-hub. A `.keras` file of a slim
+    model holding a `HeadSizedTransformerEncoder` needs it before
+    `keras.saving.load_model` when keras-dropneuron was imported first.
+    Calling it again does nothing; without keras-hub it does nothing.
+    """
     global _HUB_LOADED
+    if _HUB_LOADED:
+        return
     _HUB_LOADED = True
     try:
         from keras_dropneuron.layer_rules import keras_hub_blocks
@@ -90,7 +100,7 @@ def _load_keras_hub_rules() -> None:
 def _registered_class(layer: keras.layers.Layer) -> type | None:
     """The most specific class of `layer` that has a rule, or `None`."""
     if not _HUB_LOADED and type(layer).__module__.startswith("keras_hub."):
-        _load_keras_hub_rules()
+        load_keras_hub_rules()
     return next((cls for cls in type(layer).__mro__ if cls in _BY_TYPE), None)
 
 
