@@ -83,10 +83,41 @@ def test_head_equation_is_kept_whole():
     kernel = to_numpy(model.get_layer("heads").kernel).copy()
     kernel[..., 0, :] = 0
     model.get_layer("heads").kernel.assign(kernel)
-    _, report = slim_model(model, return_report=True)
-    assert model.get_layer("heads").kernel.shape == (8, 2, 4)
+    slim, report = slim_model(model, return_report=True)
+    assert slim.get_layer("heads").kernel.shape == (8, 2, 4)
     assert isinstance(rule_for(model.get_layer("heads")), EinsumDenseRule)
     assert report.rows[0]["params_after"] == report.rows[0]["params_before"]
+    assert "not a Dense on the last axis" in report.kept_whole["heads"]
+
+
+def test_ellipsis_equation_on_a_sequence_loses_units():
+    inputs = keras.Input((5, 8))
+    first = L.EinsumDense("...b,bc->...c", 16, bias_axes="c", activation="gelu", name="first")
+    last = L.EinsumDense("...b,bc->...c", 3, name="last")
+    model = keras.Model(inputs, last(first(inputs)))
+    for weight in model.weights:
+        weight.assign(RNG.standard_normal(weight.shape).astype("float32"))
+    kernel = to_numpy(last.kernel).copy()
+    kernel[[0, 3]] = 0
+    last.kernel.assign(kernel)
+    x = RNG.standard_normal((4, 5, 8)).astype("float32")
+    slim = slim_model(model)
+    assert slim.get_layer("first").kernel.shape == (8, 14)
+    assert slim.get_layer("last").kernel.shape == (14, 3)
+    np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), atol=1e-5)
+
+
+def test_activation_mixing_channels_keeps_the_units():
+    inputs = keras.Input((8,))
+    first = L.EinsumDense("ab,bc->ac", 16, activation="softmax", name="first")
+    last = L.EinsumDense("ab,bc->ac", 3, name="last")
+    model = keras.Model(inputs, last(first(inputs)))
+    kernel = to_numpy(last.kernel).copy()
+    kernel[[0, 3]] = 0
+    last.kernel.assign(kernel)
+    slim, report = slim_model(model, return_report=True)
+    assert slim.get_layer("first").kernel.shape == (8, 16)
+    assert report.kept_whole["first"] == "activation mixes channels"
 
 
 def test_penalty_and_multiply_adds_match_numpy():

@@ -14,6 +14,7 @@ from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
 from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
 from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
+from keras_dropneuron.layer_rules.einsum_dense import EinsumDenseRule
 from keras_dropneuron.layer_rules.embedding import EmbeddingRule
 from keras_dropneuron.layer_rules.feed_forward import (
     FeedForward,
@@ -48,6 +49,7 @@ __all__ = [
     "Cut",
     "DenseRule",
     "DepthwiseRule",
+    "EinsumDenseRule",
     "EmbeddingRule",
     "FeedForward",
     "FeedForwardBlockRule",

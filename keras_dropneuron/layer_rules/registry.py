@@ -13,6 +13,7 @@ from keras_dropneuron import checks
 from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
 from keras_dropneuron.layer_rules.base import Barrier, LayerRule, attribute
 from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
+from keras_dropneuron.layer_rules.binary_ops import BinaryOpRule
 from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
 from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
@@ -46,6 +47,7 @@ RULES: tuple[LayerRule, ...] = (
     PReLURule(),
     ActivationRule(),
     ElementwiseOpRule(),
+    BinaryOpRule(),
     ZeroPaddingRule(),
     ReshapeRule(),
     PassThroughRule(),
