@@ -16,7 +16,7 @@ keras_hub = pytest.importorskip("keras_hub")
 from keras_dropneuron import regularize_model, slim_model, sparsity_report  # noqa: E402
 from keras_dropneuron.layer_rules import rule_for  # noqa: E402
 from keras_dropneuron.layer_rules.base import attribute  # noqa: E402
-from keras_dropneuron.layer_rules.feed_forward import FeedForwardBlockRule  # noqa: E402
+from keras_dropneuron.layer_rules.transformer_block import TransformerBlockRule  # noqa: E402
 from keras_dropneuron.regularizers import DropNeuronRegularizer  # noqa: E402
 
 VOCAB, LENGTH, HIDDEN, WIDTH = 50, 12, 32, 64
@@ -42,7 +42,7 @@ def _backbone(name, num_layers=2):
 
 
 def _blocks(model):
-    return [layer for layer in model.layers if isinstance(rule_for(layer), FeedForwardBlockRule)]
+    return [layer for layer in model.layers if isinstance(rule_for(layer), TransformerBlockRule)]
 
 
 def _zero(block, path, units, axis):

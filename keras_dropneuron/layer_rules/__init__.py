@@ -16,11 +16,6 @@ from keras_dropneuron.layer_rules.dense import DenseRule
 from keras_dropneuron.layer_rules.depthwise import DepthwiseRule, SeparableRule
 from keras_dropneuron.layer_rules.einsum_dense import EinsumDenseRule
 from keras_dropneuron.layer_rules.embedding import EmbeddingRule
-from keras_dropneuron.layer_rules.feed_forward import (
-    FeedForward,
-    FeedForwardBlockRule,
-    GroupedAttention,
-)
 from keras_dropneuron.layer_rules.layout import WeightLayout
 from keras_dropneuron.layer_rules.per_channel import PerChannelRule
 from keras_dropneuron.layer_rules.recurrent import RecurrentRule
@@ -38,6 +33,11 @@ from keras_dropneuron.layer_rules.registry import (
 )
 from keras_dropneuron.layer_rules.resized import ResizedRule
 from keras_dropneuron.layer_rules.table import supported_layers_table
+from keras_dropneuron.layer_rules.transformer_block import (
+    FeedForward,
+    GroupedAttention,
+    TransformerBlockRule,
+)
 
 __all__ = [
     "BARRIER",
@@ -52,7 +52,7 @@ __all__ = [
     "EinsumDenseRule",
     "EmbeddingRule",
     "FeedForward",
-    "FeedForwardBlockRule",
+    "TransformerBlockRule",
     "GroupedAttention",
     "LayerRule",
     "MultiHeadAttentionRule",

@@ -18,15 +18,15 @@ from keras_hub.src.models.qwen.qwen_decoder import QwenTransformerDecoder
 from keras_dropneuron import keras_internals
 from keras_dropneuron.layer_rules.attention import attention_macs
 from keras_dropneuron.layer_rules.base import Layer, Tensor, Tensors
-from keras_dropneuron.layer_rules.feed_forward import (
+from keras_dropneuron.layer_rules.helpers import spatial_size
+from keras_dropneuron.layer_rules.transformer_block import (
     FeedForward,
-    FeedForwardBlockRule,
     GroupedAttention,
+    TransformerBlockRule,
     grouped_attention_macs,
     main_input,
     sequence_length,
 )
-from keras_dropneuron.layer_rules.helpers import spatial_size
 
 _NORM = ("gamma", "beta")  # LayerNormalization
 _PROJECTIONS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
@@ -76,7 +76,7 @@ class HeadSizedTransformerEncoder(TransformerEncoder):
         return {**super().get_config(), "head_dim": self.head_dim}
 
 
-class TransformerEncoderRule(FeedForwardBlockRule):
+class TransformerEncoderRule(TransformerBlockRule):
     """keras-hub `TransformerEncoder` (BERT, RoBERTa, DistilBERT, ...).
 
     Dead heads go too: an encoder that loses some is re-created as a
@@ -149,7 +149,7 @@ _GATED = FeedForward(
 )
 
 
-class GatedDecoderRule(FeedForwardBlockRule):
+class GatedDecoderRule(TransformerBlockRule):
     """keras-hub's Qwen decoder: `down(up(x) * silu(gate(x)))`.
 
     Its attention derives the head size from `hidden_dim // num_query_heads`,
@@ -231,7 +231,7 @@ _GEMMA = FeedForward(
 )
 
 
-class GemmaDecoderRule(FeedForwardBlockRule):
+class GemmaDecoderRule(TransformerBlockRule):
     """keras-hub `GemmaDecoderBlock`: `ffw_linear(gelu(gating_ffw(x)) * gating_ffw_2(x))`.
 
     Its `intermediate_dim` is twice its feed-forward units.

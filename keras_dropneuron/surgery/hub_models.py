@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_dropneuron import keras_internals, layer_rules
 from keras_dropneuron.layer_rules.base import attribute
-from keras_dropneuron.layer_rules.feed_forward import BlockUnits, FeedForwardBlockRule
+from keras_dropneuron.layer_rules.transformer_block import BlockUnits, TransformerBlockRule
 from keras_dropneuron.surgery import copying
 from keras_dropneuron.surgery.plan import Plan
 
@@ -42,10 +42,10 @@ def why_not_same_class(plan: Plan) -> str | None:
     widths, whole = set(), None
     for index, call in enumerate(plan.graph.calls):
         rule = plan.rules[index]
-        if isinstance(rule, FeedForwardBlockRule):
+        if isinstance(rule, TransformerBlockRule):
             widths.add((rule.ffn.width_argument, rule.ffn.width_per_unit))
             continue
-        if isinstance(layer_rules.rule_for(call.layer), FeedForwardBlockRule):
+        if isinstance(layer_rules.rule_for(call.layer), TransformerBlockRule):
             whole = whole or f"block {call.layer.name!r} is kept whole ({plan.reasons[index]})"
         if plan.resized(index):
             return f"layer {call.layer.name!r} loses channels, which its class's config cannot say"
@@ -61,7 +61,7 @@ def _kept_units(plan: Plan) -> dict[int, BlockUnits]:
     kept = {}
     for index, call in enumerate(plan.graph.calls):
         rule = plan.rules[index]
-        if isinstance(rule, FeedForwardBlockRule):
+        if isinstance(rule, TransformerBlockRule):
             width = attribute(call.layer, f"{rule.ffn.up}.kernel").shape[1]
             kept[id(call.layer)] = plan.inner.get(index, BlockUnits(np.arange(width)))
     return kept

@@ -1,4 +1,4 @@
-"""Transformer blocks: dead feed-forward units are removed; the block's channels pass.
+"""Transformer blocks: dead feed-forward units and attention heads are removed; channels pass.
 
 A transformer block adds its attention and feed-forward results to residual
 streams, so its input and output channels are all kept. Inside, the
@@ -9,7 +9,7 @@ down projection's bias) is removed by lowering the block's width argument
 (`intermediate_dim`) and slicing the three kernels. The block's other
 weights (attention, normalization) are copied as they are.
 
-`FeedForwardBlockRule` is generic: a subclass names the block's sublayers
+`TransformerBlockRule` is generic: a subclass names the block's sublayers
 (`FeedForward`) and lists every weight it holds (`state`); a block holding any
 other weight is kept whole.
 """
@@ -123,7 +123,7 @@ def _apply(fn: object, values: np.ndarray) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(fn(ops.convert_to_tensor(values, "float32"))))
 
 
-class FeedForwardBlockRule(LayerRule):
+class TransformerBlockRule(LayerRule):
     """A transformer block whose feed-forward units can go (see the module docstring).
 
     Subclasses set `types`, `state` (every weight path of the block) and
