@@ -60,6 +60,11 @@ class SparsityReport:
     not all zero (the surgeon's criterion); the inputs are the channels some
     projection reads, and `units_after_slim` the heads `slim_model` keeps.
 
+    keras-hub transformer blocks: the units are the feed-forward units;
+    where the block's heads can be removed, the row also holds `heads`,
+    `heads_alive` (value and output slices not zero) and `heads_after_slim`,
+    and the table a "Heads alive" column.
+
     `totals` sums the weights and units over the layers, and gives the
     model's `params` and `params_after_slim`, the parameter count of the model
     `slim_model(model, threshold=threshold)` returns.
@@ -86,12 +91,21 @@ class SparsityReport:
             "params": params,
             "params_after_slim": params if params_after_slim is None else params_after_slim,
         }
+        if any("heads" in row for row in rows):
+            for key in _HEAD_KEYS:
+                self.totals[key] = sum(row.get(key, 0) for row in rows)
 
     def to_list(self) -> list[dict]:
         """Returns one plain dict per layer."""
         return [dict(row) for row in self.rows]
 
+    def _has_heads(self) -> bool:
+        return "heads" in self.totals
+
     def _cells(self, row):
+        heads = []
+        if self._has_heads():
+            heads = [_heads_cell(row) if "heads" in row else ""]
         return [
             f"{row['layer']} ({row['type']})",
             f"{row['inputs_alive']}/{row['inputs']}",
@@ -101,10 +115,13 @@ class SparsityReport:
             f"{row.get('units_after_slim', row['units'])}/{row['units']}",
             f"{row['nonzero_weights']:,}/{row['total_weights']:,}",
             f"{row['compression']:.2f}x",
+            *heads,
         ]
 
     def __str__(self) -> str:
         header = [title for _, title in _COLUMNS]
+        if self._has_heads():
+            header.append("Heads alive (slim keeps)")
         body = [self._cells(row) for row in self.rows]
         totals = self.totals
         footer = [
@@ -117,6 +134,8 @@ class SparsityReport:
             f"{totals['nonzero_weights']:,}/{totals['total_weights']:,}",
             f"{totals['compression']:.2f}x",
         ]
+        if self._has_heads():
+            footer.append(_heads_cell(totals))
         widths = [max(len(r[i]) for r in [header, *body, footer]) for i in range(len(header))]
 
         def line(cells):
@@ -137,6 +156,22 @@ class SparsityReport:
     def print(self) -> None:
         """Prints the table, like `model.summary()`."""
         print(self)
+
+
+_HEAD_KEYS = ("heads", "heads_alive", "heads_after_slim")
+
+
+def _heads_cell(counts: dict) -> str:
+    return f"{counts['heads_alive']}/{counts['heads']} ({counts['heads_after_slim']})"
+
+
+def _head_counts(layer, threshold, graph, plan) -> dict:
+    """`heads`, `heads_alive`, `heads_after_slim` of a block holding heads, or `{}`."""
+    calls = graph.calls_of_layer.get(id(layer))
+    if not calls or plan.rules[calls[0]] is layer_rules.BARRIER:
+        return {}
+    counts = plan.rules[calls[0]].head_counts(layer, threshold, plan, calls[0])
+    return {} if counts is None else dict(zip(_HEAD_KEYS, counts, strict=True))
 
 
 def _compression(total, nonzero):
@@ -253,6 +288,7 @@ def sparsity_report(model: keras.Model, threshold: float = 0.0) -> SparsityRepor
                 "nonzero_weights": nonzero,
                 "total_weights": total,
                 "compression": _compression(total, nonzero),
+                **_head_counts(layer, threshold, graph, plan),
             }
         )
     return SparsityReport(

@@ -173,6 +173,24 @@ def test_sparsity_report_counts_feed_forward_units():
     assert rows[block.name]["units_after_slim"] == WIDTH - 9
 
 
+def test_sparsity_report_counts_heads():
+    model = _backbone("MistralBackbone")  # 4 query heads read 2 key/value groups
+    first, second = _blocks(model)
+    heads = rule_for(first).heads
+    _zero(first, heads.value, [1], heads.head_axis)  # group 1: query heads 2 and 3 dead
+    _zero(first, heads.output, [0], 0)  # head 0 dead; head 1 keeps group 0
+    report = sparsity_report(model)
+    rows = {row["layer"]: row for row in report.to_list()}
+    assert (rows[first.name]["heads"], rows[first.name]["heads_alive"]) == (4, 1)
+    assert rows[first.name]["heads_after_slim"] == 2  # group 0 with both its query heads
+    assert [rows[second.name][k] for k in ("heads", "heads_alive", "heads_after_slim")] == [4] * 3
+    assert [report.totals[k] for k in ("heads", "heads_alive", "heads_after_slim")] == [8, 5, 6]
+    assert "Heads alive (slim keeps)" in str(report)
+    slim = slim_model(model, widths="per_layer")
+    kept = [attribute(b, f"{heads.query}.kernel").shape[heads.head_axis] for b in _blocks(slim)]
+    assert kept == [2, 4]
+
+
 def test_round_to_keeps_a_multiple_of_units():
     model = _backbone("MistralBackbone")
     for i, block in enumerate(_blocks(model)):

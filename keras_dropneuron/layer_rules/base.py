@@ -390,6 +390,20 @@ class LayerRule:
             group_alive(last_value, last.output_axes, last.gates),
         )
 
+    def head_counts(
+        self, layer: Layer, threshold: float, plan: "Plan", index: int
+    ) -> tuple[int, int, int] | None:
+        """For the reports: attention heads held inside the layer's units, or `None`.
+
+        A block whose units are its feed-forward units can hold heads too.
+
+        Returns:
+            `(heads, alive, kept)`: the query heads, those alive (value and
+            output slices not zero) and those `slim_model` keeps; `None` for
+            a layer without such heads (the default).
+        """
+        return None
+
     def read_inside(self, layer: Layer, pairs: Pairs) -> np.ndarray | None:
         """For the reports: which units the layer reads back itself, or `None`.
 

@@ -224,8 +224,8 @@ class TransformerBlockRule(LayerRule):
             return "query heads not a multiple of key/value heads"
         return None
 
-    def dead_groups(self, layer: Layer, threshold: float) -> np.ndarray:
-        """Per key/value group: is every query head reading it dead?"""
+    def dead_heads(self, layer: Layer, threshold: float) -> np.ndarray:
+        """Per query head: is its group's value slice or its own output slice zero?"""
         heads = self.heads
         value = np.moveaxis(_kernel(layer, heads.value), heads.head_axis, 0)
         dead_value = np.all(np.abs(value.reshape(value.shape[0], -1)) <= threshold, axis=1)
@@ -234,9 +234,24 @@ class TransformerBlockRule(LayerRule):
             dead_value &= np.all(np.abs(bias.reshape(len(dead_value), -1)) <= threshold, axis=1)
         output = _kernel(layer, heads.output)
         dead_output = np.all(np.abs(output.reshape(output.shape[0], -1)) <= threshold, axis=1)
-        ratio = len(dead_output) // len(dead_value)
-        dead_query = dead_output | np.repeat(dead_value, ratio)
-        return dead_query.reshape(len(dead_value), ratio).all(axis=1)
+        return dead_output | np.repeat(dead_value, len(dead_output) // len(dead_value))
+
+    def dead_groups(self, layer: Layer, threshold: float) -> np.ndarray:
+        """Per key/value group: is every query head reading it dead?"""
+        groups = _kernel(layer, self.heads.value).shape[self.heads.head_axis]
+        return self.dead_heads(layer, threshold).reshape(groups, -1).all(axis=1)
+
+    def head_counts(
+        self, layer: Layer, threshold: float, plan: "Plan", index: int
+    ) -> tuple[int, int, int] | None:
+        if self.heads is None or self.heads_kept_reason(layer) is not None:
+            return None
+        dead = self.dead_heads(layer, threshold)
+        inner = plan.inner.get(index)
+        kept = len(dead)
+        if inner is not None and inner.groups is not None:
+            kept = len(inner.groups) * (len(dead) // len(self.dead_groups(layer, threshold)))
+        return len(dead), int((~dead).sum()), kept
 
     def dead_units(self, layer: Layer, threshold: float) -> np.ndarray:
         """Per feed-forward unit: can it go, exactly (a constant is folded)?"""
