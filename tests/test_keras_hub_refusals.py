@@ -13,7 +13,7 @@ from backend_utils import to_numpy
 keras_hub = pytest.importorskip("keras_hub")
 
 from keras_dropneuron import slim_model  # noqa: E402
-from keras_dropneuron.surgery import verify  # noqa: E402
+from keras_dropneuron.surgery import batches  # noqa: E402
 
 MODELS = {
     "Llama3Backbone": dict(
@@ -39,8 +39,8 @@ def test_models_with_broken_layer_configs_slim_exactly(name, tmp_path):
         arguments["intermediate_dim"] = 64
     model = getattr(keras_hub.models, name)(**arguments)
     slim = slim_model(model, widths="per_layer")  # each layer copied, none re-created whole
-    data = verify.random_inputs(model)
-    before = verify.packed(model, data)
+    data = batches.random_inputs(model)
+    before = batches.packed(model, data)
     for a, b in zip(
         keras.tree.flatten(model(before)), keras.tree.flatten(slim(before)), strict=True
     ):

@@ -5,7 +5,7 @@ import time
 
 import keras
 
-from keras_dropneuron.surgery import verify
+from keras_dropneuron.surgery import batches
 from keras_dropneuron.surgery.plan import Plan
 
 _REPEATS = 7
@@ -24,9 +24,9 @@ def measure(
         A dict: `batch_size`, `before_ms`, `after_ms` and `speedup`
         (`before_ms / after_ms`).
     """
-    data = verify.random_inputs(source, batch_size=batch_size)
-    inputs = verify.packed(source, data)
-    slim_inputs = verify.packed(slim, verify.slice_inputs(plan, data))
+    data = batches.random_inputs(source, batch_size=batch_size)
+    inputs = batches.packed(source, data)
+    slim_inputs = batches.packed(slim, batches.slice_inputs(plan, data))
     source.predict_on_batch(inputs)
     slim.predict_on_batch(slim_inputs)
     before, after = [], []

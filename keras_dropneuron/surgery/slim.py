@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from keras_dropneuron import checks
-from keras_dropneuron.surgery import hub_models, latency
+from keras_dropneuron.surgery import batches, hub_models, latency
 from keras_dropneuron.surgery import verify as verification
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
@@ -183,7 +183,7 @@ def slim_model(
         benchmark = checks.check_int("benchmark", benchmark, 1)
     graph = build_graph(model)
     if verify_inputs is not None:
-        verify_inputs = verification.input_list(model, verify_inputs)
+        verify_inputs = batches.input_list(model, verify_inputs)
     with cached_values():  # every weight is converted to numpy once
         _check_finite_weights(graph)
         plan = make_plan(

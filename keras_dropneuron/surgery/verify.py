@@ -18,10 +18,16 @@ import numpy as np
 from keras import ops, tree
 
 from keras_dropneuron import keras_internals, layer_rules
+from keras_dropneuron.surgery.batches import (
+    input_list,
+    is_float,
+    packed,
+    random_inputs,
+    slice_inputs,
+)
 
-# Outputs are compared on 8 samples; tensors inside the model, which hold
-# every layer's activations at once, on the first 2 of them.
-VERIFY_BATCH_SIZE = 8
+# Outputs are compared on a batch of 8 (`batches.random_inputs`); tensors inside
+# the model, which hold every layer's activations at once, on the first 2 of them.
 INSIDE_BATCH_SIZE = 2
 _BFLOAT16_EPS = 2.0**-7  # numpy has no bfloat16 to ask
 
@@ -57,122 +63,8 @@ def relative_tolerance(model: keras.Model) -> float:
     dtypes = {str(t.dtype) for t in model.outputs}
     for layer in keras_internals.sublayers(model):
         dtypes.add(str(getattr(layer, "compute_dtype", "float32")))
-    eps = [_BFLOAT16_EPS if d == "bfloat16" else np.finfo(d).eps for d in dtypes if _is_float(d)]
+    eps = [_BFLOAT16_EPS if d == "bfloat16" else np.finfo(d).eps for d in dtypes if is_float(d)]
     return float(np.sqrt(max(eps, default=np.finfo(np.float32).eps)))
-
-
-def _is_float(dtype):
-    if dtype == "bfloat16":
-        return True
-    try:
-        return np.issubdtype(np.dtype(dtype), np.floating)
-    except TypeError:
-        return False
-
-
-def random_inputs(
-    model: keras.Model,
-    batch_size: int = VERIFY_BATCH_SIZE,
-    seed: int = 0,
-    positive: bool = False,
-) -> list[np.ndarray]:
-    """Random inputs matching `model.inputs` (unknown dims become 8).
-
-    Float inputs are standard normal, or uniform in [0, 1) when `positive`;
-    boolean inputs (masks) are True with probability 0.75.
-    Integer inputs draw ids below the smallest limit the model's layer rules
-    give (`LayerRule.input_id_limit`: an Embedding's `input_dim`; 2 when no
-    layer gives one), so every id is valid.
-
-    Raises:
-        ValueError: If an input is neither a float nor an integer tensor.
-    """
-    rng = np.random.default_rng(seed)
-    limits = (
-        layer_rules.rule_for(layer).input_id_limit(layer)
-        for layer in keras_internals.sublayers(model)
-    )
-    vocab = min((limit for limit in limits if limit is not None), default=2)
-    data = []
-    for tensor in model.inputs:
-        # A fixed batch size (a stateful RNN) must be kept.
-        shape = (tensor.shape[0] or batch_size,) + tuple(d or 8 for d in tensor.shape[1:])
-        dtype = str(tensor.dtype)
-        if "int" in dtype:
-            values = rng.integers(0, vocab, shape)
-        elif dtype == "bool":  # masks
-            values = rng.random(shape) < 0.75
-        elif _is_float(dtype):
-            values = rng.random(shape) if positive else rng.standard_normal(shape)
-        else:
-            raise ValueError(
-                "Cannot verify the slim model on random data: input "
-                f"{tensor.name!r} has dtype {dtype}. Pass `verify_inputs=` (a "
-                "batch the model accepts) or `verify=False`."
-            )
-        data.append(values.astype(dtype))
-    return data
-
-
-def input_list(
-    model: keras.Model, verify_inputs: np.ndarray | list | tuple | dict
-) -> list[np.ndarray]:
-    """`verify_inputs` as a list of arrays in `model.inputs` order.
-
-    Raises:
-        TypeError: If it is not an array, a list/tuple or a dict of arrays.
-        ValueError: If it does not match the model's inputs.
-    """
-    names = [keras_internals.input_name(t) for t in model.inputs]
-    if isinstance(verify_inputs, dict):
-        missing = sorted(set(names) - set(verify_inputs))
-        if missing:
-            raise ValueError(
-                "Invalid value for argument `verify_inputs`: expected a dict with "
-                f"the model's input names {names}. Received: keys "
-                f"{sorted(verify_inputs)}"
-            )
-        values = [verify_inputs[name] for name in names]
-    elif isinstance(verify_inputs, list | tuple):
-        values = list(verify_inputs)
-    elif hasattr(verify_inputs, "shape"):
-        values = [verify_inputs]
-    else:
-        raise TypeError(
-            "Invalid type for argument `verify_inputs`: expected an array, a "
-            "list of arrays or a dict of arrays. Received: "
-            f"verify_inputs of type {type(verify_inputs).__name__}"
-        )
-    if len(values) != len(names):
-        raise ValueError(
-            f"Invalid value for argument `verify_inputs`: expected {len(names)} "
-            f"arrays, one per model input {names}. Received: {len(values)} arrays"
-        )
-    values = [np.asarray(ops.convert_to_numpy(v)) for v in values]
-    for value, tensor in zip(values, model.inputs, strict=True):
-        expected = tuple(tensor.shape[1:])
-        ok = value.ndim == len(expected) + 1 and all(
-            d is None or d == s for d, s in zip(expected, value.shape[1:], strict=True)
-        )
-        finite = not _is_float(str(value.dtype)) or np.all(np.isfinite(value))
-        if not finite:
-            raise ValueError(
-                "Invalid value for argument `verify_inputs`: expected finite values. "
-                f"Received: NaN or infinite values for input {tensor.name!r}"
-            )
-        if not ok or value.shape[0] == 0:
-            raise ValueError(
-                "Invalid value for argument `verify_inputs`: expected a batch of "
-                f"shape (batch, {', '.join(str(d) for d in expected)}) for input "
-                f"{tensor.name!r}. Received: shape {value.shape}"
-            )
-    return values
-
-
-def packed(model: keras.Model, data: list[np.ndarray]) -> object:
-    """`data` (one array per model input) in the structure `model` takes."""
-    functional = keras_internals.functional_of(model)
-    return tree.pack_sequence_as(keras_internals.inputs_struct(functional), data)
 
 
 def _call(model, data):
@@ -180,16 +72,6 @@ def _call(model, data):
     # applies, as in `model(x)`; a call with `training=False` would override it.
     outputs = model(packed(model, data))
     return [np.asarray(ops.convert_to_numpy(y)) for y in tree.flatten(outputs)]
-
-
-def slice_inputs(plan: "Plan", data: list[np.ndarray]) -> list[np.ndarray]:
-    """The inputs of the slim model: `data` without the dropped input channels."""
-    if not plan.kept_inputs:
-        return data
-    return [
-        x[..., plan.kept[key]] if plan.graph.tensors[key].shape[-1] else x
-        for x, key in zip(data, plan.graph.inputs, strict=True)
-    ]
 
 
 def _compare(reference, candidate, tolerance):
@@ -406,7 +288,7 @@ def _finite_reference(source, verify_inputs, rewind):
     for data in candidates:
         rewind()
         reference = _call(source, data)
-        if all(np.all(np.isfinite(y)) for y in reference if _is_float(str(y.dtype))):
+        if all(np.all(np.isfinite(y)) for y in reference if is_float(str(y.dtype))):
             return data, reference
     where = "on `verify_inputs`" if verify_inputs is not None else "on random data"
     raise ValueError(
