@@ -3,7 +3,7 @@
 import keras
 
 from keras_dropneuron import checks, cloning, compiling, layer_rules, model_utils
-from keras_dropneuron.layer_rules.base import attribute
+from keras_dropneuron.layer_rules.base import Strengths, attribute
 from keras_dropneuron.surgery import hub_models
 
 
@@ -15,9 +15,7 @@ def _set_config(config: dict, path: str, value: object) -> None:
     config[name] = value
 
 
-def _set_variable_regularizers(
-    model, clone, selected, strengths, heads, scale_by_group_size, arguments=False
-):
+def _set_variable_regularizers(model, clone, selected, strengths, arguments=False):
     """Sets the regularizers rules put on variables (`LayerRule.variable_regularizers`).
 
     With `arguments`, also those the rules give as constructor arguments
@@ -30,10 +28,9 @@ def _set_variable_regularizers(
         if id(layer) not in chosen:
             continue
         rule = layer_rules.rule_for(layer)
-        options = dict(heads=heads, scale_by_group_size=scale_by_group_size, **strengths)
-        regs = rule.variable_regularizers(layer, **options)
+        regs = rule.variable_regularizers(layer, strengths)
         if arguments:
-            for argument, reg in rule.regularizers(layer, **options).items():
+            for argument, reg in rule.regularizers(layer, strengths).items():
                 for layout in rule.layer_weights(layer):
                     if layout.regularizer_argument == argument:
                         regs[layout.attribute] = reg
@@ -97,21 +94,19 @@ def regularize_model(
     >>> model = regularize_model(model, li=1e-4, lo=1e-4)
     """
     scale_by_group_size = checks.check_bool("scale_by_group_size", scale_by_group_size)
-    strengths = {
+    values = {
         name: checks.check_non_negative_float(name, value)
         for name, value in (("li", li), ("lo", lo), ("l1", l1), ("l2", l2))
     }
-    heads = strengths["li"] if heads is None else checks.check_non_negative_float("heads", heads)
+    heads = values["li"] if heads is None else checks.check_non_negative_float("heads", heads)
+    strengths = Strengths(**values, heads=heads, scale_by_group_size=scale_by_group_size)
     checks.check_layers("layers", layers)
     checks.check_model("model", model)
     selected = model_utils.select_layers(model, layers)
     model_utils.check_has_supported_layers(model, selected)
     model_utils.check_finite_weights(selected, "regularize")
     regs = {
-        id(layer): layer_rules.rule_for(layer).regularizers(
-            layer, heads=heads, scale_by_group_size=scale_by_group_size, **strengths
-        )
-        for layer in selected
+        id(layer): layer_rules.rule_for(layer).regularizers(layer, strengths) for layer in selected
     }
 
     def clone_layer(layer):
@@ -134,13 +129,11 @@ def regularize_model(
         # Its class re-creates its layers from its own config: the copy keeps
         # the class, and every penalty goes on the copy's variables.
         clone = hub_models.copy_model(model)
-        _set_variable_regularizers(
-            model, clone, selected, strengths, heads, scale_by_group_size, arguments=True
-        )
+        _set_variable_regularizers(model, clone, selected, strengths, arguments=True)
     else:
         clone = cloning.clone_model(model, clone_function=clone_layer)
         clone.set_weights(model.get_weights())
-        _set_variable_regularizers(model, clone, selected, strengths, heads, scale_by_group_size)
+        _set_variable_regularizers(model, clone, selected, strengths)
     if getattr(model, "compiled", False) and compiling.compiled_loss(model) is not None:
         compiling.compile_like(clone, model)
     return clone

@@ -9,7 +9,7 @@ knows.
 """
 
 from keras_dropneuron.layer_rules.attention import MultiHeadAttentionRule
-from keras_dropneuron.layer_rules.base import Barrier, Cut, LayerRule
+from keras_dropneuron.layer_rules.base import Barrier, Cut, LayerRule, Strengths
 from keras_dropneuron.layer_rules.bidirectional import BidirectionalRule
 from keras_dropneuron.layer_rules.conv import ConvRule, ConvTransposeRule
 from keras_dropneuron.layer_rules.dense import DenseRule
@@ -52,7 +52,6 @@ __all__ = [
     "EinsumDenseRule",
     "EmbeddingRule",
     "FeedForward",
-    "TransformerBlockRule",
     "GroupedAttention",
     "LayerRule",
     "MultiHeadAttentionRule",
@@ -60,6 +59,8 @@ __all__ = [
     "RecurrentRule",
     "ResizedRule",
     "SeparableRule",
+    "Strengths",
+    "TransformerBlockRule",
     "WeightLayout",
     "is_supported",
     "is_user_rule",

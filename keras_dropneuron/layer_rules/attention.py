@@ -14,6 +14,7 @@ from keras_dropneuron.layer_rules.base import (
     Layer,
     LayerRule,
     Pairs,
+    Strengths,
     Tensor,
     Tensors,
     Weights,
@@ -104,13 +105,7 @@ class MultiHeadAttentionRule(LayerRule):
     def regularizers(
         self,
         layer: keras.layers.Layer,
-        *,
-        li: float,
-        lo: float,
-        l1: float,
-        l2: float,
-        heads: float,
-        scale_by_group_size: bool,
+        strengths: Strengths,
     ) -> dict[str, keras.regularizers.Regularizer]:
         """One `HeadRegularizer` (strength `heads`, plus `l1` and `l2`) as `kernel_regularizer`.
 
@@ -119,16 +114,16 @@ class MultiHeadAttentionRule(LayerRule):
         head axis is checked now, so an ambiguous layer is refused before
         training. Nothing when `heads`, `l1` and `l2` are all 0.
         """
-        if not (heads or l1 or l2):
+        if not (strengths.heads or strengths.l1 or strengths.l2):
             return {}  # nothing to penalise: the layer is left as it is
         reg = HeadRegularizer(
-            heads,
+            strengths.heads,
             num_heads=layer.num_heads,
             key_dim=layer.key_dim,
             value_dim=layer.value_dim,
-            l1=l1,
-            l2=l2,
-            scale_by_group_size=scale_by_group_size,
+            l1=strengths.l1,
+            l2=strengths.l2,
+            scale_by_group_size=strengths.scale_by_group_size,
         )
         for layout in self.layer_weights(layer):
             variable = attribute(layer, layout.attribute)

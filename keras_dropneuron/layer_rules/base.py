@@ -38,6 +38,27 @@ Constants = np.ndarray | list[np.ndarray] | None  # what `LayerRule.analyze` ret
 
 
 @dataclasses.dataclass(frozen=True)
+class Strengths:
+    """The penalty strengths `regularize_model` passes to the rules' regularizer hooks.
+
+    Attributes:
+        li: Incoming-group strength.
+        lo: Outgoing-group strength.
+        l1: L1 strength.
+        l2: Squared L2 strength.
+        heads: Per-head strength (for units that are attention heads).
+        scale_by_group_size: Weight groups by `sqrt(group size)`.
+    """
+
+    li: float = 0.0
+    lo: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+    heads: float = 0.0
+    scale_by_group_size: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Cut:
     """What the analysis removes from one layer.
 
@@ -263,13 +284,7 @@ class LayerRule:
     def regularizers(
         self,
         layer: keras.layers.Layer,
-        *,
-        li: float,
-        lo: float,
-        l1: float,
-        l2: float,
-        heads: float,
-        scale_by_group_size: bool,
+        strengths: Strengths,
     ) -> dict[str, keras.regularizers.Regularizer]:
         """The regularizers `regularize_model` puts on `layer`.
 
@@ -279,12 +294,7 @@ class LayerRule:
 
         Args:
             layer: The layer.
-            li: Incoming-group strength.
-            lo: Outgoing-group strength.
-            l1: L1 strength.
-            l2: Squared L2 strength.
-            heads: Per-head strength (for layers whose units are heads).
-            scale_by_group_size: Weight groups by `sqrt(group size)`.
+            strengths: The penalty strengths (`Strengths`).
 
         Returns:
             Constructor argument (or config path, see
@@ -293,13 +303,13 @@ class LayerRule:
         """
         return {
             layout.regularizer_argument: DropNeuronRegularizer(
-                li=li,
-                lo=lo,
-                l1=l1,
-                l2=l2,
+                li=strengths.li,
+                lo=strengths.lo,
+                l1=strengths.l1,
+                l2=strengths.l2,
                 li_axis=layout.output_axes,
                 lo_axis=layout.input_axes,
-                scale_by_group_size=scale_by_group_size,
+                scale_by_group_size=strengths.scale_by_group_size,
                 gates=layout.gates,
             )
             for layout in self.layer_weights(layer)
@@ -308,13 +318,7 @@ class LayerRule:
     def variable_regularizers(
         self,
         layer: keras.layers.Layer,
-        *,
-        li: float,
-        lo: float,
-        l1: float,
-        l2: float,
-        heads: float,
-        scale_by_group_size: bool,
+        strengths: Strengths,
     ) -> dict[str, keras.regularizers.Regularizer]:
         """Regularizers `regularize_model` sets on the copy's variables themselves.
 

@@ -28,6 +28,7 @@ from keras_dropneuron.layer_rules.base import (
     Layer,
     LayerRule,
     Pairs,
+    Strengths,
     Tensor,
     Tensors,
     Weights,
@@ -346,19 +347,13 @@ class TransformerBlockRule(LayerRule):
             units &= group_alive(value, layout.output_axes)
         return inputs, units
 
-    def regularizers(self, layer: Layer, **strengths: float) -> dict:
+    def regularizers(self, layer: Layer, strengths: Strengths) -> dict:
         return {}  # the blocks take no regularizer arguments: see `variable_regularizers`
 
     def variable_regularizers(
         self,
         layer: Layer,
-        *,
-        li: float,
-        lo: float,
-        l1: float,
-        l2: float,
-        heads: float,
-        scale_by_group_size: bool,
+        strengths: Strengths,
     ) -> dict[str, keras.regularizers.Regularizer]:
         """A unit's incoming group (up/gate columns, `li`) and outgoing group (down row, `lo`).
 
@@ -368,19 +363,21 @@ class TransformerBlockRule(LayerRule):
         the variables themselves: the blocks build their sublayers without
         regularizer arguments.
         """
-        common = dict(l1=l1, l2=l2, scale_by_group_size=scale_by_group_size)
+        s = strengths
+        common = dict(l1=s.l1, l2=s.l2, scale_by_group_size=s.scale_by_group_size)
         *ins, down = self._ffn_layouts()
         regs = {
-            layout.attribute: DropNeuronRegularizer(li=li, li_axis=(1,), **common)
+            layout.attribute: DropNeuronRegularizer(li=s.li, li_axis=(1,), **common)
             for layout in ins
         }
-        regs[down.attribute] = DropNeuronRegularizer(lo=lo, lo_axis=(0,), **common)
+        regs[down.attribute] = DropNeuronRegularizer(lo=s.lo, lo_axis=(0,), **common)
+        heads = s.heads
         if self.heads is not None and heads and self.heads_kept_reason(layer) is None:
             value, output = self.heads.value, self.heads.output
             axis = (self.heads.head_axis,)
             regs[f"{value}.kernel"] = DropNeuronRegularizer(li=heads, li_axis=axis)
             regs[f"{output}.kernel"] = DropNeuronRegularizer(li=heads, li_axis=(0,))
-        return {path: reg for path, reg in regs.items() if reg.li or reg.lo or l1 or l2}
+        return {path: reg for path, reg in regs.items() if reg.li or reg.lo or s.l1 or s.l2}
 
     def call_macs(self, call: "Call", tensors_in: Tensors, tensor_out: Tensor) -> int:
         layer, tensor = call.layer, main_input(tensors_in, tensor_out)
