@@ -145,9 +145,18 @@ def replace_sublayer(layer: keras.layers.Layer, attribute: str, new: keras.layer
     """Sets `layer.<attribute> = new` and stops tracking the sublayer it held.
 
     Keras tracks a sublayer when it is assigned and never forgets it, so the
-    old one's weights would stay in `layer.weights`.
+    old one's weights would stay in `layer.weights`. A built layer refuses new
+    state: it is unlocked for the assignment (as Keras does to untrack a
+    variable) and locked again.
     """
     old = getattr(layer, attribute)
-    setattr(layer, attribute, new)
+    tracker = layer._tracker
+    locked = tracker.locked
+    tracker.unlock()
+    try:
+        setattr(layer, attribute, new)
+    finally:
+        if locked:
+            tracker.lock()
     if old in layer._layers:
         layer._layers.remove(old)

@@ -1,7 +1,9 @@
 """Grouped-query heads in keras-hub blocks: a key/value group goes with its query heads.
 
 Mistral and Gemma blocks take `head_dim` in their config, so a block with fewer
-heads keeps their size. 4 query heads read 2 key/value groups (2 each). Which
+heads keeps their size; BERT's encoder, GPT-2's decoder, Llama and Qwen derive
+it, and are re-created as head-sized subclasses. 4 query heads read 2
+key/value groups (2 each), or 4 key/value heads in BERT and GPT-2. Which
 groups die is computed here from the zeroed slices.
 """
 
@@ -9,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 from backend_utils import to_numpy
-from test_keras_hub_ffn import _backbone, _blocks, _inputs, _outputs
+from test_keras_hub_ffn import HIDDEN, LENGTH, WIDTH, _backbone, _blocks, _inputs, _outputs
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -19,6 +21,7 @@ from keras_dropneuron.layer_rules.base import attribute  # noqa: E402
 
 
 def _zero_heads(block, value_groups=(), output_heads=()):
+    """Zeroes value slices (kernel and bias) of `value_groups`, output slices of `output_heads`."""
     heads = rule_for(block).heads
     for path, kept, axis in (
         (heads.value, value_groups, heads.head_axis),
@@ -30,6 +33,20 @@ def _zero_heads(block, value_groups=(), output_heads=()):
         index[axis] = list(kept)
         value[tuple(index)] = 0
         variable.assign(value)
+    bias = attribute(block, f"{heads.value}.bias")
+    if bias is not None:
+        value = to_numpy(bias).copy()
+        value[list(value_groups)] = 0  # (heads, head_dim)
+        bias.assign(value)
+
+
+def _random_biases(block, seed=0):
+    """Non-zero query, key and value biases (they start at zero), so slicing them shows."""
+    heads, rng = rule_for(block).heads, np.random.default_rng(seed)
+    for path in (heads.query, heads.key, heads.value):
+        bias = attribute(block, f"{path}.bias")
+        if bias is not None:
+            bias.assign(rng.standard_normal(bias.shape).astype("float32"))
 
 
 def _heads(block):
@@ -75,15 +92,22 @@ def test_uniform_heads_keep_the_largest_count():
     assert [_heads(b) for b in _blocks(per_layer)] == [(2, 1), (4, 2)]
 
 
-def test_heads_whose_size_is_derived_are_kept():
-    # Qwen and Llama derive the head size from hidden_dim // num_query_heads.
-    model = _backbone("QwenBackbone")
-    block = _blocks(model)[0]
-    value = block._self_attention_layer._value_dense
-    value.kernel.assign(np.zeros(value.kernel.shape, "float32"))
-    value.bias.assign(np.zeros(value.bias.shape, "float32"))
+def test_subclass_of_a_derived_head_size_block_keeps_its_heads():
+    # It runs its parent's `call()`, but may build its own attention.
+    from keras_hub.src.models.qwen.qwen_decoder import QwenTransformerDecoder
+
+    class MyDecoder(QwenTransformerDecoder):
+        pass
+
+    inputs = keras.Input((LENGTH, HIDDEN))
+    block = MyDecoder(intermediate_dim=WIDTH, num_query_heads=4, num_key_value_heads=2)
+    model = keras.Model(inputs, block(inputs))
+    _zero_heads(block, value_groups=[0])
+    assert "may build its own attention" in rule_for(block).heads_kept_reason(block)
+    x = np.random.default_rng(0).standard_normal((2, LENGTH, HIDDEN)).astype("float32")
     slim = slim_model(model, widths="per_layer")
-    assert _blocks(slim)[0]._self_attention_layer._value_dense.kernel.shape[1] == 2
+    assert _heads(slim.layers[-1]) == (4, 2)
+    np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), atol=2e-5)
 
 
 def test_gemma_scaled_by_hidden_size_keeps_its_heads():
@@ -190,3 +214,235 @@ def test_head_sized_encoder_loads_in_a_new_process(imports, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("Functional")
+
+
+def _expected_heads(block, value_groups=(), output_heads=()):
+    """`(query heads, key/value heads)` left once the groups dead by these zeroed slices go."""
+    query, kv = _heads(block)
+    ratio = query // kv
+    dead = np.isin(np.arange(query), output_heads) | np.repeat(
+        np.isin(np.arange(kv), value_groups), ratio
+    )
+    kept = int((~dead.reshape(kv, ratio).all(axis=1)).sum())
+    return kept * ratio, kept
+
+
+def _kernel_heads(block):
+    """Heads held by each of the four projection kernels (the output's on axis 0)."""
+    heads = rule_for(block).heads
+    return [
+        attribute(block, f"{path}.kernel").shape[axis]
+        for path, axis in (
+            (heads.query, heads.head_axis),
+            (heads.key, heads.head_axis),
+            (heads.value, heads.head_axis),
+            (heads.output, 0),
+        )
+    ]
+
+
+@pytest.mark.parametrize("name", ["GPT2Backbone", "LlamaBackbone", "QwenBackbone"])
+def test_decoder_heads_go_with_their_size_kept(name, tmp_path):
+    from test_keras_hub_workflow import _block_macs
+
+    from keras_dropneuron.layer_rules import keras_hub_blocks
+
+    model = _backbone(name)
+    first, second = _blocks(model)
+    zeroed = [dict(value_groups=[1]), dict(output_heads=[0, 1, 2])]
+    expected = []
+    for block, heads in zip((first, second), zeroed, strict=True):
+        _random_biases(block)
+        _zero_heads(block, **heads)
+        expected.append(_expected_heads(block, **heads))
+    # GPT-2: 4 heads, one group each; Llama, Qwen: 4 query heads, 2 groups.
+    assert expected == ([(3, 3), (1, 1)] if name == "GPT2Backbone" else [(2, 1), (2, 1)])
+    data = _inputs(model)
+    before = _outputs(model, data)
+    slim = slim_model(model, widths="per_layer")
+    head_sized = {
+        "GPT2Backbone": keras_hub_blocks.HeadSizedTransformerDecoder,
+        "LlamaBackbone": keras_hub_blocks.HeadSizedLlamaTransformerDecoder,
+        "QwenBackbone": keras_hub_blocks.HeadSizedQwenTransformerDecoder,
+    }[name]
+    blocks = _blocks(slim)
+    assert [type(b) for b in blocks] == [head_sized] * 2
+    assert [_heads(b) for b in blocks] == expected
+    for block, (query, kv) in zip(blocks, expected, strict=True):
+        assert _kernel_heads(block) == [query, kv, kv, query]
+        value = rule_for(block).heads.value
+        assert attribute(block, f"{value}.kernel").shape[-1] == HIDDEN // 4  # the size stays
+    for a, b in zip(before, _outputs(slim, data), strict=True):
+        np.testing.assert_allclose(b, a, atol=2e-5)
+    # Multiply-adds per token count the heads each block holds: q, k, v, o projections,
+    # scores and values against one key position, and the network.
+    gated = 3 if name != "GPT2Backbone" else 2
+    assert list(_block_macs(slim).values()) == [
+        HIDDEN * 8 * (2 * query + 2 * kv) + 2 * query * 8 + gated * HIDDEN * WIDTH
+        for query, kv in expected
+    ]
+    slim.save(tmp_path / "slim.keras")
+    loaded = keras.saving.load_model(tmp_path / "slim.keras")
+    assert [type(b) for b in _blocks(loaded)] == [head_sized] * 2
+    for a, b in zip(before, _outputs(loaded, data), strict=True):
+        np.testing.assert_allclose(b, a, atol=2e-5)
+    # The backbone's own config derives the head size: at uniform widths the heads stay.
+    uniform = slim_model(model)
+    assert type(uniform) is type(model)
+    assert [_heads(b) for b in _blocks(uniform)] == [_heads(first)] * 2
+    for a, b in zip(before, _outputs(uniform, data), strict=True):
+        np.testing.assert_allclose(b, a, atol=2e-5)
+
+
+def _decoder_classes(kind):
+    """`(keras-hub class, head-sized class, heads -> constructor arguments)`."""
+    from keras_hub.src.models.llama.llama_decoder import LlamaTransformerDecoder
+    from keras_hub.src.models.qwen.qwen_decoder import QwenTransformerDecoder
+
+    from keras_dropneuron.layer_rules import keras_hub_blocks as blocks
+
+    def grouped(query, kv):
+        return dict(num_query_heads=query, num_key_value_heads=kv)
+
+    def windowed(query, kv):  # a window shorter than the sequences
+        return dict(grouped(query, kv), use_sliding_window_attention=True, sliding_window_size=3)
+
+    return {
+        "gpt2": (
+            keras_hub.layers.TransformerDecoder,
+            blocks.HeadSizedTransformerDecoder,
+            lambda query, kv: dict(num_heads=query),
+        ),
+        "llama": (LlamaTransformerDecoder, blocks.HeadSizedLlamaTransformerDecoder, grouped),
+        "qwen": (QwenTransformerDecoder, blocks.HeadSizedQwenTransformerDecoder, windowed),
+    }[kind]
+
+
+def _copy_heads(source, target, queries, groups):
+    """Copies every weight of `source` into `target`, the attention's to the kept heads."""
+    heads = rule_for(source).heads
+    kept = {heads.query: queries, heads.key: groups, heads.value: groups, heads.output: queries}
+    for path in rule_for(source).state:
+        value = attribute(source, path)
+        if value is None:
+            continue
+        value = to_numpy(value)
+        sublayer, name = path.rsplit(".", 1)
+        if sublayer in kept and not (sublayer == heads.output and name == "bias"):
+            axis = heads.head_axis if name == "kernel" and sublayer != heads.output else 0
+            value = np.take(value, kept[sublayer], axis=axis)
+        attribute(target, path).assign(value)
+
+
+def _cached_calls(block, x, kv_heads, head_dim=8):
+    """Seeds a cache with 4 positions, then decodes the 5th: both outputs and the cache."""
+    cache = keras.ops.zeros((x.shape[0], 2, 6, kv_heads, head_dim))
+    seeded, cache = block(
+        keras.ops.convert_to_tensor(x[:, :4]),
+        self_attention_cache=cache,
+        self_attention_cache_update_index=0,
+    )
+    step, cache = block(
+        keras.ops.convert_to_tensor(x[:, 4:5]),
+        self_attention_cache=cache,
+        self_attention_cache_update_index=4,
+    )
+    return to_numpy(seeded), to_numpy(step), to_numpy(cache)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "qwen"])
+def test_head_sized_decoder_computes_what_the_decoder_computes(kind):
+    parent, head_sized, heads = _decoder_classes(kind)
+    query, kv = (4, 4) if kind == "gpt2" else (4, 2)
+    x = np.random.default_rng(1).standard_normal((2, 6, HIDDEN)).astype("float32")
+    decoder = parent(intermediate_dim=WIDTH, **heads(query, kv))
+    decoder(x)
+    _random_biases(decoder)
+    # The same heads, their size given: the same weights, the same outputs.
+    same = head_sized(intermediate_dim=WIDTH, head_dim=8, **heads(query, kv))
+    same(x)
+    assert len(same.weights) == len(decoder.weights)
+    _copy_heads(decoder, same, np.arange(query), np.arange(kv))
+    np.testing.assert_allclose(to_numpy(same(x)), to_numpy(decoder(x)), atol=1e-6)
+    # Fewer heads of the same size (not hidden_dim // heads): the decoder whose other
+    # heads add nothing, with and without a cache.
+    groups = np.array([0, 2]) if kind == "gpt2" else np.array([1])
+    ratio = query // kv
+    queries = (groups[:, None] * ratio + np.arange(ratio)).ravel()
+    _zero_heads(decoder, output_heads=np.setdiff1d(np.arange(query), queries))
+    smaller = head_sized(intermediate_dim=WIDTH, head_dim=8, **heads(len(queries), len(groups)))
+    smaller(x)
+    assert _kernel_heads(smaller) == [len(queries), len(groups), len(groups), len(queries)]
+    assert attribute(smaller, f"{rule_for(smaller).heads.value}.kernel").shape[-1] == 8
+    _copy_heads(decoder, smaller, queries, groups)
+    np.testing.assert_allclose(to_numpy(smaller(x)), to_numpy(decoder(x)), atol=2e-5)
+    *outputs, cache = _cached_calls(decoder, x, kv)
+    *small_outputs, small_cache = _cached_calls(smaller, x, len(groups))
+    for a, b in zip(outputs, small_outputs, strict=True):
+        np.testing.assert_allclose(b, a, atol=2e-5)
+    np.testing.assert_allclose(small_cache, cache[:, :, :, groups], atol=2e-5)
+    # The config holds the head size (and, for Qwen, the sliding window).
+    config = smaller.get_config()
+    assert config["head_dim"] == 8
+    copy = head_sized.from_config(config)
+    copy(x)
+    assert _kernel_heads(copy) == _kernel_heads(smaller)
+    if kind == "qwen":
+        assert (copy.use_sliding_window_attention, copy.sliding_window_size) == (True, 3)
+
+
+def test_qwen_sliding_window_survives_slimming(tmp_path):
+    # QwenTransformerDecoder's own config leaves the window out.
+    model = keras_hub.models.QwenBackbone(
+        vocabulary_size=50,
+        num_layers=2,
+        hidden_dim=HIDDEN,
+        intermediate_dim=WIDTH,
+        num_query_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window_attention=True,
+        sliding_window_size=3,
+    )
+    first, second = _blocks(model)
+    _zero_heads(first, value_groups=[0])  # re-created head-sized
+    kernel = to_numpy(second._feedforward_output_dense.kernel).copy()
+    kernel[:10] = 0  # re-created as a QwenTransformerDecoder, from the rule's config
+    second._feedforward_output_dense.kernel.assign(kernel)
+    data = _inputs(model)
+    before = _outputs(model, data)
+    slim = slim_model(model, widths="per_layer")
+    for block in _blocks(slim):
+        assert (block.use_sliding_window_attention, block.sliding_window_size) == (True, 3)
+    assert _heads(_blocks(slim)[0]) == (2, 1)
+    for a, b in zip(before, _outputs(slim, data), strict=True):
+        np.testing.assert_allclose(b, a, atol=2e-5)
+
+
+@pytest.mark.parametrize("head_dim", [0, -1, 2.5, True, "8"])
+def test_head_sized_decoder_refuses_a_bad_head_dim(head_dim):
+    from keras_dropneuron.layer_rules.keras_hub_blocks import HeadSizedTransformerDecoder
+
+    with pytest.raises(ValueError, match="head_dim"):
+        HeadSizedTransformerDecoder(intermediate_dim=WIDTH, num_heads=4, head_dim=head_dim)
+
+
+def test_decoder_with_cross_attention_keeps_its_heads():
+    # `num_heads` also sets the cross-attention's heads, which would change.
+    decoder_in = keras.Input((LENGTH, HIDDEN))
+    encoder_in = keras.Input((LENGTH, HIDDEN))
+    block = keras_hub.layers.TransformerDecoder(intermediate_dim=WIDTH, num_heads=4, name="dec")
+    model = keras.Model([decoder_in, encoder_in], block(decoder_in, encoder_in))
+    _zero_heads(block, value_groups=[0, 1])
+    down = block._feedforward_output_dense.kernel
+    kernel = to_numpy(down).copy()
+    kernel[:10] = 0  # 10 dead feed-forward units, so that the block is re-created
+    down.assign(kernel)
+    assert "cross-attention" in rule_for(block).heads_kept_reason(block)
+    rng = np.random.default_rng(0)
+    data = [rng.standard_normal((2, LENGTH, HIDDEN)).astype("float32") for _ in range(2)]
+    slim = slim_model(model, widths="per_layer")
+    new = slim.get_layer("dec")
+    assert type(new) is keras_hub.layers.TransformerDecoder
+    assert new._feedforward_output_dense.kernel.shape[0] == WIDTH - 10
+    assert _heads(new) == (4, 4)
+    np.testing.assert_allclose(to_numpy(slim(data)), to_numpy(model(data)), atol=2e-5)

@@ -5,7 +5,15 @@ keras-hub class, so importing keras-dropneuron never imports keras-hub.
 Each rule names the block's feed-forward sublayers and lists every weight the
 block holds; a block holding another weight (LoRA, quantization, a subclass's
 extra sublayer) is kept whole.
+
+Blocks whose attention derives the head size from `hidden_dim // num_heads`
+(BERT's encoder, GPT-2's decoder, Llama, Qwen) lose dead heads by being
+re-created as a registered subclass (`HeadSized...`) that takes `head_dim`
+and otherwise computes what its parent computes.
 """
+
+import math
+import numbers
 
 import keras
 from keras_hub.src.layers.modeling.transformer_decoder import TransformerDecoder
@@ -60,23 +68,221 @@ class HeadSizedTransformerEncoder(TransformerEncoder):
 
     def __init__(self, *args, head_dim: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.head_dim = head_dim
+        self.head_dim = _check_head_dim(head_dim)
 
     def build(self, inputs_shape: tuple) -> None:
         super().build(inputs_shape)
-        derived = self._self_attention_layer
-        if self.head_dim is None or self.head_dim == derived.key_dim:
-            return
-        config = {**derived.get_config(), "key_dim": self.head_dim, "value_dim": self.head_dim}
-        attention = keras.layers.MultiHeadAttention.from_config(config)
-        attention.build(query_shape=inputs_shape, value_shape=inputs_shape)
-        keras_internals.replace_sublayer(self, "_self_attention_layer", attention)
+        _resize_attention(self, "_self_attention_layer", self.head_dim, inputs_shape, inputs_shape)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "head_dim": self.head_dim}
 
 
-class TransformerEncoderRule(TransformerBlockRule):
+@keras.saving.register_keras_serializable(package="keras_dropneuron")
+class HeadSizedTransformerDecoder(TransformerDecoder):
+    """A keras-hub `TransformerDecoder` (GPT-2's block) whose config holds its head size.
+
+    `TransformerDecoder` derives the head size of its self-attention (and of
+    its cross-attention, if any) from `hidden_dim // num_heads`. This one
+    takes `head_dim` for both, and computes exactly what `TransformerDecoder`
+    computes, with or without a cache (the same `call()`; a cache holds
+    `num_heads` heads of `head_dim`); `slim_model` re-creates a decoder that
+    lost heads as one.
+
+    Args:
+        head_dim: The size of each attention head. Defaults to `None`:
+            `hidden_dim // num_heads`, as `TransformerDecoder`.
+        **kwargs: The arguments of `TransformerDecoder`.
+    """
+
+    def __init__(self, *args, head_dim: int | None = None, **kwargs) -> None:
+        # A config with the input shapes builds the layer in `__init__`: only
+        # once the head size is set.
+        shapes = [kwargs.pop(f"{name}_sequence_shape", None) for name in ("decoder", "encoder")]
+        super().__init__(*args, **kwargs)
+        self.head_dim = _check_head_dim(head_dim)
+        if shapes[0]:
+            self.build(*shapes)
+
+    def build(
+        self, decoder_sequence_shape: tuple, encoder_sequence_shape: tuple | None = None
+    ) -> None:
+        super().build(decoder_sequence_shape, encoder_sequence_shape)
+        query = decoder_sequence_shape
+        _resize_attention(self, "_self_attention_layer", self.head_dim, query, query)
+        if self._cross_attention_layer is not None:
+            value = encoder_sequence_shape
+            _resize_attention(self, "_cross_attention_layer", self.head_dim, query, value)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "head_dim": self.head_dim}
+
+
+def _check_head_dim(head_dim: object) -> int | None:
+    if head_dim is None:
+        return None
+    if isinstance(head_dim, bool) or not isinstance(head_dim, numbers.Integral) or head_dim < 1:
+        raise ValueError(
+            f"Expected `head_dim` to be a positive int or None. Received: {head_dim!r}"
+        )
+    return int(head_dim)
+
+
+def _resize_attention(
+    block: Layer, name: str, head_dim: int | None, query_shape: tuple, value_shape: tuple
+) -> None:
+    """Replaces the block's `MultiHeadAttention` `name` with one of heads of `head_dim`."""
+    attention = getattr(block, name)
+    if head_dim is None or (attention.key_dim, attention.value_dim) == (head_dim, head_dim):
+        return
+    config = {**attention.get_config(), "key_dim": head_dim, "value_dim": head_dim}
+    sized = type(attention).from_config(config)
+    sized.build(query_shape=query_shape, value_shape=value_shape)
+    keras_internals.replace_sublayer(block, name, sized)
+
+
+def _resize_grouped_attention(attention: Layer, head_dim: int, inputs_shape: tuple) -> None:
+    """Gives a built Llama or Qwen attention heads of `head_dim`.
+
+    Such an attention derives the head size in `build()` from
+    `hidden_dim // num_query_heads`, for its four projections and the scale
+    of its scores (`_inv_norm_factor`); nothing else in it depends on it (the
+    rotary embedding reads the size from the heads, the sliding window and
+    the dropout work per position). The projections are re-created from their
+    own configs with the new head size, so their biases and initializers stay.
+    """
+    heads = {
+        "_query_dense": attention.num_query_heads,
+        "_key_dense": attention.num_key_value_heads,
+        "_value_dense": attention.num_key_value_heads,
+    }
+    for name, count in heads.items():
+        config = {**getattr(attention, name).get_config(), "output_shape": (None, count, head_dim)}
+        projection = keras.layers.EinsumDense.from_config(config)
+        projection.build(inputs_shape)
+        keras_internals.replace_sublayer(attention, name, projection)
+    output = keras.layers.EinsumDense.from_config(attention._output_dense.get_config())
+    output.build((None, None, attention.num_query_heads, head_dim))
+    keras_internals.replace_sublayer(attention, "_output_dense", output)
+    attention._inv_norm_factor = 1.0 / math.sqrt(head_dim)
+
+
+class _HeadSizedGrouped:
+    """A Llama or Qwen decoder whose config holds its head size (see the subclasses)."""
+
+    def __init__(self, *args, head_dim: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_dim = _check_head_dim(head_dim)
+
+    def build(self, decoder_sequence_shape: tuple) -> None:
+        super().build(decoder_sequence_shape)
+        attention = self._self_attention_layer
+        if self.head_dim is not None and self.head_dim != attention._query_dense.kernel.shape[-1]:
+            _resize_grouped_attention(attention, self.head_dim, decoder_sequence_shape)
+
+
+_LLAMA_ARGUMENTS = (
+    "intermediate_dim",
+    "num_query_heads",
+    "num_key_value_heads",
+    "rope_max_wavelength",
+    "rope_position_scaling_factor",
+    "rope_frequency_adjustment_factor",
+    "rope_low_freq_factor",
+    "rope_high_freq_factor",
+    "rope_pretraining_sequence_length",
+    "layer_norm_epsilon",
+    "dropout",
+)
+
+
+def _llama_config(layer: Layer) -> dict:
+    """A Llama decoder's config, from its constructor's arguments (each held under its name).
+
+    `LlamaTransformerDecoder.get_config()` reads an attribute the class never sets.
+    """
+    config = keras.layers.Layer.get_config(layer)
+    config.update({name: getattr(layer, name) for name in _LLAMA_ARGUMENTS})
+    config["activation"] = keras.activations.serialize(layer.activation)
+    config["kernel_initializer"] = keras.initializers.serialize(layer.kernel_initializer)
+    return config
+
+
+def _with_sliding_window(config: dict, layer: Layer) -> dict:
+    """A Qwen decoder's config with its sliding window, which its `get_config()` leaves out."""
+    return {
+        "use_sliding_window_attention": layer.use_sliding_window_attention,
+        "sliding_window_size": layer.sliding_window_size,
+        **config,
+    }
+
+
+@keras.saving.register_keras_serializable(package="keras_dropneuron")
+class HeadSizedLlamaTransformerDecoder(_HeadSizedGrouped, LlamaTransformerDecoder):
+    """A keras-hub `LlamaTransformerDecoder` whose config holds its head size.
+
+    Llama's attention derives the head size from
+    `hidden_dim // num_query_heads`, so a block with fewer heads would get
+    bigger ones. This one takes `head_dim`, and computes exactly what
+    `LlamaTransformerDecoder` computes, with or without a cache (the same
+    `call()`; a cache holds `num_key_value_heads` heads of `head_dim`);
+    `slim_model` re-creates a decoder that lost heads as one. Unlike its
+    parent's, its `get_config()` works, so it round-trips `.keras`.
+
+    Args:
+        head_dim: The size of each attention head. Defaults to `None`:
+            `hidden_dim // num_query_heads`, as `LlamaTransformerDecoder`.
+        **kwargs: The arguments of `LlamaTransformerDecoder`.
+    """
+
+    def get_config(self) -> dict:
+        return {**_llama_config(self), "head_dim": self.head_dim}
+
+
+@keras.saving.register_keras_serializable(package="keras_dropneuron")
+class HeadSizedQwenTransformerDecoder(_HeadSizedGrouped, QwenTransformerDecoder):
+    """A keras-hub `QwenTransformerDecoder` whose config holds its head size.
+
+    Qwen's attention derives the head size from
+    `hidden_dim // num_query_heads`, so a block with fewer heads would get
+    bigger ones. This one takes `head_dim`, and computes exactly what
+    `QwenTransformerDecoder` computes, with or without a cache (the same
+    `call()`; a cache holds `num_key_value_heads` heads of `head_dim`);
+    `slim_model` re-creates a decoder that lost heads as one. Its config
+    also holds the sliding window, which its parent's leaves out.
+
+    Args:
+        head_dim: The size of each attention head. Defaults to `None`:
+            `hidden_dim // num_query_heads`, as `QwenTransformerDecoder`.
+        **kwargs: The arguments of `QwenTransformerDecoder`.
+    """
+
+    def get_config(self) -> dict:
+        return {**_with_sliding_window(super().get_config(), self), "head_dim": self.head_dim}
+
+
+class _HeadSizedRule:
+    """A rule whose block derives its head size, re-created as `head_sized` when heads go.
+
+    `head_sized` is `None` where the block's own config holds the head size.
+    Any other subclass of the block keeps its heads: it may build its own
+    attention.
+    """
+
+    head_sized: type | None = None
+
+    def heads_kept_reason(self, layer: Layer) -> str | None:
+        if self.head_sized is not None and type(layer) not in (*self.types, self.head_sized):
+            return f"{type(layer).__name__} may build its own attention"
+        return super().heads_kept_reason(layer)
+
+    def resized_class(self, layer: Layer, config: dict) -> type:
+        if self.head_sized is not None and "head_dim" in config:
+            return self.head_sized
+        return type(layer)
+
+
+class TransformerEncoderRule(_HeadSizedRule, TransformerBlockRule):
     """keras-hub `TransformerEncoder` (BERT, RoBERTa, DistilBERT, ...).
 
     Dead heads go too: an encoder that loses some is re-created as a
@@ -85,6 +291,7 @@ class TransformerEncoderRule(TransformerBlockRule):
     """
 
     types = (TransformerEncoder,)
+    head_sized = HeadSizedTransformerEncoder
     ffn = _PLAIN
     heads = GroupedAttention(
         *(f"_self_attention_layer.{p}" for p in _PROJECTIONS),
@@ -92,14 +299,6 @@ class TransformerEncoderRule(TransformerBlockRule):
         query_heads="num_heads",
         kv_heads="num_heads",
     )
-
-    def heads_kept_reason(self, layer: Layer) -> str | None:
-        if type(layer) not in (TransformerEncoder, HeadSizedTransformerEncoder):
-            return f"{type(layer).__name__} may build its own attention"
-        return super().heads_kept_reason(layer)
-
-    def resized_class(self, layer: Layer, config: dict) -> type:
-        return HeadSizedTransformerEncoder if "head_dim" in config else type(layer)
 
     state = (
         *_attention("_self_attention_layer"),
@@ -117,16 +316,25 @@ class TransformerEncoderRule(TransformerBlockRule):
 class TransformerDecoderRule(TransformerEncoderRule):
     """keras-hub `TransformerDecoder` (GPT-2, BART's decoder, ...), with cross-attention.
 
-    Its heads are kept: it derives their size from `hidden_dim // num_heads`.
+    Dead self-attention heads go too: a decoder that loses some is re-created
+    as a `HeadSizedTransformerDecoder`, which keeps their size. A decoder
+    with cross-attention keeps its heads (`num_heads` sets the
+    cross-attention's too), and a backbone's own config cannot hold the head
+    size, so at uniform widths the heads stay.
     """
 
     types = (TransformerDecoder,)
-    heads = None
+    head_sized = HeadSizedTransformerDecoder
     state = (
         *TransformerEncoderRule.state,
         *_attention("_cross_attention_layer"),
         *_weights("_cross_attention_layer_norm", names=_NORM),
     )
+
+    def heads_kept_reason(self, layer: Layer) -> str | None:
+        if getattr(layer, "_cross_attention_layer", None) is not None:
+            return "num_heads also sets the cross-attention's heads, which would change"
+        return super().heads_kept_reason(layer)
 
     def call_macs(self, call, tensors_in: Tensors, tensor_out: Tensor) -> int:
         macs = super().call_macs(call, tensors_in, tensor_out)
@@ -149,20 +357,29 @@ _GATED = FeedForward(
 )
 
 
-class GatedDecoderRule(TransformerBlockRule):
-    """keras-hub's Qwen decoder: `down(up(x) * silu(gate(x)))`.
+class GatedDecoderRule(_HeadSizedRule, TransformerBlockRule):
+    """keras-hub's Qwen decoder: `down(up(x) * silu(gate(x)))`, grouped-query heads removed.
 
-    Its attention derives the head size from `hidden_dim // num_query_heads`,
-    so its heads are kept.
+    Its attention derives the head size from `hidden_dim // num_query_heads`:
+    a decoder that loses heads is re-created as a
+    `HeadSizedQwenTransformerDecoder`, which keeps their size. A backbone's
+    own config cannot hold the head size, so at uniform widths the heads
+    stay. Its `get_config()` leaves out the sliding window, so the rule adds
+    it.
     """
 
     types = (QwenTransformerDecoder,)
+    head_sized = HeadSizedQwenTransformerDecoder
     ffn = _GATED
+    heads = GroupedAttention(*(f"_self_attention_layer.{p}" for p in _PROJECTIONS), head_axis=1)
     state = (
         *_attention("_self_attention_layer"),
         *_weights("_self_attention_layernorm", "_feedforward_layernorm", names=("scale",)),
         *_weights(_GATED.up, _GATED.gate, _GATED.down),
     )
+
+    def layer_config(self, layer: Layer) -> dict:
+        return _with_sliding_window(layer.get_config(), layer)
 
     def attention_macs(self, layer: Layer, tensor: Tensor) -> int:
         attention = layer._self_attention_layer
@@ -185,41 +402,30 @@ class MistralDecoderRule(GatedDecoderRule):
     """
 
     types = (MistralTransformerDecoder,)
-    heads = GroupedAttention(*(f"_self_attention_layer.{p}" for p in _PROJECTIONS), head_axis=1)
+    head_sized = None
+
+    def layer_config(self, layer: Layer) -> dict:
+        return layer.get_config()
 
 
 class LlamaDecoderRule(GatedDecoderRule):
-    """keras-hub `LlamaTransformerDecoder` (Llama 2 and 3).
+    """keras-hub `LlamaTransformerDecoder` (Llama 2 and 3), grouped-query heads removed.
 
-    Its `get_config()` reads an attribute the class never sets, so the rule
-    gives the config from the constructor's arguments, each held under its
-    own name.
+    Its attention derives the head size from `hidden_dim // num_query_heads`:
+    a decoder that loses heads is re-created as a
+    `HeadSizedLlamaTransformerDecoder`, which keeps their size. Its
+    `get_config()` reads an attribute the class never sets, so the rule gives
+    the config from the constructor's arguments, each held under its own name.
     """
 
     types = (LlamaTransformerDecoder,)
-    arguments = (
-        "intermediate_dim",
-        "num_query_heads",
-        "num_key_value_heads",
-        "rope_max_wavelength",
-        "rope_position_scaling_factor",
-        "rope_frequency_adjustment_factor",
-        "rope_low_freq_factor",
-        "rope_high_freq_factor",
-        "rope_pretraining_sequence_length",
-        "layer_norm_epsilon",
-        "dropout",
-    )
+    head_sized = HeadSizedLlamaTransformerDecoder
 
     def layer_config(self, layer: Layer) -> dict:
         try:
             return layer.get_config()
         except AttributeError:
-            config = keras.layers.Layer.get_config(layer)
-        config.update({name: getattr(layer, name) for name in self.arguments})
-        config["activation"] = keras.activations.serialize(layer.activation)
-        config["kernel_initializer"] = keras.initializers.serialize(layer.kernel_initializer)
-        return config
+            return _llama_config(layer)
 
 
 def _gelu(x):
