@@ -5,6 +5,7 @@ import numpy as np
 
 from keras_dropneuron import checks, layer_rules, model_utils
 from keras_dropneuron.layer_rules.base import attribute
+from keras_dropneuron.surgery import hub_models
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import Plan, make_plan
 from keras_dropneuron.weight_values import cached_values
@@ -233,13 +234,20 @@ def _outgoing_alive(layer, width, graph, read):
     return alive
 
 
-def sparsity_report(model: keras.Model, threshold: float = 0.0) -> SparsityReport:
+def sparsity_report(
+    model: keras.Model, threshold: float = 0.0, widths: str = "uniform"
+) -> SparsityReport:
     """Reports, per layer, the weights and units of `model` that are alive.
 
     Args:
         model: A Sequential or Functional model, nested models included.
         threshold: Weights with `|w| <= threshold` count as zero. Defaults to
             `0.0` (exact zeros only).
+        widths: For keras-hub models, the `slim_model` widths whose counts
+            `units_after_slim`, `heads_after_slim` and `params_after_slim`
+            give: `"uniform"` (the default, as `slim_model`'s: every block
+            at the largest width any block keeps) or `"per_layer"`.
+            Ignored for other models.
 
     Returns:
         A `SparsityReport`: `print(report)` shows a table, `report.to_list()`
@@ -258,11 +266,14 @@ def sparsity_report(model: keras.Model, threshold: float = 0.0) -> SparsityRepor
     >>> print(sparsity_report(model))
     """
     threshold = checks.check_non_negative_float("threshold", threshold)
+    checks.check_choice("widths", widths, hub_models.WIDTHS)
     checks.check_model("model", model)
     model_utils.check_finite_weights(model_utils.select_layers(model), "report on")
     graph = build_graph(model)
     with cached_values():
         plan = make_plan(graph, threshold=threshold, drop_inputs=False, approximate=False)
+        if widths == "uniform":
+            plan = hub_models.uniform_plan(model, plan)
         params_after = params_after_slim(plan)
     rows = []
     for layer in model_utils.iter_layers(model):

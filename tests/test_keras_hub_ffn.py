@@ -179,7 +179,7 @@ def test_sparsity_report_counts_heads():
     heads = rule_for(first).heads
     _zero(first, heads.value, [1], heads.head_axis)  # group 1: query heads 2 and 3 dead
     _zero(first, heads.output, [0], 0)  # head 0 dead; head 1 keeps group 0
-    report = sparsity_report(model)
+    report = sparsity_report(model, widths="per_layer")
     rows = {row["layer"]: row for row in report.to_list()}
     assert (rows[first.name]["heads"], rows[first.name]["heads_alive"]) == (4, 1)
     assert rows[first.name]["heads_after_slim"] == 2  # group 0 with both its query heads
@@ -189,6 +189,40 @@ def test_sparsity_report_counts_heads():
     slim = slim_model(model, widths="per_layer")
     kept = [attribute(b, f"{heads.query}.kernel").shape[heads.head_axis] for b in _blocks(slim)]
     assert kept == [2, 4]
+    # By default the report counts what slim_model builds by default: uniform widths.
+    uniform = {row["layer"]: row for row in sparsity_report(model).to_list()}
+    assert uniform[first.name]["heads_after_slim"] == 4
+
+
+@pytest.mark.parametrize("widths", ["uniform", "per_layer"])
+def test_sparsity_report_counts_what_slim_model_builds(widths):
+    model = _backbone("GPT2Backbone")
+    first, second = _blocks(model)
+    _zero(first, "_feedforward_output_dense", range(30), 0)  # 34 alive
+    _zero(second, "_feedforward_output_dense", range(10), 0)  # 54 alive
+    report = sparsity_report(model, widths=widths)
+    slim = slim_model(model, widths=widths)
+    rows = {row["layer"]: row for row in report.to_list()}
+    kept = [_kernel_width(b) for b in _blocks(slim)]
+    assert [rows[b.name]["units_after_slim"] for b in (first, second)] == kept
+    assert kept == ([54, 54] if widths == "uniform" else [34, 54])
+    assert report.totals["params_after_slim"] == slim.count_params()
+
+
+def _kernel_width(block):
+    return attribute(block, f"{rule_for(block).ffn.up}.kernel").shape[1]
+
+
+def test_sparsity_report_sides_of_feed_forward_units():
+    # Incoming: the up columns; outgoing: the down rows (each unit's `lo` group).
+    model = _backbone("GPT2Backbone", num_layers=1)
+    block = _blocks(model)[0]
+    _zero(block, "_feedforward_output_dense", range(6), 0)
+    _zero(block, "_feedforward_intermediate_dense", range(4, 10), 1)
+    row = {r["layer"]: r for r in sparsity_report(model).to_list()}[block.name]
+    assert row["units_alive_incoming"] == WIDTH - 6
+    assert row["units_alive_outgoing"] == WIDTH - 6
+    assert row["units_alive"] == WIDTH - 10
 
 
 def test_round_to_keeps_a_multiple_of_units():

@@ -334,14 +334,21 @@ class TransformerBlockRule(LayerRule):
         return int(_kernel(layer, self.ffn.up).shape[1])
 
     def units_read(self, layer: Layer, reads: list[np.ndarray | None]) -> np.ndarray | None:
-        return None  # every unit is read by the block's own down projection
+        # Nothing outside the block reads its units: only its down projection (`read_inside`).
+        return np.zeros(_kernel(layer, self.ffn.up).shape[1], dtype=bool)
+
+    def read_inside(self, layer: Layer, pairs: Pairs) -> np.ndarray | None:
+        """The units whose down-projection row is not zero (their outgoing group)."""
+        down_layout, down = pairs[len(self._ffn_layouts()) - 1]
+        return group_alive(down, down_layout.input_axes)
 
     def alive_sides(
         self, layer: Layer, pairs: Pairs, threshold: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        *ins, (down_layout, down) = pairs[: len(self._ffn_layouts())]  # the units: FFN's
+        """Inputs read by an up (or gate) kernel; units with an up (and gate) column."""
+        *ins, _ = pairs[: len(self._ffn_layouts())]  # the units: the feed-forward network's
         inputs = np.zeros(ins[0][1].shape[0], dtype=bool)
-        units = group_alive(down, down_layout.input_axes)
+        units = np.ones(ins[0][1].shape[1], dtype=bool)
         for layout, value in ins:
             inputs |= group_alive(value, layout.input_axes)
             units &= group_alive(value, layout.output_axes)

@@ -12,6 +12,8 @@ sliced for the blocks, copied whole for every other layer.
 keras-hub is optional: nothing here imports it unless the model is one of its.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 
@@ -144,6 +146,34 @@ def _is_preprocessor(layer):
     return any(cls.__name__ == "Preprocessor" for cls in type(layer).__mro__)
 
 
+def _config_keys(model: keras.Model) -> set:
+    """The arguments of the class's config that holds the blocks' widths (its backbone's)."""
+    config = model.get_config()
+    backbone = config.get("backbone")
+    return set(backbone["config"] if isinstance(backbone, dict) else config)
+
+
+def uniform_plan(model: keras.Model, plan: Plan) -> Plan:
+    """`plan` with every block's units and heads as `same_class` keeps them.
+
+    For the reports: the counts of the model `slim_model` builds by default.
+    `plan` itself where the slim model cannot keep the class.
+    """
+    if not is_hub_model(model) or why_not_same_class(plan) is not None:
+        return plan
+    kept = _kept_units(plan)
+    if not kept:
+        return plan
+    blocks = {id(layer): layer for call in plan.graph.calls if id(layer := call.layer) in kept}
+    rules = {key: layer_rules.rule_for(block) for key, block in blocks.items()}
+    padded, _ = _uniform(kept, blocks, rules, _config_keys(model))
+    inner = dict(plan.inner)
+    for index, call in enumerate(plan.graph.calls):
+        if id(call.layer) in padded:
+            inner[index] = padded[id(call.layer)]
+    return dataclasses.replace(plan, inner=inner)
+
+
 def same_class(model: keras.Model, plan: Plan) -> keras.Model:
     """The slim model of a keras-hub model, as the same class with uniform widths.
 
@@ -160,9 +190,7 @@ def same_class(model: keras.Model, plan: Plan) -> keras.Model:
     rules = {key: layer_rules.rule_for(block) for key, block in blocks.items()}
     config = model.get_config()
     if blocks:
-        backbone = config.get("backbone")
-        keys = set(backbone["config"] if isinstance(backbone, dict) else config)
-        kept, arguments = _uniform(kept, blocks, rules, keys)
+        kept, arguments = _uniform(kept, blocks, rules, _config_keys(model))
         config = _with_arguments(config, arguments)
     return _recreate(model, config, {key: (rules[key], units) for key, units in kept.items()})
 
@@ -186,6 +214,10 @@ def _recreate(model, config, sliced):
     if isinstance(config.get("backbone"), dict):
         config["backbone"] = keras.layers.deserialize(config["backbone"])
     new = type(model).from_config(config)
+    sampler = getattr(model, "sampler", None)
+    if sampler is not None and hasattr(sampler, "get_config"):
+        # `compile(sampler=...)` is not in the config: `generate()` keeps the user's choice.
+        new.sampler = type(sampler).from_config(sampler.get_config())
     old_layers, new_layers = _leaves(model), _leaves(new)
     if [type(layer) for layer in old_layers] != [type(layer) for layer in new_layers]:
         raise ValueError("the re-created model holds other layers")
