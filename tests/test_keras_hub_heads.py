@@ -446,3 +446,29 @@ def test_decoder_with_cross_attention_keeps_its_heads():
     assert new._feedforward_output_dense.kernel.shape[0] == WIDTH - 10
     assert _heads(new) == (4, 4)
     np.testing.assert_allclose(to_numpy(slim(data)), to_numpy(model(data)), atol=2e-5)
+
+
+def test_cli_reads_the_head_sized_files_it_writes(tmp_path):
+    # `slim --widths per_layer` writes a HeadSizedTransformerEncoder; `report` reads it back
+    # in a new process that never imported keras-hub itself.
+    import os
+    import subprocess
+    import sys
+
+    model = _backbone("BertBackbone", 1)
+    _zero_heads(_blocks(model)[0], output_heads=[1])
+    model.save(tmp_path / "pruned.keras")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+    def cli(*args):
+        command = [sys.executable, "-m", "keras_dropneuron.cli", *map(str, args)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    slim_path = tmp_path / "slim.keras"
+    cli("slim", tmp_path / "pruned.keras", "-o", slim_path, "--widths", "per_layer")
+    report = cli("report", slim_path, "--widths", "per_layer")
+    assert "HeadSizedTransformerEncoder" in report
+    loaded = keras.saving.load_model(slim_path)
+    assert _heads(_blocks(loaded)[0]) == (3, 3)

@@ -65,6 +65,32 @@ def check_input(path: str) -> None:
         raise CommandError(f"input model is not readable (permission denied): {path}")
 
 
+def register_saved_classes(path: str) -> None:
+    """Registers keras-hub's classes and the head-sized blocks a file may hold.
+
+    A slim keras-hub model, or a model whose encoder lost heads, saves layers
+    that only exist once keras-hub and `load_keras_hub_rules` are imported;
+    keras-hub is imported only for a file that names them.
+    """
+    try:
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                config = archive.read("config.json").decode("utf-8", "replace")
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as file:
+                config = str(file.attrs.get("model_config", ""))
+    except Exception:  # an unreadable file is reported by the load itself
+        return
+    if "keras_hub" in config or "keras_dropneuron>HeadSized" in config:
+        with contextlib.suppress(ImportError):
+            import keras_hub  # noqa: F401  (registers its classes)
+        from keras_dropneuron.layer_rules import load_keras_hub_rules
+
+        load_keras_hub_rules()
+
+
 def load_model(path: str) -> Any:
     """Loads the Keras model at `path`, uncompiled.
 
@@ -87,6 +113,7 @@ def load_model(path: str) -> Any:
                 damaged = archive.testzip()
             if damaged:
                 raise zipfile.BadZipFile(f"damaged archive member {damaged}")
+        register_saved_classes(path)
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # any failure to read is the same to the user
         raise CommandError(f"cannot read {path} as a Keras model: {one_line(error)}") from error

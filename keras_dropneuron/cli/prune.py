@@ -110,6 +110,7 @@ def _load_model(args):
     if args.loss is not None:
         return common.load_model(args.input)
     try:
+        common.register_saved_classes(args.input)
         return keras.saving.load_model(args.input)
     except Exception as error:  # any failure: unreadable, or a loss that cannot be rebuilt
         common.load_model(args.input)  # a file it cannot read at all is said so

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = common.load_model(args.input)
     try:
-        print(sparsity_report(model, threshold=args.threshold))
+        print(sparsity_report(model, threshold=args.threshold, widths=args.widths))
     except (TypeError, ValueError) as error:
         raise CommandError(f"unsupported model {args.input}: {one_line(error)}") from error
     return 0
@@ -54,5 +54,12 @@ def add_parser(subparsers: common.SubParsers) -> None:
         type=common.THRESHOLD,
         default=0.0,
         help="weights with |w| <= threshold count as zero (default: 0)",
+    )
+    parser.add_argument(
+        "--widths",
+        choices=("uniform", "per_layer"),
+        default="uniform",
+        help="keras-hub models: count what `slim --widths` of the same value keeps "
+        "(default: uniform)",
     )
     parser.set_defaults(handler=run)

@@ -123,6 +123,7 @@ def _slim_model(args, model):
             verify=args.verify,
             round_to=args.round_to,
             benchmark=args.benchmark,
+            widths=args.widths,
         )
     except SlimVerificationError as error:
         raise CommandError(f"verification failed, nothing written: {one_line(error)}") from error
@@ -232,7 +233,7 @@ def _add_output_options(parser):
 
 
 def _add_surgery_options(parser):
-    """`--threshold`, `--no-verify`, `--round-to` and `--benchmark`."""
+    """`--threshold`, `--no-verify`, `--round-to`, `--widths` and `--benchmark`."""
     parser.add_argument(
         "--threshold",
         type=common.THRESHOLD,
@@ -251,6 +252,14 @@ def _add_surgery_options(parser):
         type=argparse_type("--round-to", check_int, convert=int, minimum=1),
         default=1,
         help="keep every resized layer at a multiple of N units (default: 1, remove all dead)",
+    )
+    parser.add_argument(
+        "--widths",
+        choices=("uniform", "per_layer"),
+        default="uniform",
+        help="keras-hub models: every block at the largest width any keeps, as the model's "
+        "own class (uniform, the default), or each block at its own width as a Functional "
+        "model (per_layer)",
     )
     parser.add_argument(
         "--benchmark",
