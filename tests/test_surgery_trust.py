@@ -154,8 +154,11 @@ def test_quantized_or_lora_layer_is_not_resized(mode):
     # The layer now holds weights (scales, adapters) the Dense rule does not slice.
     layer = model.get_layer("h")
     assert not plan.holds_only_known_weights(layer, rule_for(layer))
-    slim = slim_model(model)
+    slim, report = slim_model(model, return_report=True)
     assert slim.get_layer("h").units == 4
+    # The reason names the weights, as the layer holds them.
+    unknown = plan.unknown_weights(layer, rule_for(layer))
+    assert unknown and unknown[0].rsplit("/", 1)[-1] in report.kept_whole["h"]
     x = np.random.default_rng(3).standard_normal((8, 3)).astype("float32")
     np.testing.assert_array_equal(_outputs(slim, x), _outputs(model, x))
 

@@ -160,11 +160,16 @@ def _components(size, edges):
             return labels
 
 
-def holds_only_known_weights(layer: keras.layers.Layer, rule: layer_rules.LayerRule) -> bool:
-    """Whether every weight of `layer` is one `rule` knows how to slice."""
+def unknown_weights(layer: keras.layers.Layer, rule: layer_rules.LayerRule) -> list[str]:
+    """The paths of `layer`'s weights that `rule` does not know how to slice."""
     known = {id(weight) for name in rule.state if (weight := attribute(layer, name)) is not None}
     # An operation applied in the graph (`keras.ops.gelu`) holds no weights.
-    return all(id(weight) in known for weight in getattr(layer, "weights", ()))
+    return [weight.path for weight in getattr(layer, "weights", ()) if id(weight) not in known]
+
+
+def holds_only_known_weights(layer: keras.layers.Layer, rule: layer_rules.LayerRule) -> bool:
+    """Whether every weight of `layer` is one `rule` knows how to slice."""
+    return not unknown_weights(layer, rule)
 
 
 def computes_like_keras(layer: keras.layers.Layer) -> bool:
@@ -214,8 +219,10 @@ def rule_of_call(
     trusted = computes_like_keras(layer) or layer_rules.runs_registered_call(layer)
     if reason is None and not trusted:
         reason = f"{type(layer).__name__} overrides call()"
-    if reason is None and not holds_only_known_weights(layer, rule):
-        reason = "holds weights its rule does not know (quantization scales, LoRA, extras)"
+    if reason is None and (unknown := unknown_weights(layer, rule)):
+        names = ", ".join(path.rsplit("/", 1)[-1] for path in unknown[:3])
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        reason = f"holds weights its rule does not know ({names}{more})"
     return (layer_rules.BARRIER, reason) if reason else (rule, None)
 
 
