@@ -3,7 +3,14 @@
 import keras
 import numpy as np
 
-from keras_dropneuron import _backend, checks, layer_rules, model_utils, pruning
+from keras_dropneuron import (
+    _backend,
+    checks,
+    layer_rules,
+    model_utils,
+    normalized_units,
+    pruning,
+)
 from keras_dropneuron.event_schedule import EventSchedule
 from keras_dropneuron.masking import WeightMasks
 
@@ -53,12 +60,15 @@ class PruneCallback(keras.callbacks.Callback):
             of `n` thus gets its own event and the first `b` batches of a run
             have `b // n` events, as with `k = 1`; with `k = 4` and `n = 3`,
             24 batches have 6 events, after batches 4, 8, ..., 24.
-        mode: `"weight"`, `"incoming"`, `"outgoing"` or `"neuron"` (both
-            groups); see `keras_dropneuron.pruning.keep_mask`. A recurrent
+        mode: `"weight"`, `"incoming"`, `"outgoing"`, `"neuron"` (both
+            groups) or `"scale"`; see `keras_dropneuron.pruning.keep_mask`. A recurrent
             unit's group spans its columns in every gate block (in a
             `Bidirectional`, per direction); an attention
             layer's units are its heads (`"incoming"` prunes whole heads).
-            Defaults to `"weight"`.
+            A unit that a BatchNormalization reads is judged with its
+            `gamma` and `beta` (one group, zeroed together); `"scale"`
+            prunes only such units, those with `|gamma| < threshold`
+            (network slimming). Defaults to `"weight"`.
         layers: Names of the layers to manage. Defaults to `None`: the layers
             that carry a DropNeuron regularizer, or every supported layer when
             none do.
@@ -177,15 +187,20 @@ class PruneCallback(keras.callbacks.Callback):
         if self.model is not None:
             _backend.sync(self.model)
         weights = self._weight_masks.weights if self._weight_masks is not None else []
+        partners = {}
         for layer, layout, variable in weights:
             value = np.asarray(variable.numpy())
+            if isinstance(layout, normalized_units.PartnerLayout):
+                # A normalization's gamma and beta: part of the units, not the layer's weights.
+                partners[id(layer)] = partners.get(id(layer), False) | (value != 0)
+                continue
             zeros += value.size - np.count_nonzero(value)
             total += value.size
             pairs_of.setdefault(id(layer), (layer, []))[1].append((layout, value))
-        for layer, pairs in pairs_of.values():
+        for key, (layer, pairs) in pairs_of.items():
             # The report's units: an LSTM's live columns in either kernel, a layer's live heads.
             units = layer_rules.rule_for(layer).alive_sides(layer, pairs, 0.0)[1]
-            alive += int(np.count_nonzero(units))
+            alive += int(np.count_nonzero(units | partners.get(key, False)))
         return {"sparsity": zeros / max(total, 1), "alive_units": alive}
 
     def _update_masks(self, threshold: float | None) -> None:

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dropneuron import _backend, pruning
+from keras_dropneuron import _backend, normalized_units, pruning
 
 
 class NextFitGuard:
@@ -171,6 +171,8 @@ class WeightMasks(ManagedWeights):
         keep_last_unit: bool = False,
     ):
         super().__init__(model, layers)
+        # gamma and beta of a BatchNormalization that reads a unit are masked with it.
+        self.weights = pruning.managed_weights(layers, model)
         self.mode = mode
         self.keep_last_unit = keep_last_unit
         self.masks = []
@@ -217,7 +219,6 @@ class WeightMasks(ManagedWeights):
         """
         if threshold is None:
             return [value != 0 for value in values]
-        keeps = []
         for (layer, layout, _), value in zip(self.weights, values, strict=True):
             if not np.all(np.isfinite(value)):
                 raise ValueError(
@@ -225,9 +226,10 @@ class WeightMasks(ManagedWeights):
                     f"{layer.name!r} ({layout.attribute}); training diverged. "
                     "Lower the learning rate or the regularization strength."
                 )
-            keeps.append(pruning.keep_mask(value, layout, threshold, self.mode))
+        keeps = pruning.keep_masks(self.weights, values, threshold, self.mode)
         if self.keep_last_unit:
-            return pruning.keep_strongest_units(self.weights, values, keeps)
+            keeps = pruning.keep_strongest_units(self.weights, values, keeps)
+            return normalized_units.sync_partners(self.weights, keeps)
         pruning.check_units_survive(self.weights, values, keeps, threshold)
         return keeps
 

@@ -3,12 +3,12 @@
 import keras
 import numpy as np
 
-from keras_dropneuron import checks, layer_rules, model_utils
+from keras_dropneuron import checks, layer_rules, model_utils, normalized_units
 from keras_dropneuron._group_lasso import gate_view
 from keras_dropneuron.layer_rules.base import attribute
 from keras_dropneuron.layer_rules.layout import WeightLayout, group_alive
 
-PRUNE_MODES = ("weight", "incoming", "outgoing", "neuron")
+PRUNE_MODES = ("weight", "incoming", "outgoing", "neuron", "scale")
 
 # `(layer, layout, variable)`: one prunable weight and the layer it is pruned in.
 ManagedWeight = tuple[keras.layers.Layer, WeightLayout, keras.Variable]
@@ -36,8 +36,13 @@ def keep_mask(
             (`layout.gates`; a `Bidirectional` has each direction's kernels
             with their own gates); an attention layer's groups are its heads'
             slices (incoming: query, key, value; outgoing: output kernel).
+            `"scale"` prunes no weight here: it judges only the units that a
+            BatchNormalization reads, by `|gamma|` (network slimming; see
+            `keep_masks`).
     """
     keep = weight != 0
+    if mode == "scale":
+        return keep
     if mode == "weight":
         # In float64: a half-precision comparison would round the threshold to the
         # weight's precision (0.05 -> 0.04998779 in float16) and keep weights below it.
@@ -132,11 +137,16 @@ def keep_strongest_units(
     return result
 
 
-def managed_weights(layers: list[keras.layers.Layer]) -> list[ManagedWeight]:
+def managed_weights(
+    layers: list[keras.layers.Layer], model: keras.Model | None = None
+) -> list[ManagedWeight]:
     """Lists `(layer, layout, variable)` for every prunable weight of `layers`.
 
     Each variable is listed once, at its first layer, even when layers share
-    it, so that it is counted, pruned and masked once.
+    it, so that it is counted, pruned and masked once. With `model`, the
+    `gamma` and `beta` of a BatchNormalization that reads a layer's units
+    follow, listed with that layer (`normalized_units.PartnerLayout`): they
+    are pruned with the units' groups.
     """
     weights, seen = [], set()
     for layer in layers:
@@ -145,7 +155,27 @@ def managed_weights(layers: list[keras.layers.Layer]) -> list[ManagedWeight]:
             if id(variable) not in seen:
                 seen.add(id(variable))
                 weights.append((layer, layout, variable))
+    if model is not None:
+        weights += normalized_units.partner_entries(model, layers)
     return weights
+
+
+def keep_masks(
+    weights: list[ManagedWeight], values: list[np.ndarray], threshold: float, mode: str
+) -> list[np.ndarray]:
+    """`keep_mask` of every managed weight, a normalized unit's group judged as one.
+
+    Partner weights (`gamma`, `beta`) are pruned only with their units: in
+    the group modes when the whole group's norm is below `threshold`, in
+    `"scale"` mode when `|gamma|` is (`normalized_units.apply_joint`).
+    """
+    keeps = [
+        value != 0
+        if isinstance(layout, normalized_units.PartnerLayout)
+        else keep_mask(value, layout, threshold, mode)
+        for (_, layout, _), value in zip(weights, values, strict=True)
+    ]
+    return normalized_units.apply_joint(weights, values, keeps, threshold, mode)
 
 
 def prune_weights(
@@ -194,17 +224,15 @@ def prune_weights(
     selected = model_utils.select_layers(model, layers)
     model_utils.check_has_supported_layers(model, selected)
     model_utils.check_finite_weights(selected, "prune")
-    weights = managed_weights(selected)
+    weights = managed_weights(selected, model)
     values = [np.asarray(variable.numpy()) for _, _, variable in weights]
-    keeps = [
-        keep_mask(value, layout, threshold, mode)
-        for (_, layout, _), value in zip(weights, values, strict=True)
-    ]
+    keeps = keep_masks(weights, values, threshold, mode)
     check_units_survive(weights, values, keeps, threshold)
     counts = {"pruned": 0, "zeros": 0, "total": 0}
-    for (_, _, variable), value, keep in zip(weights, values, keeps, strict=True):
-        counts["pruned"] += int(np.count_nonzero((value != 0) & ~keep))
-        counts["zeros"] += int(keep.size - np.count_nonzero(keep))
-        counts["total"] += int(keep.size)
+    for (_, layout, variable), value, keep in zip(weights, values, keeps, strict=True):
+        if not isinstance(layout, normalized_units.PartnerLayout):  # counts: the layers' own
+            counts["pruned"] += int(np.count_nonzero((value != 0) & ~keep))
+            counts["zeros"] += int(keep.size - np.count_nonzero(keep))
+            counts["total"] += int(keep.size)
         variable.assign(np.where(keep, value, 0).astype(value.dtype))
     return counts

@@ -2,8 +2,16 @@
 
 import keras
 
-from keras_dropneuron import checks, cloning, compiling, layer_rules, model_utils
+from keras_dropneuron import (
+    checks,
+    cloning,
+    compiling,
+    layer_rules,
+    model_utils,
+    normalized_units,
+)
 from keras_dropneuron.layer_rules.base import Strengths, attribute
+from keras_dropneuron.regularizers import DropNeuronRegularizer, NormalizedUnitRegularizer
 from keras_dropneuron.surgery import hub_models
 
 
@@ -38,6 +46,40 @@ def _set_variable_regularizers(model, clone, selected, strengths, arguments=Fals
             attribute(copy, path).regularizer = reg
 
 
+def _join_normalized_units(model, clone, selected, strengths):
+    """Puts a `NormalizedUnitRegularizer` on the kernels of units that a BatchNormalization reads.
+
+    The unit's `li` group takes in the normalization's `gamma_j` and `beta_j`;
+    the kernel's own penalty keeps its other terms (`lo`, `l1`, `l2`).
+    """
+    if not strengths.li:
+        return
+    copies = dict(
+        zip(
+            map(id, model_utils.iter_layers(model)),
+            model_utils.iter_layers(clone),
+            strict=True,
+        )
+    )
+    chosen = {id(layer) for layer in selected}
+    for key, units in normalized_units.find_normalized_units(model).items():
+        copy, norm = copies.get(key), copies.get(id(units.norm))
+        if key not in chosen or copy is None or norm is None:
+            continue
+        variable = attribute(copy, units.layout.attribute)
+        own = variable.regularizer
+        rest = None
+        if isinstance(own, DropNeuronRegularizer) and (own.lo or own.l1 or own.l2):
+            rest = DropNeuronRegularizer.from_config({**own.get_config(), "li": 0.0})
+        variable.regularizer = NormalizedUnitRegularizer(
+            strengths.li,
+            normalized_units.normalization_weights(norm),
+            li_axis=units.layout.output_axes[0],
+            rest=rest,
+            scale_by_group_size=strengths.scale_by_group_size,
+        )
+
+
 def regularize_model(
     model: keras.Model,
     li: float = 0.0,
@@ -47,6 +89,7 @@ def regularize_model(
     scale_by_group_size: bool = False,
     layers: list[str | keras.layers.Layer] | None = None,
     heads: float | None = None,
+    bn_scale: float = 0.0,
 ) -> keras.Model:
     """Returns a copy of `model` with DropNeuron regularizers on its weights.
 
@@ -58,7 +101,11 @@ def regularize_model(
     the configs of both wrapped layers). A `MultiHeadAttention` gets a
     `HeadRegularizer` (strength `heads`, plus `l1` and `l2`) as its
     `kernel_regularizer`, which its four projections share: a head's penalty
-    is the norms of its query, key, value and output slices. Existing
+    is the norms of its query, key, value and output slices. A Dense or
+    Conv unit that a BatchNormalization reads (`normalized_units`) gets one
+    incoming group spanning its kernel column and the normalization's
+    `gamma_j` and `beta_j` (a `NormalizedUnitRegularizer` on the copy's
+    kernel variable; its config keeps the plain regularizer). Existing
     regularizers on those weights are replaced; weights, biases and
     everything else are copied; `Lambda` layers call the same Python
     function. A model compiled with a loss gives a copy compiled with the
@@ -78,6 +125,10 @@ def regularize_model(
         heads: Per-head strength for `MultiHeadAttention` layers. Defaults to
             `None`: `li` (a head is the attention layer's unit); `0.0` with
             `l1 = l2 = 0` leaves attention layers as they are.
+        bn_scale: L1 strength on the `gamma` of every BatchNormalization
+            of the model that has one, whatever `layers` says (network
+            slimming; prune with `PruneCallback(mode="scale")`). Defaults to
+            `0.0`.
 
     Returns:
         A new model of the same kind with the same weights.
@@ -99,6 +150,7 @@ def regularize_model(
         for name, value in (("li", li), ("lo", lo), ("l1", l1), ("l2", l2))
     }
     heads = values["li"] if heads is None else checks.check_non_negative_float("heads", heads)
+    bn_scale = checks.check_non_negative_float("bn_scale", bn_scale)
     strengths = Strengths(**values, heads=heads, scale_by_group_size=scale_by_group_size)
     checks.check_layers("layers", layers)
     checks.check_model("model", model)
@@ -108,6 +160,11 @@ def regularize_model(
     regs = {
         id(layer): layer_rules.rule_for(layer).regularizers(layer, strengths) for layer in selected
     }
+
+    if bn_scale:
+        for layer in model_utils.iter_layers(model):
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.scale:
+                regs[id(layer)] = {"gamma_regularizer": DropNeuronRegularizer(l1=bn_scale)}
 
     def clone_layer(layer):
         config = layer_rules.rule_for(layer).layer_config(layer)
@@ -130,10 +187,18 @@ def regularize_model(
         # the class, and every penalty goes on the copy's variables.
         clone = hub_models.copy_model(model)
         _set_variable_regularizers(model, clone, selected, strengths, arguments=True)
+        for layer, copy in zip(
+            model_utils.iter_layers(model), model_utils.iter_layers(clone), strict=True
+        ):
+            for argument, reg in regs.get(id(layer), {}).items():
+                if argument == "gamma_regularizer":  # `bn_scale`: no rule names it
+                    copy.gamma.regularizer = reg
+        _join_normalized_units(model, clone, selected, strengths)
     else:
         clone = cloning.clone_model(model, clone_function=clone_layer)
         clone.set_weights(model.get_weights())
         _set_variable_regularizers(model, clone, selected, strengths)
+        _join_normalized_units(model, clone, selected, strengths)
     if getattr(model, "compiled", False) and compiling.compiled_loss(model) is not None:
         compiling.compile_like(clone, model)
     return clone

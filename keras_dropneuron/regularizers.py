@@ -21,18 +21,23 @@ still runs on its bias (its output is the same sequence for every input), so
 `lo` as well as `li`.
 """
 
+import math
+
 import keras
+from keras import ops
 
 from keras_dropneuron import checks
 from keras_dropneuron._group_lasso import (
     Tensor,
     axis_config,
     check_gates,
+    compute_dtype,
     group_lasso,
     with_l1_l2,
 )
 
 _PACKAGE = "keras_dropneuron"
+_TINY_SQUARE = 1e-24  # a group norm below 1e-12 counts as dead in the gradient
 
 # The unit axes of a weight: one axis, or several (a depthwise kernel's `(-2, -1)`).
 Axes = int | tuple[int, ...] | list[int]
@@ -350,4 +355,76 @@ class HeadRegularizer(keras.regularizers.Regularizer):
         return f"HeadRegularizer({args})"
 
 
-DROPNEURON_REGULARIZERS = (LiRegularizer, LoRegularizer, DropNeuronRegularizer, HeadRegularizer)
+class NormalizedUnitRegularizer(keras.regularizers.Regularizer):
+    """Group lasso on units read by a BatchNormalization: kernel column, `gamma_j`, `beta_j`.
+
+    On the kernel it is set on, `li * sum_j sqrt(||W[..., j]||^2 + gamma_j^2 +
+    beta_j^2)`, plus `rest(W)` (the kernel's own DropNeuron penalty without its
+    `li` part: `lo`, `l1`, `l2`). A dead group has a zero gradient. BN rescales
+    a kernel column freely, so the column's norm alone does not tell a unit's
+    importance; with `gamma_j` and `beta_j` in the group, the whole unit goes to
+    zero together and its channel is exactly 0 after the normalization
+    (`keras_dropneuron.normalized_units`).
+
+    `regularize_model` sets it on the kernel variables of such units. It reads
+    the normalization's variables on every call, so it holds them and has no
+    config: a saved model keeps the kernel's own `DropNeuronRegularizer`.
+
+    Args:
+        li: Strength of the joint groups.
+        partners: The normalization's `gamma` and `beta` variables (those it
+            has), one entry per unit.
+        li_axis: The unit axis of the kernel. Defaults to `-1`.
+        rest: The rest of the kernel's penalty, or `None`.
+        scale_by_group_size: Weight each norm by `sqrt(group size)`.
+            Defaults to `False`.
+    """
+
+    def __init__(
+        self,
+        li: float,
+        partners: list[keras.Variable],
+        li_axis: int = -1,
+        rest: keras.regularizers.Regularizer | None = None,
+        scale_by_group_size: bool = False,
+    ) -> None:
+        self.li = checks.check_non_negative_float("li", li)
+        self.partners = list(partners)
+        self.li_axis = int(li_axis)  # set by `regularize_model` from the layer's layout
+        self.rest = rest
+        self.scale_by_group_size = checks.check_bool("scale_by_group_size", scale_by_group_size)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        dtype = compute_dtype(x)
+        axis = self.li_axis % len(x.shape)
+        others = tuple(a for a in range(len(x.shape)) if a != axis)
+        squares = ops.sum(ops.square(ops.cast(x, dtype)), axis=others)
+        for partner in self.partners:
+            squares = squares + ops.square(ops.cast(ops.convert_to_tensor(partner), dtype))
+        size = math.prod(x.shape[a] for a in others) + len(self.partners)
+        factor = self.li * (math.sqrt(size) if self.scale_by_group_size else 1.0)
+        # Clipped below: a dead group (norm 0) gets a zero gradient, not 0 / 0.
+        norms = ops.sqrt(ops.clip(squares, _TINY_SQUARE, math.inf))
+        loss = factor * ops.sum(norms)
+        return loss if self.rest is None else loss + self.rest(x)
+
+    def get_config(self) -> dict:
+        raise NotImplementedError(
+            "NormalizedUnitRegularizer holds the normalization's variables and has no "
+            "config; the layer's own `kernel_regularizer` is what a saved model keeps."
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"NormalizedUnitRegularizer(li={self.li!r}, partners={len(self.partners)}, "
+            f"li_axis={self.li_axis!r}, rest={self.rest!r})"
+        )
+
+
+DROPNEURON_REGULARIZERS = (
+    LiRegularizer,
+    LoRegularizer,
+    DropNeuronRegularizer,
+    HeadRegularizer,
+    NormalizedUnitRegularizer,
+)

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_dropneuron import checks, layer_rules, model_utils
+from keras_dropneuron import checks, layer_rules, model_utils, normalized_units
 from keras_dropneuron.layer_rules.base import attribute
 from keras_dropneuron.surgery import hub_models
 from keras_dropneuron.surgery.graph import build_graph
@@ -65,6 +65,10 @@ class SparsityReport:
     where the block's heads can be removed, the row also holds `heads`,
     `heads_alive` (value and output slices not zero) and `heads_after_slim`,
     and the table a "Heads alive" column.
+
+    A Dense or Conv layer whose units a BatchNormalization reads: a unit is
+    alive on the incoming side while its kernel column, or its `gamma` or
+    `beta` there, is not zero (`keras_dropneuron.normalized_units`).
 
     `totals` sums the weights and units over the layers, and gives the
     model's `params` and `params_after_slim`, the parameter count of the model
@@ -275,11 +279,15 @@ def sparsity_report(
         if widths == "uniform":
             plan = hub_models.uniform_plan(model, plan)
         params_after = params_after_slim(plan)
+    normalized = normalized_units.find_normalized_units(model)
     rows = []
     for layer in model_utils.iter_layers(model):
         if not layer_rules.is_supported(layer):
             continue
         inputs, incoming, values, inside = _layer_sides(layer, threshold)
+        if id(layer) in normalized:  # gamma and beta are part of each unit's group
+            for variable in normalized_units.normalization_weights(normalized[id(layer)].norm):
+                incoming = incoming | (np.abs(np.asarray(variable.numpy())) > threshold)
         outgoing = _outgoing_alive(layer, incoming.size, graph, plan.read)
         if inside is not None:  # a recurrent layer reads its units back
             outgoing = outgoing | inside

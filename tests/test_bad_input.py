@@ -628,7 +628,7 @@ def test_same_bad_flag_same_error_everywhere(value):
 def test_same_bad_mode_same_error_everywhere(value, error):
     ((kind, message),) = _errors(MODES, value)
     assert kind is error
-    assert "one of ('weight', 'incoming', 'outgoing', 'neuron')" in message
+    assert "one of ('weight', 'incoming', 'outgoing', 'neuron', 'scale')" in message
 
 
 @pytest.mark.parametrize(
