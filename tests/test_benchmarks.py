@@ -168,3 +168,13 @@ def test_budget_mnist_runner(tmp_path, capsys):
     capsys.readouterr()
     importlib.import_module("budget_mnist").main(["--table", str(out)])
     assert "| lenet-300-100 | 0.5 | 1 |" in capsys.readouterr().out
+
+
+def test_bn_criteria(tmp_path, capsys):
+    printed, result = _run("bn_criteria", tmp_path, capsys)
+    assert [row["criterion"] for row in result["rows"]] == ["dense", "joint", "scale"]
+    for row in result["rows"]:
+        _is(row["macs_ratio"], row["slim_macs"] / row["macs"], "macs_ratio")
+        assert 0 < row["macs_ratio"] <= 1
+        assert row["max_difference"] < 1e-4  # the slim model computes what the pruned one does
+    assert result["rows"][0]["macs_ratio"] == 1.0  # nothing to remove in the dense model
