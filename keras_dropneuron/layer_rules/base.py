@@ -78,9 +78,17 @@ class Cut:
 
 
 def attribute(obj: object, path: str) -> object:
-    """`obj.a.b` for the path `"a.b"` (`None` where an attribute is missing)."""
+    """`obj.a.b` for the path `"a.b"` (`None` where an attribute is missing).
+
+    A part made of digits indexes a list or tuple: `"blocks.0.kernel"` is
+    `obj.blocks[0].kernel` (`None` past its end), for a layer that holds its
+    sublayers in a list (keras-hub's `ViTEncoder`).
+    """
     for name in path.split("."):
-        obj = getattr(obj, name, None)
+        if name.isdigit() and isinstance(obj, (list, tuple)):
+            obj = obj[int(name)] if int(name) < len(obj) else None
+        else:
+            obj = getattr(obj, name, None)
     return obj
 
 

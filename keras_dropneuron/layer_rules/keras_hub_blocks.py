@@ -12,22 +12,39 @@ re-created as a registered subclass (`HeadSized...`) that takes `head_dim`
 and otherwise computes what its parent computes.
 """
 
+import dataclasses
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 import keras
+import numpy as np
 from keras_hub.src.layers.modeling.transformer_decoder import TransformerDecoder
 from keras_hub.src.layers.modeling.transformer_encoder import TransformerEncoder
 from keras_hub.src.models.gemma.gemma_decoder_block import GemmaDecoderBlock
 from keras_hub.src.models.llama.llama_decoder import LlamaTransformerDecoder
 from keras_hub.src.models.mistral.mistral_transformer_decoder import MistralTransformerDecoder
 from keras_hub.src.models.qwen.qwen_decoder import QwenTransformerDecoder
+from keras_hub.src.models.vit.vit_layers import MLP, ViTEncoder, ViTEncoderBlock
 
 from keras_dropneuron import keras_internals
 from keras_dropneuron.layer_rules.attention import attention_macs
-from keras_dropneuron.layer_rules.base import Layer, Tensor, Tensors
+from keras_dropneuron.layer_rules.base import (
+    Constants,
+    Cut,
+    Layer,
+    LayerRule,
+    Pairs,
+    Strengths,
+    Tensor,
+    Tensors,
+    Weights,
+    attribute,
+)
 from keras_dropneuron.layer_rules.helpers import spatial_size
+from keras_dropneuron.layer_rules.layout import WeightLayout, group_alive
 from keras_dropneuron.layer_rules.transformer_block import (
+    BlockUnits,
     FeedForward,
     GroupedAttention,
     TransformerBlockRule,
@@ -35,6 +52,11 @@ from keras_dropneuron.layer_rules.transformer_block import (
     main_input,
     sequence_length,
 )
+from keras_dropneuron.weight_values import numpy
+
+if TYPE_CHECKING:  # the surgeon imports the rules: for annotations only
+    from keras_dropneuron.surgery.graph import Call
+    from keras_dropneuron.surgery.plan import Analysis, Plan
 
 _NORM = ("gamma", "beta")  # LayerNormalization
 _PROJECTIONS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
@@ -481,6 +503,193 @@ class GemmaDecoderRule(TransformerBlockRule):
         )
 
 
+class _ViTBlockRule(TransformerBlockRule):
+    """One `ViTEncoderBlock` seen as a block (not registered: `ViTEncoderRule` uses it)."""
+
+    ffn = FeedForward(up="mlp.dense_1", down="mlp.dense_2", width_argument="mlp_dim")
+    state = (
+        *_weights("layer_norm_1", "layer_norm_2", names=_NORM),
+        *_attention("mha"),
+        *_weights("mlp.dense_1", "mlp.dense_2"),
+    )
+
+
+_VIT_BLOCK = _ViTBlockRule()
+_VIT_MAX_BLOCKS = 256  # `state` names the weights of this many blocks
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderUnits:
+    """Per block of an encoder, the feed-forward units kept: as many in every block."""
+
+    blocks: tuple[np.ndarray, ...]
+
+
+def _padded(kept: np.ndarray, size: int, target: int) -> np.ndarray:
+    """`kept` with the lowest of the others added, to `target` indices in all."""
+    others = np.setdiff1d(np.arange(size), kept)
+    return np.sort(np.concatenate([kept, others[: target - len(kept)]]))
+
+
+class ViTEncoderRule(LayerRule):
+    """keras-hub `ViTEncoder` (`ViTBackbone`): the dead MLP units of its blocks go.
+
+    The encoder holds its `ViTEncoderBlock`s in a list and builds every one
+    from its single `mlp_dim`. Each block's unit `j` (column `j` of
+    `mlp.dense_1`, row `j` of `mlp.dense_2`) is dead as in
+    `TransformerBlockRule`: a zero `dense_2` row, or a zero `dense_1` column
+    whose constant `gelu(bias_j)` is folded into `dense_2`'s bias. The
+    re-created encoder gets `mlp_dim` = the largest count of alive units any
+    block has; a block with fewer keeps its lowest dead units too, which is
+    exact. Heads stay: the block derives the head size from
+    `hidden_dim // num_heads`. An encoder holding any other weight, blocks
+    of another class or more than 256 blocks (`state` names the weights of
+    that many) is kept whole.
+
+    For the penalties, pruning and reports the encoder's units are the MLP
+    units of all its blocks, block after block.
+    """
+
+    types = (ViTEncoder,)
+    wraps = True  # its weights are its blocks': `layer_weights(layer)` names them
+    state = (
+        *_weights("layer_norm", names=_NORM),
+        *(f"encoder_layers.{i}.{p}" for i in range(_VIT_MAX_BLOCKS) for p in _VIT_BLOCK.state),
+    )
+
+    @staticmethod
+    def _blocks(layer: Layer) -> list:
+        return list(getattr(layer, "encoder_layers", None) or [])
+
+    def layer_weights(self, layer: Layer) -> tuple[WeightLayout, ...]:
+        """Each block's `dense_1` kernel (units on its columns), then its `dense_2` kernel."""
+        return tuple(
+            dataclasses.replace(layout, attribute=f"encoder_layers.{i}.{layout.attribute}")
+            for i in range(len(self._blocks(layer)))
+            for layout in _VIT_BLOCK.weights_of(ViTEncoderBlock)
+        )
+
+    def barrier_reason(
+        self, layer: Layer, in_tensors: Tensors, out_tensors: Tensors
+    ) -> str | None:
+        blocks = self._blocks(layer)
+        if not blocks or len(blocks) != layer.num_layers:
+            return "encoder without the blocks it was built with"
+        if len(blocks) > _VIT_MAX_BLOCKS:
+            return f"encoder of more than {_VIT_MAX_BLOCKS} blocks"
+        for block in blocks:
+            if type(block) is not ViTEncoderBlock or type(getattr(block, "mlp", None)) is not MLP:
+                return f"block of class {type(block).__name__}, which may compute otherwise"
+            if type(block.mha) is not keras.layers.MultiHeadAttention:
+                return f"attention of class {type(block.mha).__name__}"
+            reason = _VIT_BLOCK.barrier_reason(block, in_tensors, out_tensors)
+            if reason is not None:
+                return reason
+            down = block.mlp.dense_2.activation
+            if down not in (None, keras.activations.linear):
+                return "MLP output projection with an activation"
+            if block.mlp.dense_1.kernel.shape[1] != layer.mlp_dim:
+                return "block whose MLP width is not the encoder's mlp_dim"
+        return None
+
+    def dead_units(self, layer: Layer, threshold: float) -> list[np.ndarray]:
+        """Per block, per MLP unit: can it go, exactly (a constant is folded)?"""
+        return [_VIT_BLOCK.dead_units(block, threshold) for block in self._blocks(layer)]
+
+    def analyze(
+        self, analysis: "Analysis", index: int, call: "Call", constants: list[np.ndarray]
+    ) -> Constants:
+        analysis.keep_whole(call)
+        layer = call.layer
+        dead = self.dead_units(layer, analysis.threshold)
+        target = max(1, max(int((~d).sum()) for d in dead))
+        if target < layer.mlp_dim:
+            analysis.inner[index] = EncoderUnits(
+                tuple(_padded(np.flatnonzero(~d), len(d), target) for d in dead)
+            )
+        return None
+
+    def round_inner(self, layer: Layer, inner: EncoderUnits, round_to: int) -> EncoderUnits:
+        """Every block's units padded with its lowest dead ones to a multiple of `round_to`."""
+        width = layer.mlp_dim
+        target = min(width, -(-len(inner.blocks[0]) // round_to) * round_to)
+        return EncoderUnits(tuple(_padded(kept, width, target) for kept in inner.blocks))
+
+    def resize(self, layer: Layer, config: dict, cut: Cut) -> Weights:
+        blocks = cut.inner.blocks
+        config["mlp_dim"] = len(blocks[0])
+        weights = {}
+        for path in _weights("layer_norm", names=_NORM):
+            if (value := attribute(layer, path)) is not None:
+                weights[path] = numpy(value)
+        for i, (block, kept) in enumerate(zip(self._blocks(layer), blocks, strict=True)):
+            block_cut = Cut(kept_in=None, kept_out=np.arange(0), inner=BlockUnits(kept))
+            sliced = _VIT_BLOCK.resize(block, {}, block_cut)
+            weights.update({f"encoder_layers.{i}.{path}": v for path, v in sliced.items()})
+        return weights
+
+    def config_arguments(self, layer: Layer, inner: EncoderUnits | None) -> dict:
+        """The backbone config's arguments for this encoder with `inner`'s units (`hub_models`)."""
+        return {"mlp_dim": layer.mlp_dim if inner is None else len(inner.blocks[0])}
+
+    def units_kept(self, layer: Layer, plan: "Plan", index: int) -> int:
+        inner = plan.inner.get(index)
+        per_block = layer.mlp_dim if inner is None else len(inner.blocks[0])
+        return per_block * len(self._blocks(layer))
+
+    def unit_count(self, layer: Layer, tensor_out: Tensor) -> int:
+        return layer.mlp_dim * len(self._blocks(layer))
+
+    def units_read(self, layer: Layer, reads: list[np.ndarray | None]) -> np.ndarray | None:
+        # Nothing outside the encoder reads its units: only each block's dense_2 (`read_inside`).
+        return np.zeros(self.unit_count(layer, None), dtype=bool)
+
+    def read_inside(self, layer: Layer, pairs: Pairs) -> np.ndarray | None:
+        """The units whose `dense_2` row is not zero, block after block."""
+        downs = pairs[1::2]
+        return np.concatenate([group_alive(value, layout.input_axes) for layout, value in downs])
+
+    def alive_sides(
+        self, layer: Layer, pairs: Pairs, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs read by some block's `dense_1`; units with a `dense_1` column, per block."""
+        ups = pairs[0::2]
+        inputs = np.zeros(ups[0][1].shape[0], dtype=bool)
+        for layout, value in ups:
+            inputs |= group_alive(value, layout.input_axes)
+        units = np.concatenate([group_alive(value, layout.output_axes) for layout, value in ups])
+        return inputs, units
+
+    def regularizers(self, layer: Layer, strengths: Strengths) -> dict:
+        return {}  # the blocks take no regularizer arguments: see `variable_regularizers`
+
+    def variable_regularizers(
+        self, layer: Layer, strengths: Strengths
+    ) -> dict[str, keras.regularizers.Regularizer]:
+        """Each block's `dense_1` columns (`li`) and `dense_2` rows (`lo`), as one block's."""
+        return {
+            f"encoder_layers.{i}.{path}": reg
+            for i, block in enumerate(self._blocks(layer))
+            for path, reg in _VIT_BLOCK.variable_regularizers(block, strengths).items()
+        }
+
+    def call_macs(self, call: "Call", tensors_in: Tensors, tensor_out: Tensor) -> int:
+        """Each block's self-attention and its two MLP projections."""
+        shape = tensors_in[0].shape
+        macs = 0
+        for block in self._blocks(call.layer):
+            up = block.mlp.dense_1.kernel.shape  # (hidden, mlp_dim)
+            macs += attention_macs(block.mha, shape, shape, shape, tensor_out)
+            macs += spatial_size(shape) * up[0] * up[1] * 2
+        return macs
+
+    def describe_groups(self, cls: type) -> tuple[str, str]:
+        return "unit `j`: `dense_1.kernel[:, j]`", "unit `j`: `dense_2.kernel[j, :]`"
+
+    def describe_surgery(self) -> str:
+        return "dead MLP units of its blocks removed (`mlp_dim` lowered to the largest)"
+
+
 RULES = (
     TransformerEncoderRule(),
     TransformerDecoderRule(),
@@ -488,4 +697,5 @@ RULES = (
     MistralDecoderRule(),
     LlamaDecoderRule(),
     GemmaDecoderRule(),
+    ViTEncoderRule(),
 )

@@ -47,7 +47,9 @@ def why_not_same_class(plan: Plan) -> str | None:
         if isinstance(rule, TransformerBlockRule):
             widths.add((rule.ffn.width_argument, rule.ffn.width_per_unit))
             continue
-        if isinstance(layer_rules.rule_for(call.layer), TransformerBlockRule):
+        if _sets_arguments(rule):
+            continue
+        if _is_block(layer_rules.rule_for(call.layer)):
             whole = whole or f"block {call.layer.name!r} is kept whole ({plan.reasons[index]})"
         if plan.resized(index):
             return f"layer {call.layer.name!r} loses channels, which its class's config cannot say"
@@ -56,6 +58,28 @@ def why_not_same_class(plan: Plan) -> str | None:
     if whole and any(plan.resized(i) for i in range(len(plan.graph.calls))):
         return f"{whole}, so the blocks cannot share one smaller width"
     return None
+
+
+def _sets_arguments(rule: layer_rules.LayerRule) -> bool:
+    """Whether `rule` gives the config arguments for its layer itself (`config_arguments`).
+
+    Such a layer holds its blocks and sets one width for all of them, as the
+    class's config does (keras-hub's `ViTEncoder`): its plan is uniform already.
+    """
+    return callable(getattr(rule, "config_arguments", None))
+
+
+def _is_block(rule: layer_rules.LayerRule) -> bool:
+    return isinstance(rule, TransformerBlockRule) or _sets_arguments(rule)
+
+
+def _encoders(plan: Plan) -> dict[int, tuple]:
+    """`id(layer)` -> `(rule, layer, kept units or None)` for the layers of `_sets_arguments`."""
+    return {
+        id(call.layer): (plan.rules[index], call.layer, plan.inner.get(index))
+        for index, call in enumerate(plan.graph.calls)
+        if _sets_arguments(plan.rules[index])
+    }
 
 
 def _kept_units(plan: Plan) -> dict[int, BlockUnits]:
@@ -189,10 +213,19 @@ def same_class(model: keras.Model, plan: Plan) -> keras.Model:
     blocks = {id(layer): layer for call in plan.graph.calls if id(layer := call.layer) in kept}
     rules = {key: layer_rules.rule_for(block) for key, block in blocks.items()}
     config = model.get_config()
+    arguments = {}
     if blocks:
         kept, arguments = _uniform(kept, blocks, rules, _config_keys(model))
+    sliced = {key: (rules[key], units) for key, units in kept.items()}
+    for key, (rule, layer, units) in _encoders(plan).items():
+        for argument, value in rule.config_arguments(layer, units).items():
+            if arguments.setdefault(argument, value) != value:
+                raise ValueError(f"its layers need different values of `{argument}`")
+        if units is not None:
+            sliced[key] = (rule, units)
+    if arguments:
         config = _with_arguments(config, arguments)
-    return _recreate(model, config, {key: (rules[key], units) for key, units in kept.items()})
+    return _recreate(model, config, sliced)
 
 
 def copy_model(model: keras.Model) -> keras.Model:
