@@ -133,6 +133,8 @@ def test_multiply_adds_parameters_and_files_follow_the_widths(quick_run):
     assert result["budget"]["ratios"]["macs"] == pytest.approx(figures["uniform"]["macs_ratio"])
     if result["budget"]["reached_epoch"] is not None:
         assert figures["uniform"]["macs_ratio"] <= QUICK.target_macs
+        # The refill revived the narrower blocks' units up to the uniform width.
+        assert QUICK.refill and per_layer == [max(per_layer)] * layers
     assert all(speed > 0 for speed in result["speed_tokens_per_s"].values())
     assert json.loads((out / "results.json").read_text()) == result
     assert (out / "results.md").read_text().count("\n| ") == len(figures)

@@ -7,14 +7,22 @@ interpreter's own standard library (`stdlib_corpus`), nothing is downloaded.
 
 `run` trains the model without penalties to a baseline, then from those
 weights trains two models for the same epochs and schedule: the reference (no
-penalties) and the pruning run (`regularize_model` on the feed-forward units
-of the blocks, `BudgetCallback(target_macs=...)`, penalties released at the
-target to fine-tune the survivors). The pruned model is slimmed both ways
-(`widths="uniform"`: a `GPT2CausalLM`; `"per_layer"`: a Functional model) and
-measured: validation perplexity, parameters, multiply-adds, `.keras` file
-sizes and greedy decoding speed. Attention heads are kept: GPT-2's blocks
-derive the head size from `hidden_dim // num_heads`, so only feed-forward
-units are removed.
+penalties) and the pruning run. The pruning run puts `regularize_model`'s
+penalties on the feed-forward units of the blocks and trains with
+`BudgetCallback(target_macs=..., stop_on_target=True)`, which stops that
+training as soon as the slim model meets the budget (by `target_epoch`); the
+steps left fine-tune the survivors without penalties (a new Adam, the same rate
+schedule from the step reached). The budget counts the uniform slim model,
+where the widest block sets every block's width, so at the target
+`refill_blocks` gives the narrower blocks dead units back up to that width
+(function unchanged: their output rows start at zero), which costs no
+multiply-adds; `HoldZeros` keeps every other pruned weight at zero. The
+pruned model is slimmed both ways (`widths="uniform"`: a `GPT2CausalLM`;
+`"per_layer"`: a Functional model) and measured: validation perplexity,
+parameters, multiply-adds, `.keras` file sizes and greedy decoding speed.
+Only feed-forward units are penalized and removed (`heads=0.0`): at uniform
+widths GPT-2's blocks keep their heads, whose size they derive from
+`hidden_dim // num_heads`.
 """
 
 import dataclasses
@@ -47,9 +55,13 @@ class LMConfig:
         finetune_learning_rate: Peak rate of the pruning run and the reference.
         li, lo: Penalty strengths on the feed-forward units (scaled by the budget).
         target_macs: `BudgetCallback`'s fraction of multiply-adds to keep.
-        target_epoch: The epoch by which the budget plans to reach it; the
-            epochs after it fine-tune the survivors without penalties.
+        target_epoch: The epoch by which the budget plans to reach it;
+            training stops with the penalties when it is reached, and the
+            steps left fine-tune the survivors without penalties.
         frequency: Training batches between `BudgetCallback`'s events.
+        refill: Whether `refill_blocks` revives, at the target, dead units of
+            the narrower blocks up to the widest block's width (the uniform
+            slim model's), which costs no multiply-adds.
         prompt_batch, prompt_length, new_tokens: The greedy decoding benchmark.
     """
 
@@ -62,7 +74,7 @@ class LMConfig:
     num_heads: int = 4
     batch_size: int = 32
     baseline_epochs: int = 3
-    epochs: int = 3
+    epochs: int = 6
     learning_rate: float = 2e-3
     finetune_learning_rate: float = 5e-4
     li: float = 1e-3
@@ -70,6 +82,7 @@ class LMConfig:
     target_macs: float = 0.5
     target_epoch: int = 1
     frequency: int = 20
+    refill: bool = True
     prompt_batch: int = 8
     prompt_length: int = 32
     new_tokens: int = 64
@@ -130,13 +143,34 @@ def mean_nll(model: keras.Model, windows: np.ndarray, batch_size: int = 64) -> f
     return total / (len(windows) * (windows.shape[1] - 1))
 
 
-def _train(model, windows, epochs, rate, config, callbacks=(), verbose=0) -> float:
-    """Adam with a short warm-up and cosine decay to a tenth; returns the seconds taken."""
-    steps = epochs * -(-len(windows) // config.batch_size)
+def _schedule(rate: float, steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """A short warm-up to `rate`, then cosine decay to a tenth of it over `steps` steps."""
     warmup = max(1, steps // 20)
-    schedule = keras.optimizers.schedules.CosineDecay(
+    return keras.optimizers.schedules.CosineDecay(
         0.0, steps - warmup, alpha=0.1, warmup_target=rate, warmup_steps=warmup
     )
+
+
+class _Continued(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule` from step `start` on: a new optimizer resumes another's schedule."""
+
+    def __init__(self, schedule, start: int):
+        self.schedule, self.start = schedule, start
+
+    def __call__(self, step):
+        return self.schedule(step + self.start)
+
+    def get_config(self) -> dict:
+        return {"schedule": self.schedule.get_config(), "start": self.start}
+
+
+def _train(model, windows, epochs, rate, config, callbacks=(), verbose=0, schedule=None) -> float:
+    """Adam with a short warm-up and cosine decay to a tenth; returns the seconds taken.
+
+    `schedule` replaces the rate schedule (by default `rate` over `epochs` of `windows`).
+    """
+    if schedule is None:
+        schedule = _schedule(rate, epochs * -(-len(windows) // config.batch_size))
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -151,6 +185,82 @@ def _train(model, windows, epochs, rate, config, callbacks=(), verbose=0) -> flo
         verbose=verbose,
     )
     return time.perf_counter() - start
+
+
+def _feed_forwards(model: keras.Model) -> list[tuple]:
+    """`(intermediate, output)` Dense layers of each transformer block, in order."""
+    blocks = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if hasattr(layer, "_feedforward_intermediate_dense")
+    ]
+    blocks.sort(key=lambda layer: int(layer.name.rsplit("_", 1)[-1]))
+    return [(b._feedforward_intermediate_dense, b._feedforward_output_dense) for b in blocks]
+
+
+def _live_units(model: keras.Model) -> list[np.ndarray]:
+    """Per block, the feed-forward units with a non-zero input column and output row."""
+    return [
+        np.flatnonzero(
+            np.any(np.asarray(up.kernel) != 0, axis=0)
+            & np.any(np.asarray(down.kernel) != 0, axis=1)
+        )
+        for up, down in _feed_forwards(model)
+    ]
+
+
+def refill_blocks(model: keras.Model, source: keras.Model) -> list[np.ndarray]:
+    """Revives dead feed-forward units up to the widest block's width; their indices per block.
+
+    The uniform slim model gives every block the width of the widest, so a
+    block with fewer live units carries dead ones at no saving. Each block
+    gets back that many of its dead units whose output row is zero (the
+    strongest in `source`, by input norm times output norm): their input
+    column and bias are copied from `source`, their output row stays zero,
+    so the model computes exactly what it did, and fine-tuning trains them.
+    """
+    live = _live_units(model)
+    width = max(map(len, live))
+    revived = []
+    pairs = zip(_feed_forwards(model), _feed_forwards(source), live, strict=True)
+    for (up, down), (up0, down0), alive in pairs:
+        kernel, bias = np.asarray(up.kernel).copy(), np.asarray(up.bias).copy()
+        out_zero = np.flatnonzero(~np.any(np.asarray(down.kernel) != 0, axis=1))
+        strength = np.linalg.norm(np.asarray(up0.kernel), axis=0) * np.linalg.norm(
+            np.asarray(down0.kernel), axis=1
+        )
+        chosen = out_zero[np.argsort(-strength[out_zero], kind="stable")][: width - len(alive)]
+        kernel[:, chosen] = np.asarray(up0.kernel)[:, chosen]
+        bias[chosen] = np.asarray(up0.bias)[chosen]
+        up.kernel.assign(kernel)
+        up.bias.assign(bias)
+        revived.append(chosen)
+    return revived
+
+
+class HoldZeros(keras.callbacks.Callback):
+    """Puts the zeros of the blocks' feed-forward kernels back after every training batch.
+
+    Every kernel entry that is zero when built stays zero, except the output
+    rows of the units in `free` (per block, the units `refill_blocks` revived).
+    (A `PruneCallback` counts every zero weight as pruned: it would hold those
+    rows at zero too.)
+    """
+
+    def __init__(self, model: keras.Model, free: list[np.ndarray] | None = None):
+        super().__init__()
+        self.masks = []
+        for index, (up, down) in enumerate(_feed_forwards(model)):
+            down_mask = np.asarray(down.kernel) != 0
+            if free is not None:
+                down_mask[free[index]] = True
+            up_mask = np.asarray(up.kernel) != 0
+            for variable, mask in ((up.kernel, up_mask), (down.kernel, down_mask)):
+                self.masks.append((variable, mask.astype(variable.dtype)))
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        for variable, mask in self.masks:
+            variable.assign(variable * mask)
 
 
 def _prompts(windows: np.ndarray, config: LMConfig) -> np.ndarray:
@@ -301,14 +411,46 @@ def run(
     rate = config.finetune_learning_rate
     seconds["reference"] = _train(reference, train, config.epochs, rate, config, verbose=verbose)
 
-    pruned = regularize_model(baseline, li=config.li, lo=config.lo)
+    # The pruning run: penalties until the slim model meets the budget, then (a new
+    # optimizer, no penalties) fine-tuning along the same schedule for the steps left.
+    # Feed-forward units only: the uniform slim model (the `GPT2CausalLM` class) keeps
+    # GPT-2's heads, so a head penalty would only cost capacity.
+    penalized = regularize_model(baseline, li=config.li, lo=config.lo, heads=0.0)
     budget = BudgetCallback(
         target_macs=config.target_macs,
         on_target="release",
+        stop_on_target=True,
         frequency=config.frequency,
         target_epoch=config.target_epoch,
     )
-    seconds["pruned"] = _train(pruned, train, config.epochs, rate, config, [budget], verbose)
+    steps_per_epoch = -(-len(train) // config.batch_size)
+    schedule = _schedule(rate, config.epochs * steps_per_epoch)
+    seconds["pruned"] = _train(
+        penalized, train, config.epochs, rate, config, [budget], verbose, schedule
+    )
+    done = int(penalized.optimizer.iterations.numpy())
+    pruned = build_causal_lm(config)  # the same weights without the penalties
+    pruned.set_weights(penalized.get_weights())
+    revived = None
+    if budget.reached and done < config.epochs * steps_per_epoch:
+        if config.refill:
+            revived = refill_blocks(pruned, baseline)
+        epoch, batch = divmod(done, steps_per_epoch)
+        rest = np.concatenate(
+            [train[batch * config.batch_size :]] + [train] * (config.epochs - epoch - 1)
+        )
+        seconds["pruned"] += _train(
+            pruned,
+            rest,
+            1,
+            rate,
+            config,
+            [HoldZeros(pruned, revived)],
+            verbose,
+            _Continued(schedule, done),
+        )
+    optimizer = getattr(pruned, "optimizer", None)
+    finetune_steps = int(optimizer.iterations.numpy()) if optimizer is not None else 0
 
     uniform = slim_model(pruned)
     per_layer = slim_model(pruned, widths="per_layer")
@@ -359,6 +501,9 @@ def run(
         "models": figures,
         "budget": {
             "reached_epoch": budget.reached_epoch,
+            "reached_step": done if budget.reached else None,
+            "finetune_steps": finetune_steps,
+            "revived_units": [len(units) for units in revived] if revived else None,
             "ratios": {k: float(v) for k, v in budget.ratios.items()},
             "final_scale": float(budget.scale),
         },
