@@ -36,7 +36,7 @@ L = keras.layers
 BATCH = 128
 THRESHOLD = 1e-2
 # Strengths per criterion: `li` of the joint group, `bn_scale` of network slimming.
-STRENGTHS = {"joint": (1e-4, 3e-4), "scale": (1e-4, 3e-4)}
+STRENGTHS = {"joint": (1e-3, 3e-3), "scale": (3e-3, 1e-2)}
 
 
 def build(seed: int) -> keras.Model:
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for strength in strengths[:1] if args.tiny else strengths:
                 rows.append(train(criterion, strength, seed, epochs, arrays))
     columns = ["criterion", "strength", "seed", "test_accuracy", "macs_ratio", "filters"]
-    _common.print_table(rows, columns + ["max_difference"])
+    printable = [{**row, "strength": f"{row['strength']:g}"} for row in rows]
+    _common.print_table(printable, columns + ["max_difference"])
     _common.finish(args, rows)
     return rows
 
