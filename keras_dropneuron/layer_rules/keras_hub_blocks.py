@@ -50,6 +50,7 @@ from keras_dropneuron.layer_rules.transformer_block import (
     TransformerBlockRule,
     grouped_attention_macs,
     main_input,
+    padded_units,
     sequence_length,
 )
 from keras_dropneuron.weight_values import numpy
@@ -525,12 +526,6 @@ class EncoderUnits:
     blocks: tuple[np.ndarray, ...]
 
 
-def _padded(kept: np.ndarray, size: int, target: int) -> np.ndarray:
-    """`kept` with the lowest of the others added, to `target` indices in all."""
-    others = np.setdiff1d(np.arange(size), kept)
-    return np.sort(np.concatenate([kept, others[: target - len(kept)]]))
-
-
 class ViTEncoderRule(LayerRule):
     """keras-hub `ViTEncoder` (`ViTBackbone`): the dead MLP units of its blocks go.
 
@@ -605,7 +600,7 @@ class ViTEncoderRule(LayerRule):
         target = max(1, max(int((~d).sum()) for d in dead))
         if target < layer.mlp_dim:
             analysis.inner[index] = EncoderUnits(
-                tuple(_padded(np.flatnonzero(~d), len(d), target) for d in dead)
+                tuple(padded_units(np.flatnonzero(~d), len(d), target) for d in dead)
             )
         return None
 
@@ -613,7 +608,7 @@ class ViTEncoderRule(LayerRule):
         """Every block's units padded with its lowest dead ones to a multiple of `round_to`."""
         width = layer.mlp_dim
         target = min(width, -(-len(inner.blocks[0]) // round_to) * round_to)
-        return EncoderUnits(tuple(_padded(kept, width, target) for kept in inner.blocks))
+        return EncoderUnits(tuple(padded_units(kept, width, target) for kept in inner.blocks))
 
     def resize(self, layer: Layer, config: dict, cut: Cut) -> Weights:
         blocks = cut.inner.blocks

@@ -210,9 +210,7 @@ class TransformerBlockRule(LayerRule):
         """Feed-forward units padded with the lowest dead ones to a multiple of `round_to`."""
         width = _kernel(layer, self.ffn.up).shape[1]
         target = min(width, -(-len(inner.units) // round_to) * round_to)
-        others = np.setdiff1d(np.arange(width), inner.units)
-        units = np.sort(np.concatenate([inner.units, others[: target - len(inner.units)]]))
-        return BlockUnits(units, inner.groups)
+        return BlockUnits(padded_units(inner.units, width, target), inner.groups)
 
     def heads_kept_reason(self, layer: Layer) -> str | None:
         """Why the block's heads cannot be removed exactly, or `None`."""
@@ -405,6 +403,15 @@ class TransformerBlockRule(LayerRule):
 
     def describe_surgery(self) -> str:
         return f"dead feed-forward units removed (`{self.ffn.width_argument}` lowered)"
+
+
+def padded_units(kept: np.ndarray, size: int, target: int) -> np.ndarray:
+    """`kept` (of `size` units) with the lowest others added, to `target` indices in all.
+
+    The added units are dead, so a block padded to a common width stays exact.
+    """
+    others = np.setdiff1d(np.arange(size), kept)
+    return np.sort(np.concatenate([kept, others[: target - len(kept)]]))
 
 
 def main_input(tensors_in: Tensors, tensor_out: Tensor) -> Tensor:

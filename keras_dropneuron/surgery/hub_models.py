@@ -19,7 +19,11 @@ import numpy as np
 
 from keras_dropneuron import keras_internals, layer_rules
 from keras_dropneuron.layer_rules.base import attribute
-from keras_dropneuron.layer_rules.transformer_block import BlockUnits, TransformerBlockRule
+from keras_dropneuron.layer_rules.transformer_block import (
+    BlockUnits,
+    TransformerBlockRule,
+    padded_units,
+)
 from keras_dropneuron.surgery import copying
 from keras_dropneuron.surgery.plan import Plan
 
@@ -93,12 +97,6 @@ def _kept_units(plan: Plan) -> dict[int, BlockUnits]:
     return kept
 
 
-def _padded(kept: np.ndarray, size: int, target: int) -> np.ndarray:
-    """`kept` with the lowest of the others added, to `target` indices in all."""
-    others = np.setdiff1d(np.arange(size), kept)
-    return np.sort(np.concatenate([kept, others[: target - len(kept)]]))
-
-
 def _uniform(kept: dict, blocks: dict, rules: dict, keys: set) -> tuple[dict, dict]:
     """Each block's units and groups padded with its lowest dead ones to the largest count.
 
@@ -136,8 +134,8 @@ def _uniform(kept: dict, blocks: dict, rules: dict, keys: set) -> tuple[dict, di
         kept_groups = None
         if groups is not None:
             own = k.groups if k.groups is not None else np.arange(kv[key])
-            kept_groups = _padded(own, kv[key], groups)
-        padded[key] = BlockUnits(_padded(k.units, sizes[key], units), kept_groups)
+            kept_groups = padded_units(own, kv[key], groups)
+        padded[key] = BlockUnits(padded_units(k.units, sizes[key], units), kept_groups)
     return padded, arguments
 
 
