@@ -13,6 +13,11 @@ import numpy as np
 from keras_dropneuron import checks, cloning, model_utils, pruning
 from keras_dropneuron.budget.controller import BudgetCallback
 from keras_dropneuron.budget.data import check_pair, check_single_output
+from keras_dropneuron.budget.distill import (
+    check_distill_arguments,
+    check_distill_models,
+    distill_fit,
+)
 from keras_dropneuron.budget.report import BudgetReport
 from keras_dropneuron.budget.targets import BudgetError, check_target
 from keras_dropneuron.budget.thresholds import largest
@@ -47,6 +52,9 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     loss: object = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int | str = 0,
+    distill: bool = False,
+    distill_temperature: float = 2.0,
+    distill_alpha: float = 0.5,
     **unknown: float | None,
 ) -> tuple[keras.Model, BudgetReport]:
     """Prunes `model` to a budget and returns the slim, verified model.
@@ -91,14 +99,26 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
             so `CSVLogger` and `TensorBoard` see its figures). Defaults to
             `None`.
         verbose: Passed to `fit`. Defaults to `0`.
+        distill: Fine-tune by distillation from `model` (the original,
+            frozen) with Keras's `Distiller` and `LogitsDistillation`, on
+            the exact pre-softmax logits of both (see
+            `keras_dropneuron.budget.distill`). Needs class scores: a
+            softmax output, or logits. Defaults to `False`.
+        distill_temperature: The distillation's softmax temperature, > 0.
+            Defaults to `2.0`.
+        distill_alpha: Weight of the label loss in the distillation's loss,
+            in [0, 1] (the distillation term gets `1 - distill_alpha`).
+            Defaults to `0.5`.
 
     Returns:
         `(slim_model, BudgetReport)`.
 
     Raises:
         TypeError, ValueError: On invalid arguments (a target of 0, above 1,
-            NaN, none or two targets, an unknown `target_<kind>`, or a model
-            with several inputs or outputs).
+            NaN, none or two targets, an unknown `target_<kind>`, a model
+            with several inputs or outputs, a `distill_temperature` <= 0, a
+            `distill_alpha` outside [0, 1], or with `distill=True` a model
+            whose output is not class scores).
         BudgetError: A `ValueError` when the budget is not reached in
             `epochs`, needs a layer emptied, is missed by the verified slim
             model (a callback set pruned weights back), or costs more than
@@ -127,6 +147,11 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     batch_size = checks.check_int("batch_size", batch_size, 1)
     li = checks.check_non_negative_float("li", li)
     lo = checks.check_non_negative_float("lo", lo)
+    distill = checks.check_bool("distill", distill)
+    temperature, alpha = check_distill_arguments(distill_temperature, distill_alpha)
+    distillation = {"temperature": temperature, "alpha": alpha}
+    if distill:
+        check_distill_models(model, model)  # a model without class scores, before training
     callback_args = {f"target_{budget}": target, "threshold": threshold, "growth": growth}
     callback_args.update(tolerance=tolerance, frequency=frequency)
     BudgetCallback(**callback_args)  # checks them before any training
@@ -138,7 +163,11 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     training = _Training(x, y, batch_size, verbose, list(callbacks or []))
     epochs_to_target, penalty_scale = _train_to_target(copy, training, callback_args, epochs)
     if finetune_epochs:
-        training.fit(copy, finetune_epochs, BudgetCallback(**callback_args, on_target="release"))
+        hold = BudgetCallback(**callback_args, on_target="release")
+        if distill:
+            training.distill(copy, model, finetune_epochs, hold, distillation)
+        else:
+            training.fit(copy, finetune_epochs, hold)
     chosen = _choose_threshold(copy, x_val, y_val, budget, target * (1 - tolerance), batch_size)
     slim, slim_report = slim_model(copy, keep_regularizers=False, return_report=True)
     report = BudgetReport(
@@ -152,6 +181,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         penalty_scale=penalty_scale,
         slim_report=slim_report,
         dropped_regularizers=_own_regularizers(model),
+        distillation=distillation if distill and finetune_epochs else None,
     )
     _check_budget(report, slim)
     _check_accuracy(report, max_drop, slim)
@@ -179,6 +209,27 @@ class _Training:
             batch_size=self.batch_size,
             callbacks=[budget_callback, *self.extra],
             verbose=self.verbose,
+        )
+
+    def distill(
+        self,
+        student: keras.Model,
+        teacher: keras.Model,
+        epochs: int,
+        budget_callback: BudgetCallback,
+        distillation: dict,
+    ) -> keras.callbacks.History:
+        """`fit`'s fine-tuning by distillation from `teacher` (see `distill_fit`)."""
+        return distill_fit(
+            student,
+            teacher,
+            self.x,
+            self.y,
+            epochs=epochs,
+            batch_size=self.batch_size,
+            callbacks=[budget_callback, *self.extra],
+            verbose=self.verbose,
+            **distillation,
         )
 
 

@@ -25,6 +25,9 @@ class BudgetReport:
             model, as `"path: Class"`: the slim model carries none, and during
             training those on pruned weights gave way to the DropNeuron
             penalties. Defaults to `[]`.
+        distillation: `{"temperature": T, "alpha": a}` when the fine-tuning
+            distilled from the original model (`distill=True`), else `None`.
+            Defaults to `None`.
 
     Example:
 
@@ -42,6 +45,7 @@ class BudgetReport:
     penalty_scale: float
     slim_report: SlimReport
     dropped_regularizers: list[str] = dataclasses.field(default_factory=list)
+    distillation: dict | None = None
 
     @property
     def accuracy_drop(self) -> float:
@@ -61,8 +65,18 @@ class BudgetReport:
                 f"{self.penalty_scale:.3g}; threshold {self.threshold:g}",
                 str(self.slim_report),
             ]
+            + self._distillation_lines()
             + self._regularizer_lines()
         )
+
+    def _distillation_lines(self) -> list[str]:
+        if not self.distillation:
+            return []
+        return [
+            "Fine-tuned by distillation from the original model (temperature "
+            f"{self.distillation['temperature']:g}, label-loss weight "
+            f"{self.distillation['alpha']:g})"
+        ]
 
     def _regularizer_lines(self) -> list[str]:
         if not self.dropped_regularizers:

@@ -150,6 +150,9 @@ def _prune_to_budget(args, model, train, val, target):
             optimizer=keras.optimizers.Adam(args.learning_rate),
             loss=_loss(args, model),
             verbose=2 if args.verbose else 0,
+            distill=args.distill,
+            distill_temperature=args.distill_temperature,
+            distill_alpha=args.distill_alpha,
         )
     except BudgetError as error:
         raise CommandError(f"nothing written: {_as_options(one_line(error))}") from error
@@ -165,6 +168,8 @@ _OPTIONS = {
     "`lo=`": "`--lo`",
     "`finetune_epochs=`": "`--finetune-epochs`",
     "`max_accuracy_drop=`": "`--max-accuracy-drop`",
+    "`distill_temperature=`": "`--distill-temperature`",
+    "`distill_alpha=`": "`--distill-alpha`",
 }
 
 
@@ -260,6 +265,41 @@ def _add_training_options(parser):
     )
 
 
+def _distill_check(name):
+    """A check of `keras_dropneuron.budget.distill`, imported when an option is parsed."""
+
+    def check(option, value):
+        from keras_dropneuron.budget import distill
+
+        return getattr(distill, name)(option, value)
+
+    return check
+
+
+def _add_distill_options(parser):
+    """`--distill`, `--distill-temperature` and `--distill-alpha`."""
+    parser.add_argument(
+        "--distill",
+        action="store_true",
+        help="fine-tune by distillation from the input model (Keras's Distiller with "
+        "LogitsDistillation on the pre-softmax logits); needs a softmax or logits output",
+    )
+    parser.add_argument(
+        "--distill-temperature",
+        metavar="T",
+        type=argparse_type("--distill-temperature", _distill_check("check_temperature")),
+        default=2.0,
+        help="softmax temperature of the distillation, > 0 (default: 2.0)",
+    )
+    parser.add_argument(
+        "--distill-alpha",
+        metavar="A",
+        type=argparse_type("--distill-alpha", _distill_check("check_alpha")),
+        default=0.5,
+        help="weight of the label loss in [0, 1]; the distillation term gets 1 - A (default: 0.5)",
+    )
+
+
 def add_parser(subparsers: common.SubParsers) -> None:
     """Registers the `prune` verb.
 
@@ -286,6 +326,7 @@ def add_parser(subparsers: common.SubParsers) -> None:
     parser.add_argument("-o", "--output", required=True, help="slim model path (.keras or .h5)")
     _add_target_options(parser)
     _add_training_options(parser)
+    _add_distill_options(parser)
     parser.add_argument(
         "--verbose",
         action="store_true",
