@@ -10,9 +10,13 @@ import math
 import warnings
 
 import keras
+import numpy as np
 
 from keras_dropneuron import checks
+from keras_dropneuron.budget import gradual
+from keras_dropneuron.budget.loss_guard import LossGuard
 from keras_dropneuron.budget.penalty_scale import PenaltyScale, penalized_variables
+from keras_dropneuron.budget.ranking import ranked_cut
 from keras_dropneuron.budget.targets import BUDGETS, TARGET_ARGUMENTS, BudgetError, check_target
 from keras_dropneuron.budget.thresholds import (
     PruningTrials,
@@ -25,6 +29,7 @@ from keras_dropneuron.callbacks import PruneCallback
 from keras_dropneuron.surgery.size import slim_size_ratios
 
 ON_TARGET = ("hold", "release")
+SCHEDULES = ("penalty", "gradual")
 
 
 @keras.saving.register_keras_serializable(package="keras_dropneuron")
@@ -51,9 +56,11 @@ class BudgetCallback(PruneCallback):
        would build from the pruned weights (its plan, rebuilt and counted),
        not estimated.
     2. If pruning at some threshold up to `lookahead * threshold` meets the
-       target, it prunes at the smallest such threshold (of sixteenths of
-       `threshold` and 16 geometric steps above it), which keeps the most
-       that fits the budget. Otherwise it prunes at `threshold`, or at the
+       target, this is the final cut: it prunes at the largest of these
+       thresholds (sixteenths of `threshold` and 16 geometric steps above
+       it) that keeps more than the target, then cuts the weakest units one
+       by one (`ranking.UnitRanking`) until the slim model keeps at most the
+       target, so it lands within about one unit of it. Otherwise it prunes at `threshold`, or at the
        largest sixteenth of it that keeps at least `target * (1 - tolerance)`.
        A threshold that would empty a layer is never used (as in
        `PruneCallback`).
@@ -74,6 +81,22 @@ class BudgetCallback(PruneCallback):
        held. It pushes harder only
        when behind schedule, and eases off when the penalty kills units
        faster than needed (group lasso acts with a lag).
+    5. The guard: with validation data, the validation data loss
+       (`val_loss` less the penalties) is measured at every epoch end. While
+       it stands more than `loss_guard` times its lowest value above that
+       value, the scale is divided by `growth` at each event instead of
+       following the schedule.
+
+    With `schedule="gradual"`, for a model that is already trained, the
+    penalties stay at `initial_scale` and the events cut instead: each
+    prunes at `threshold`, then cuts the weakest units (by the magnitude
+    of their incoming group, with BatchNormalization's `gamma` and `beta`,
+    over their layer's mean) until the slim model keeps at most a
+    scheduled fraction, which falls from the size at the start to the target
+    by `target_epoch`, fast first and slowly last (cubic, after Zhu and
+    Gupta 2017). While the guard objects, an event cuts nothing. It ranks
+    the units of Dense and Conv layers; a target that cutting all of them
+    (one left in each layer) cannot reach is refused when training starts.
 
     A model that already meets the target when training starts is reached at
     once. A target below the smallest model the surgeon can build with one
@@ -84,7 +107,9 @@ class BudgetCallback(PruneCallback):
     At the end of every epoch `logs` gets `macs_ratio`, `params_ratio`,
     `units_ratio` (fractions the slim model would keep), `<budget>_ratio_ahead`
     (the look-ahead fraction of the budget's kind), `penalty_scale` (the
-    current multiplier of the strengths), `budget_reached` (0 or 1) and
+    current multiplier of the strengths), `budget_reached` (0 or 1),
+    `data_loss` (the validation data loss; NaN without validation data),
+    `loss_guard` (1 while the guard objects) and
     `PruneCallback`'s `sparsity` and `alive_units`, so the progress bar,
     `History`, `CSVLogger` and `TensorBoard` show them (place the callback
     before the last two).
@@ -108,7 +133,7 @@ class BudgetCallback(PruneCallback):
         lookahead: The look-ahead threshold, as a multiple of `threshold`,
             a float >= 1. Defaults to `10.0`.
         tolerance: How far below the target pruning at `threshold` may
-            land, as a fraction of the target, in [0, 1). Defaults to `0.1`.
+            land, as a fraction of the target, in [0, 1). Defaults to `0.03`.
         on_target: `"hold"` or `"release"` (see above). Defaults to `"hold"`.
         stop_on_target: Whether to stop training once the target is
             reached. Defaults to `False`.
@@ -124,6 +149,13 @@ class BudgetCallback(PruneCallback):
             which removes units without thinning the survivors.
         layers: Layers to prune, as in `PruneCallback`. Defaults to `None`.
         warmup_epochs: Epochs before the first pruning event. Defaults to `0`.
+        schedule: `"penalty"` (the scale steers the penalties until units
+            die) or `"gradual"` (the weakest units are cut on a schedule;
+            for trained models). Defaults to `"penalty"`.
+        loss_guard: How far the validation data loss may rise above its
+            lowest value in this `fit`, as a fraction of that value, before
+            the controller eases off: a float > 0, or `None` for no guard.
+            Needs validation data in `fit`. Defaults to `1.0`.
 
     Raises:
         TypeError, ValueError: On invalid arguments, e.g. a target of 0,
@@ -149,7 +181,7 @@ class BudgetCallback(PruneCallback):
         initial_scale: float = 1.0,
         growth: float = 1.5,
         lookahead: float = 10.0,
-        tolerance: float = 0.1,
+        tolerance: float = 0.03,
         on_target: str = "hold",
         stop_on_target: bool = False,
         target_epoch: int | None = None,
@@ -157,6 +189,8 @@ class BudgetCallback(PruneCallback):
         mode: str = "neuron",
         layers: list[str] | None = None,
         warmup_epochs: int = 0,
+        schedule: str = "penalty",
+        loss_guard: float | None = 1.0,
         **unknown: float | None,
     ):
         self.budget, self.target = check_target(
@@ -186,6 +220,14 @@ class BudgetCallback(PruneCallback):
         if target_epoch is not None:
             target_epoch = checks.check_int("target_epoch", target_epoch, 1)
         self.target_epoch = target_epoch
+        self.schedule = checks.check_choice("schedule", schedule, SCHEDULES)
+        if loss_guard is not None:
+            loss_guard = _check_above("loss_guard", loss_guard, 0, "> 0, or None")
+        self.loss_guard = loss_guard
+        self._loss_guard = LossGuard(loss_guard)
+        self._penalized = []
+        self._start_kept = 1.0
+        self._events_total = None
         self.scale = self.initial_scale
         self.reached_epoch = None
         self.scale_at_target = None
@@ -212,6 +254,8 @@ class BudgetCallback(PruneCallback):
             on_target=self.on_target,
             stop_on_target=self.stop_on_target,
             target_epoch=self.target_epoch,
+            schedule=self.schedule,
+            loss_guard=self.loss_guard,
         )
         return config
 
@@ -229,12 +273,15 @@ class BudgetCallback(PruneCallback):
         super().on_train_begin(logs)
         self.scale = self.initial_scale
         self.reached_epoch = None
+        self._penalized = penalized
         self._penalty_scale = PenaltyScale(self.model)
         self._penalty_scale.attach(penalized, self.scale)
+        self._loss_guard.reset()
+        self._events_total = None
         self._check_reachable()
         self.ratios = slim_size_ratios(self.model)
         kept = self.ratios[self.budget]
-        self._previous = kept
+        self._previous = self._start_kept = kept
         if kept <= self.target:
             self._reach(-1)
 
@@ -244,6 +291,8 @@ class BudgetCallback(PruneCallback):
                 self._budget_event(self._schedule.epoch, batch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.reached:
+            self._loss_guard.update(self.model, self._penalized, logs)
         if self._schedule.epoch_event() and not self.reached:
             self._budget_event(epoch)
         if logs is not None:
@@ -267,17 +316,22 @@ class BudgetCallback(PruneCallback):
         figures[f"{self.budget}_ratio_ahead"] = self.ratios.get("lookahead", 1.0)
         figures["penalty_scale"] = self.scale
         figures["budget_reached"] = int(self.reached)
+        figures["data_loss"] = self._loss_guard.data_loss
+        figures["loss_guard"] = int(self._loss_guard.departed)
         return figures
 
     # -- the controller -------------------------------------------------------------
 
     def _budget_event(self, epoch: int, batch: int | None = None) -> None:
-        """One event: choose the cut threshold, prune there, then update the scale."""
+        """One event: choose the cut, prune there, then update the scale."""
         trials = PruningTrials(self._weight_masks, self._weight_masks.values(), self.budget)
         try:
             ahead = trials.kept(candidate_thresholds(self.threshold, self.lookahead)[-1])
-            cut, chosen = self._choose_cut(trials)
-            ratios = self._apply(trials, chosen)
+            if self.schedule == "gradual":
+                cut, ratios = None, self._gradual_cut(trials, epoch, batch)
+            else:
+                cut, chosen = self._choose_cut(trials)
+                ratios = self._apply(trials, cut, chosen)
         except Exception:
             self._release()
             raise
@@ -287,8 +341,13 @@ class BudgetCallback(PruneCallback):
         self._previous = ahead if ahead > 0 else kept
         if kept <= self.target:
             self._reach(epoch)
+        elif self.schedule == "gradual":
+            return  # the scale stays: the ranking, not the penalty, sets the pace
         elif ahead < 0 or (cut is not None and trials.kept(cut) < 0):
             # The budget would empty a layer at the look-ahead: the penalty is crushing it.
+            self._set_scale(self.scale / self.growth)
+        elif self._loss_guard.departed:
+            # The data loss left its floor: ease off rather than push harder.
             self._set_scale(self.scale / self.growth)
         else:
             self._follow_schedule(epoch, batch, previous_ahead, ahead)
@@ -308,13 +367,55 @@ class BudgetCallback(PruneCallback):
         floor = self.target * (1 - self.tolerance)
         return cut, largest(below, lambda t: trials.kept(t) >= floor)
 
-    def _apply(self, trials: PruningTrials, chosen: float | None) -> dict[str, float]:
-        """Prunes at `chosen` (weights and masks), or undoes the trials; the ratios reached."""
+    def _apply(
+        self, trials: PruningTrials, cut: float | None, chosen: float | None
+    ) -> dict[str, float]:
+        """Prunes at `chosen` (weights and masks), or undoes the trials; the ratios reached.
+
+        At the final cut (`chosen == cut`) the units between the last
+        threshold that keeps more than the target and `cut` are cut one by
+        one, weakest first (`UnitRanking`), so the slim model keeps as much as
+        fits the budget instead of all that a threshold step takes.
+        """
         if chosen is None:
             self._weight_masks.assign(trials.values, [value != 0 for value in trials.values])
             return slim_size_ratios(self.model)
+        if chosen == cut:
+            ranked = ranked_cut(
+                self._weight_masks,
+                trials.values,
+                self._last_above(trials, cut),
+                self.budget,
+                self.target,
+            )
+            if ranked is not None:
+                return ranked
         keeps, ratios = trials.outcome(chosen)
         self._weight_masks.assign(trials.values, keeps, masks=True)
+        return ratios
+
+    def _last_above(self, trials: PruningTrials, cut: float) -> list[np.ndarray]:
+        """The values pruned at the largest candidate below `cut` (the weights, if none)."""
+        candidates = candidate_thresholds(self.threshold, self.lookahead)
+        below = [t for t in candidates if t < cut]
+        if below and trials.kept(below[-1]) > self.target:
+            keeps, _ = trials.outcome(below[-1])
+            return _zeroed(trials.values, keeps)
+        return trials.values
+
+    def _gradual_cut(self, trials: PruningTrials, epoch: int, batch: int | None) -> dict:
+        """This event's cut on the gradual schedule (`gradual`); none while the guard objects."""
+        left = self._events_left(epoch, batch)
+        if self._events_total is None:
+            self._events_total = left + 1
+        done = 1 - left / self._events_total
+        scheduled = gradual.scheduled_fraction(self._start_kept, self.target, done)
+        ratios = None
+        if not self._loss_guard.departed:
+            ratios = gradual.gradual_cut(self._weight_masks, trials, self.threshold, scheduled)
+        if ratios is None:  # the schedule waits for a later event
+            self._weight_masks.assign(trials.values, [v != 0 for v in trials.values])
+            ratios = slim_size_ratios(self.model)
         return ratios
 
     def _follow_schedule(
@@ -350,6 +451,12 @@ class BudgetCallback(PruneCallback):
         """
         smallest_ratios = one_unit_ratios(self._weight_masks)
         least = smallest_ratios[self.budget]
+        if self.schedule == "gradual":
+            try:
+                gradual.check_reachable(self._weight_masks, self.budget, self.target)
+            except BudgetError:
+                self._release()
+                raise
         if least > self.target:
             self._release()
             raise BudgetError(
@@ -379,6 +486,11 @@ class BudgetCallback(PruneCallback):
         if self._penalty_scale is not None:
             self._penalty_scale.detach()
         super()._release()  # retraces without the scale (TensorFlow, PyTorch)
+
+
+def _zeroed(values: list[np.ndarray], keeps: list[np.ndarray]) -> list[np.ndarray]:
+    """`values` with zeros outside `keeps`."""
+    return [np.where(keep, value, 0) for value, keep in zip(values, keeps, strict=True)]
 
 
 def _check_above(name: str, value: float, bound: float, expected: str) -> float:

@@ -45,8 +45,10 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     lo: float = 4e-4,
     threshold: float = 1e-2,
     growth: float = 1.5,
-    tolerance: float = 0.1,
+    tolerance: float = 0.03,
     frequency: str | int = "epoch",
+    schedule: str = "penalty",
+    loss_guard: float | None = 1.0,
     batch_size: int = 128,
     optimizer: keras.optimizers.Optimizer | str | None = None,
     loss: object = None,
@@ -88,7 +90,15 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
             scales them). Defaults to `4e-4`.
         threshold: Pruning threshold during training. Defaults to `1e-2`.
         growth, tolerance, frequency: See `BudgetCallback`. Defaults to
-            `1.5`, `0.1`, `"epoch"`.
+            `1.5`, `0.03`, `"epoch"`.
+        schedule: `"penalty"` (the controller steers the penalties'
+            strength until units die) or `"gradual"` (for a trained model:
+            the weakest units are cut on a schedule, with the penalties on);
+            see `BudgetCallback`. Defaults to `"penalty"`.
+        loss_guard: How far the validation data loss may rise above its
+            lowest value during penalized training, as a fraction of it,
+            before the controller eases off (`None`: never). Defaults to
+            `1.0`.
         batch_size: Training batch size. Defaults to `128`.
         optimizer, loss: How to compile the copy. An optimizer instance is
             a recipe: the copy gets a new one from its config, so one
@@ -153,14 +163,15 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     if distill:
         check_distill_models(model, model)  # a model without class scores, before training
     callback_args = {f"target_{budget}": target, "threshold": threshold, "growth": growth}
-    callback_args.update(tolerance=tolerance, frequency=frequency)
+    callback_args.update(tolerance=tolerance, frequency=frequency, schedule=schedule)
+    callback_args.update(loss_guard=loss_guard)
     BudgetCallback(**callback_args)  # checks them before any training
     with cloning.uncompiled(model):  # the copy is compiled once, here
         copy = _penalized_copy(model, li, lo)
     compile_like(copy, model, _fresh_optimizer(optimizer), loss)
 
     error_before = _score(model, x_val, y_val, batch_size)
-    training = _Training(x, y, batch_size, verbose, list(callbacks or []))
+    training = _Training(x, y, (x_val, y_val), batch_size, verbose, list(callbacks or []))
     epochs_to_target, penalty_scale = _train_to_target(copy, training, callback_args, epochs)
     if finetune_epochs:
         hold = BudgetCallback(**callback_args, on_target="release")
@@ -194,6 +205,7 @@ class _Training:
 
     x: np.ndarray
     y: np.ndarray
+    validation_data: tuple  # the controller's guard watches the validation data loss
     batch_size: int
     verbose: int | str
     extra: list
@@ -207,6 +219,7 @@ class _Training:
             self.y,
             epochs=epochs,
             batch_size=self.batch_size,
+            validation_data=self.validation_data,
             callbacks=[budget_callback, *self.extra],
             verbose=self.verbose,
         )

@@ -1,0 +1,70 @@
+"""The gradual schedule: from a trained model, the weakest units go a few at a time.
+
+At each event the slim model may keep at most a scheduled fraction, which
+falls from the size at the start to the target by the planned last event,
+fast first and slowly at the end (cubic, as in Zhu and Gupta's gradual
+pruning), so the last cuts leave time to recover. The cut itself is a
+ranking (`ranking.ranked_cut`) after pruning at the threshold.
+"""
+
+import numpy as np
+
+from keras_dropneuron.budget.ranking import ranked_cut, ranking_ratios
+from keras_dropneuron.budget.targets import BudgetError
+from keras_dropneuron.budget.thresholds import PruningTrials
+from keras_dropneuron.masking import WeightMasks
+
+
+def scheduled_fraction(start: float, target: float, done: float) -> float:
+    """The fraction the slim model may keep once `done` (0 to 1) of the events are past."""
+    done = min(1.0, max(0.0, done))
+    return target + (start - target) * (1 - done) ** 3
+
+
+def gradual_cut(
+    weight_masks: WeightMasks, trials: PruningTrials, threshold: float, scheduled: float
+) -> dict[str, float] | None:
+    """Prunes at `threshold`, then cuts by ranking down to `scheduled`.
+
+    Returns:
+        The ratios reached, or `None` (nothing written) when pruning at
+        `threshold` would empty a layer.
+
+    Raises:
+        BudgetError: When cutting every ranked unit keeps more than `scheduled`.
+    """
+    kept = trials.kept(threshold)
+    if kept < 0:
+        weight_masks.assign(trials.values, [value != 0 for value in trials.values])
+        return None
+    keeps, ratios = trials.outcome(threshold)
+    if kept <= scheduled:
+        weight_masks.assign(trials.values, keeps, masks=True)
+        return ratios
+    values = [np.where(keep, value, 0) for value, keep in zip(trials.values, keeps, strict=True)]
+    ranked = ranked_cut(weight_masks, trials.values, values, trials.budget, scheduled)
+    if ranked is None:
+        raise BudgetError(
+            f"schedule='gradual' cannot cut the slim model down to {scheduled:.4g} of the "
+            f"{trials.budget}: cutting every ranked unit (of Dense and Conv layers) is not "
+            "enough. Relax the target, or use schedule='penalty'.",
+            ratios=ratios,
+        )
+    return ranked
+
+
+def check_reachable(weight_masks: WeightMasks, budget: str, target: float) -> None:
+    """Refuses a target that cutting every ranked unit cannot reach.
+
+    Raises:
+        BudgetError: Giving the smallest fraction the ranking reaches.
+    """
+    least = ranking_ratios(weight_masks, budget)
+    if least > target:
+        raise BudgetError(
+            f"target_{budget}={target:g} cannot be reached with schedule='gradual': it cuts "
+            f"the units of Dense and Conv layers, one left in each, and that keeps "
+            f"{least:.4g} of the {budget}. Choose a target of at least {least:.4g}, or "
+            "schedule='penalty'.",
+            ratios={budget: least},
+        )

@@ -1,0 +1,233 @@
+"""Ranking units by importance and cutting the weakest until the slim model fits a budget.
+
+A threshold on group norms cuts in steps: every unit between two thresholds
+goes at once, and under BatchNormalization the norms of a layer shrink
+together, so one step can land far below the target. A ranking cuts one unit
+at a time: the units of Dense and Conv layers are ordered by the magnitude of
+their incoming group (with the `gamma` and `beta` of a BatchNormalization
+that reads them), each divided by the mean magnitude of its layer's live
+units, so that layers of different fan-in compare; the weakest go first
+until the slim model keeps at most the target.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from keras_dropneuron import layer_rules, normalized_units
+from keras_dropneuron._group_lasso import gate_view
+from keras_dropneuron.layer_rules.conv import ConvRule
+from keras_dropneuron.layer_rules.dense import DenseRule
+from keras_dropneuron.masking import WeightMasks
+from keras_dropneuron.surgery.graph import build_graph
+from keras_dropneuron.surgery.plan import make_plan
+from keras_dropneuron.surgery.size import slim_size_ratios
+from keras_dropneuron.weight_values import cached_values
+
+# Layers whose unit is one output group of one weight: zeroing it removes the unit.
+_RANKED_RULES = (DenseRule, ConvRule)
+
+
+@dataclasses.dataclass
+class _RankedLayer:
+    """One layer's units: its units weight and the partner entries of its normalization."""
+
+    weight: int  # index of the units weight in the managed weights
+    partners: list[int]  # indices of its normalization's gamma and beta
+    scores: np.ndarray  # magnitude of each unit's incoming group (0: dead)
+
+
+class UnitRanking:
+    """The units of the ranked layers, weakest first, and the masks that cut them.
+
+    Args:
+        weight_masks: The managed weights.
+        values: Their values now (`weight_masks.values()`).
+
+    Attributes:
+        order: `(layer, unit)` pairs of the live units, weakest first: a
+            layer's last live unit is never listed (a layer is never emptied).
+    """
+
+    def __init__(self, weight_masks: WeightMasks, values: list[np.ndarray]):
+        self.weight_masks = weight_masks
+        self.values = values
+        self.layers = _ranked_layers(weight_masks.weights, values)
+        self.order = self._ordered_units()
+        self._kept = {}
+        self.order = self._removable()
+
+    @property
+    def size(self) -> int:
+        """How many units the ranking can cut."""
+        return len(self.order)
+
+    def keeps(self, count: int) -> list[np.ndarray]:
+        """The masks that keep every non-zero weight but the `count` weakest units' groups."""
+        keeps = [value != 0 for value in self.values]
+        for layer_index, unit in self.order[:count]:
+            ranked = self.layers[layer_index]
+            _, layout, _ = self.weight_masks.weights[ranked.weight]
+            keeps[ranked.weight] = _without_unit(keeps[ranked.weight], layout, unit)
+            for partner in ranked.partners:
+                keeps[partner][..., unit] = False
+        return keeps
+
+    def kept(self, count: int, budget: str) -> dict[str, float]:
+        """The slim model's size ratios with the `count` weakest units cut (a trial)."""
+        if count not in self._kept:
+            self.weight_masks.assign(self.values, self.keeps(count))
+            self._kept[count] = slim_size_ratios(self.weight_masks.model)
+        return self._kept[count]
+
+    def cut_count(self, budget: str, target: float) -> int | None:
+        """The fewest weakest units whose cut makes the slim model keep at most `target`.
+
+        Bisection: cutting more units never makes the slim model larger.
+        Leaves the weights as the last trial wrote them (see `kept`).
+
+        Returns:
+            The count, or `None` when cutting every listed unit is not enough.
+        """
+        if self.kept(self.size, budget)[budget] > target:
+            return None
+        low, high = 0, self.size
+        while low < high:
+            middle = (low + high) // 2
+            if self.kept(middle, budget)[budget] <= target:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def restore(self) -> None:
+        """Writes the values back (undoes the trials)."""
+        self.weight_masks.assign(self.values, [value != 0 for value in self.values])
+
+    def _removable(self) -> list[tuple[int, int]]:
+        """The ordered units that the surgeon removes once cut (one plan, every unit cut).
+
+        A unit that a model output, or a layer kept whole, reads stays in the
+        slim model even when cut: cutting it would only do harm.
+        """
+        self.weight_masks.assign(self.values, self.keeps(len(self.order)))
+        try:
+            with cached_values():
+                graph = build_graph(self.weight_masks.model)
+                plan = make_plan(graph, threshold=0.0, drop_inputs=False, approximate=False)
+        finally:
+            self.restore()
+        kept = []
+        for ranked in self.layers:
+            layer, _, _ = self.weight_masks.weights[ranked.weight]
+            calls = graph.calls_of_layer.get(id(layer), ())
+            outputs = graph.calls[calls[0]].outputs[0] if len(calls) == 1 else None
+            kept.append(None if outputs is None else set(plan.kept[outputs].tolist()))
+        return [
+            (index, unit)
+            for index, unit in self.order
+            if kept[index] is not None and unit not in kept[index]
+        ]
+
+    def _ordered_units(self) -> list[tuple[int, int]]:
+        entries = []
+        for layer_index, ranked in enumerate(self.layers):
+            live = np.flatnonzero(ranked.scores > 0)
+            if live.size < 2:
+                continue  # its only live unit stays
+            relative = ranked.scores[live] / np.mean(ranked.scores[live])
+            strongest = live[np.argmax(relative)]
+            entries += [
+                (score, layer_index, int(unit))
+                for score, unit in zip(relative, live, strict=True)
+                if unit != strongest
+            ]
+        entries.sort()
+        return [(layer_index, unit) for _, layer_index, unit in entries]
+
+
+def _ranked_layers(weights: list[tuple], values: list[np.ndarray]) -> list[_RankedLayer]:
+    """The managed layers whose units one weight's output groups are, with their scores."""
+    own, partners = {}, {}
+    for index, (layer, layout, _) in enumerate(weights):
+        if isinstance(layout, normalized_units.PartnerLayout):
+            partners.setdefault(id(layer), []).append(index)
+        else:
+            own.setdefault(id(layer), []).append(index)
+    ranked = []
+    for key, indices in own.items():
+        layer, layout, _ = weights[indices[0]]
+        if len(indices) != 1 or not _is_ranked(layer, layout):
+            continue
+        squares = _group_squares(values[indices[0]], layout)
+        for partner in partners.get(key, []):
+            squares = squares + np.square(values[partner].astype(np.float64))
+        ranked.append(_RankedLayer(indices[0], partners.get(key, []), np.sqrt(squares)))
+    return ranked
+
+
+def _is_ranked(layer, layout) -> bool:
+    rule = layer_rules.rule_for(layer)
+    return (
+        isinstance(rule, _RANKED_RULES)
+        and layout.guard
+        and layout.gates == 1
+        and len(layout.output_axes) == 1
+    )
+
+
+def _group_squares(value: np.ndarray, layout) -> np.ndarray:
+    """Sum of squares of each output unit's incoming group."""
+    view, _, reduce_axes = gate_view(value.shape, layout.output_axes, layout.gates)
+    squares = np.square(value.astype(np.float64)).reshape(view)
+    return np.sum(squares, axis=reduce_axes).reshape(-1)
+
+
+def _without_unit(keep: np.ndarray, layout, unit: int) -> np.ndarray:
+    """`keep` with output unit `unit`'s group set to False."""
+    keep = keep.copy()
+    index = [slice(None)] * keep.ndim
+    index[layout.output_axes[0]] = unit
+    keep[tuple(index)] = False
+    return keep
+
+
+def ranking_ratios(weight_masks: WeightMasks, budget: str) -> float:
+    """The smallest fraction of `budget` a ranking cut reaches (every listed unit cut)."""
+    values = weight_masks.values()
+    ranking = UnitRanking(weight_masks, values)
+    try:
+        return ranking.kept(ranking.size, budget)[budget]
+    finally:
+        ranking.restore()
+
+
+def ranked_cut(
+    weight_masks: WeightMasks,
+    original: list[np.ndarray],
+    values: list[np.ndarray],
+    budget: str,
+    target: float,
+) -> dict[str, float] | None:
+    """Cuts the weakest units of `values` until the slim model keeps at most `target`.
+
+    Writes the weights (`original`, zero where pruned) and the masks.
+
+    Args:
+        weight_masks: The managed weights, masks installed.
+        original: Their values before this event.
+        values: The values to rank, `original` with some groups already pruned.
+        budget: `"macs"`, `"params"` or `"units"`.
+        target: The fraction of `budget` to keep at most.
+
+    Returns:
+        The slim model's size ratios, or `None` (nothing written) when
+        cutting every ranked unit is not enough.
+    """
+    ranking = UnitRanking(weight_masks, values)
+    count = ranking.cut_count(budget, target)
+    if count is None:
+        weight_masks.assign(original, [value != 0 for value in original])
+        return None
+    weight_masks.assign(original, ranking.keeps(count), masks=True)
+    return ranking.kept(count, budget)

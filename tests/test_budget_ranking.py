@@ -1,0 +1,180 @@
+"""Budgets that land where asked: the ranking cut, the gradual schedule and the loss guard."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_dropneuron import BudgetCallback, BudgetError, prune_to_budget, regularize_model
+from keras_dropneuron.budget.ranking import UnitRanking
+from keras_dropneuron.masking import WeightMasks
+from keras_dropneuron.model_utils import select_layers
+from keras_dropneuron.surgery.size import slim_size_ratios
+
+L = keras.layers
+
+
+def _data(n=768, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 20)).astype("float32")
+    y = (x[:, :3].sum(axis=1) > 0).astype("int32")
+    return x, y
+
+
+def _bn_mlp(seed=0):
+    """20 -> Dense 32 -> BN -> ReLU -> Dense 16 -> BN -> ReLU -> Dense 2 (softmax)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((20,))
+    h = inputs
+    for units, name in ((32, "a"), (16, "b")):
+        h = L.Dense(units, name=name)(h)
+        h = L.BatchNormalization(name=f"{name}_bn")(h)
+        h = L.ReLU()(h)
+    model = keras.Model(inputs, L.Dense(2, activation="softmax", name="out")(h))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    return model
+
+
+def _trained_bn_mlp():
+    model = _bn_mlp()
+    x, y = _data()
+    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    return model
+
+
+def _ranking(model):
+    masks = WeightMasks(model, select_layers(model))
+    masks.install()  # the mask variables that trials leave alone
+    return UnitRanking(masks, masks.values()), masks
+
+
+def _numpy_scores(model, name):
+    """The unit's joint group norm (kernel column, gamma, beta) over its layer's mean."""
+    kernel = model.get_layer(name).kernel.numpy()
+    norm = model.get_layer(f"{name}_bn")
+    squares = (kernel**2).sum(axis=0) + norm.gamma.numpy() ** 2 + norm.beta.numpy() ** 2
+    scores = np.sqrt(squares)
+    return scores / scores.mean()
+
+
+def test_the_ranking_orders_units_by_their_joint_group_over_the_layer_mean():
+    model = _trained_bn_mlp()
+    ranking, _ = _ranking(model)
+    expected = []
+    for name in ("a", "b"):
+        scores = _numpy_scores(model, name)
+        strongest = int(np.argmax(scores))
+        expected += [(s, name, u) for u, s in enumerate(scores) if u != strongest]
+    expected.sort()
+    names = {}
+    for layer_index, ranked in enumerate(ranking.layers):
+        layer, _, _ = ranking.weight_masks.weights[ranked.weight]
+        names[layer_index] = layer.name
+    got = [(names[i], u) for i, u in ranking.order]
+    # The model's outputs ("out") stay in the slim model: they are never cut.
+    assert got == [(n, u) for _, n, u in expected]
+
+
+def test_a_cut_zeroes_exactly_the_weakest_groups_with_their_gamma_and_beta():
+    model = _trained_bn_mlp()
+    ranking, masks = _ranking(model)
+    keeps = ranking.keeps(5)
+    cut = ranking.order[:5]
+    for (layer, layout, _), keep in zip(masks.weights, keeps, strict=True):
+        gone = [u for i, u in cut if masks.weights[ranking.layers[i].weight][0] is layer]
+        columns = keep.reshape(-1, keep.shape[-1]).all(axis=0)
+        assert sorted(np.flatnonzero(~columns)) == sorted(gone), layout.attribute
+
+
+def test_the_cut_count_is_the_fewest_units_that_meet_the_target():
+    model = _trained_bn_mlp()
+    ranking, masks = _ranking(model)
+    count = ranking.cut_count("macs", 0.5)
+    masks.assign(ranking.values, ranking.keeps(count))
+    assert slim_size_ratios(model)["macs"] <= 0.5
+    masks.assign(ranking.values, ranking.keeps(count - 1))
+    assert slim_size_ratios(model)["macs"] > 0.5
+    ranking.restore()
+    np.testing.assert_array_equal(masks.values()[0], ranking.values[0])
+
+
+@pytest.mark.parametrize("schedule, strength", [("penalty", 1e-2), ("gradual", 4e-4)])
+def test_prune_to_budget_lands_within_three_percent_under_the_target(schedule, strength):
+    x, y = _data()
+    model = _trained_bn_mlp()
+    _, report = prune_to_budget(
+        model,
+        (x[:512], y[:512]),
+        (x[512:], y[512:]),
+        target_macs=0.4,
+        epochs=8,
+        finetune_epochs=1,
+        batch_size=64,
+        schedule=schedule,
+        li=strength,
+        lo=strength,
+        max_accuracy_drop=1.0,
+    )
+    assert 0.4 * 0.97 <= report.ratios["macs"] <= 0.4
+
+
+def test_the_gradual_schedule_follows_the_cubic_curve():
+    x, y = _data()
+    model = regularize_model(_trained_bn_mlp(), li=1e-4, lo=1e-4)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    callback = BudgetCallback(target_units=0.5, schedule="gradual", target_epoch=4)
+    history = model.fit(x, y, epochs=5, batch_size=64, verbose=0, callbacks=[callback])
+    units = history.history["units_ratio"]
+    for epoch in range(4):
+        scheduled = 0.5 + 0.5 * (1 - (epoch + 1) / 4) ** 3
+        # At most the schedule, and within one of the 50 units below it.
+        assert scheduled - 1 / 50 - 1e-9 <= units[epoch] <= scheduled + 1e-9
+    # Reached at the first event that lands on the target (the last cut may get there early).
+    assert callback.reached_epoch == min(e for e in range(5) if units[e] <= 0.5) <= 3
+
+
+def _guard_history(loss_guard):
+    x, y = _data()
+    model = regularize_model(_trained_bn_mlp(), li=1e-2, lo=1e-2)
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    # Growth 4 and a target the task cannot afford: the scale would run away.
+    callback = BudgetCallback(target_units=0.1, growth=4.0, loss_guard=loss_guard)
+    return model.fit(
+        x[:512],
+        y[:512],
+        validation_data=(x[512:], y[512:]),
+        epochs=8,
+        batch_size=64,
+        verbose=0,
+        callbacks=[callback],
+    ).history
+
+
+def test_the_controller_backs_off_when_the_validation_loss_leaves_its_floor():
+    guarded = _guard_history(1.0)
+    scales, departed = guarded["penalty_scale"], guarded["loss_guard"]
+    assert any(departed), "the task must trip the guard for this test to mean anything"
+    data_loss = np.array(guarded["data_loss"])
+    for epoch in range(1, len(scales)):
+        # The logged data loss is val_loss less the penalties.
+        floor = data_loss[: epoch + 1].min()
+        assert departed[epoch] == int(data_loss[epoch] > 2 * floor)
+        if departed[epoch]:
+            assert scales[epoch] < scales[epoch - 1]
+    unguarded = _guard_history(None)
+    assert max(unguarded["penalty_scale"]) > max(scales)
+
+
+def test_bad_schedule_and_loss_guard_are_refused():
+    with pytest.raises(ValueError, match="schedule"):
+        BudgetCallback(target_macs=0.5, schedule="cubic")
+    with pytest.raises(ValueError, match="loss_guard"):
+        BudgetCallback(target_macs=0.5, loss_guard=0.0)
+
+
+def test_a_gradual_target_the_ranking_cannot_reach_is_refused_with_its_floor():
+    x, y = _data()
+    model = regularize_model(_bn_mlp(), li=1e-4, lo=1e-4)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    callback = BudgetCallback(target_params=0.01, schedule="gradual")
+    with pytest.raises(BudgetError, match="schedule='gradual'.*keeps 0.0"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
