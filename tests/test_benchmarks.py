@@ -167,7 +167,7 @@ def test_budget_mnist_runner(tmp_path, capsys):
     assert 0 < ratios["macs"] <= 1
     capsys.readouterr()
     importlib.import_module("budget_mnist").main(["--table", str(out)])
-    assert "| lenet-300-100 | 0.5 | 1 |" in capsys.readouterr().out
+    assert "| lenet-300-100 | 0.5 | penalty | 1 |" in capsys.readouterr().out
 
 
 def test_bn_criteria(tmp_path, capsys):
@@ -178,3 +178,12 @@ def test_bn_criteria(tmp_path, capsys):
         assert 0 < row["macs_ratio"] <= 1
         assert row["max_difference"] < 1e-4  # the slim model computes what the pruned one does
     assert result["rows"][0]["macs_ratio"] == 1.0  # nothing to remove in the dense model
+
+
+def test_trained_start(tmp_path, capsys):
+    printed, result = _run("trained_start", tmp_path, capsys)
+    assert [row["schedule"] for row in result["rows"]] == ["penalty", "gradual"]
+    gradual = result["rows"][1]
+    # The ranking's final cut lands within 3% under the target.
+    assert 0.97 * gradual["target_macs"] <= gradual["macs_ratio"] <= gradual["target_macs"]
+    assert "gradual" in printed
