@@ -137,11 +137,12 @@ def _guard_history(loss_guard):
     model = regularize_model(_trained_bn_mlp(), li=1e-2, lo=1e-2)
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     # Growth 4 and a target the task cannot afford: the scale would run away.
-    callback = BudgetCallback(target_units=0.1, growth=4.0, loss_guard=loss_guard)
+    callback = BudgetCallback(
+        target_units=0.1, growth=4.0, loss_guard=loss_guard, guard_data=(x[512:], y[512:])
+    )
     return model.fit(
         x[:512],
         y[:512],
-        validation_data=(x[512:], y[512:]),
         epochs=8,
         batch_size=64,
         verbose=0,
@@ -154,8 +155,8 @@ def test_the_controller_backs_off_when_the_validation_loss_leaves_its_floor():
     scales, departed = guarded["penalty_scale"], guarded["loss_guard"]
     assert any(departed), "the task must trip the guard for this test to mean anything"
     data_loss = np.array(guarded["data_loss"])
+    assert data_loss[0] > 0
     for epoch in range(1, len(scales)):
-        # The logged data loss is val_loss less the penalties.
         floor = data_loss[: epoch + 1].min()
         assert departed[epoch] == int(data_loss[epoch] > 2 * floor)
         if departed[epoch]:
@@ -169,6 +170,20 @@ def test_bad_schedule_and_loss_guard_are_refused():
         BudgetCallback(target_macs=0.5, schedule="cubic")
     with pytest.raises(ValueError, match="loss_guard"):
         BudgetCallback(target_macs=0.5, loss_guard=0.0)
+    with pytest.raises(TypeError, match="guard_data.*Received: a list"):
+        BudgetCallback(target_macs=0.5, guard_data=[np.zeros(3), np.zeros(3)])
+
+
+def test_the_guard_measures_the_compiled_loss_without_penalties():
+    x, y = _data()
+    model = regularize_model(_trained_bn_mlp(), li=1.0, lo=1.0)  # penalties that dwarf the loss
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    # No pruning event in this epoch (warm-up): the weights after fit are those measured.
+    callback = BudgetCallback(target_units=0.9, guard_data=(x[512:], y[512:]), warmup_epochs=1)
+    history = model.fit(x[:512], y[:512], epochs=1, verbose=0, callbacks=[callback])
+    probabilities = model.predict(x[512:], verbose=0)
+    expected = -np.mean(np.log(probabilities[np.arange(256), y[512:]]))
+    assert history.history["data_loss"][0] == pytest.approx(expected, rel=1e-4)
 
 
 def test_a_gradual_target_the_ranking_cannot_reach_is_refused_with_its_floor():

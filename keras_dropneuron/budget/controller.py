@@ -60,8 +60,9 @@ class BudgetCallback(PruneCallback):
        thresholds (sixteenths of `threshold` and 16 geometric steps above
        it) that keeps more than the target, then cuts the weakest units one
        by one (`ranking.UnitRanking`) until the slim model keeps at most the
-       target, so it lands within about one unit of it. Otherwise it prunes at `threshold`, or at the
-       largest sixteenth of it that keeps at least `target * (1 - tolerance)`.
+       target, so it lands within about one unit of it. Otherwise it prunes
+       at `threshold`, or at the largest sixteenth of it that keeps at least
+       `target * (1 - tolerance)`.
        A threshold that would empty a layer is never used (as in
        `PruneCallback`).
     3. If the slim model now keeps at most `target`, the target is reached:
@@ -81,8 +82,8 @@ class BudgetCallback(PruneCallback):
        held. It pushes harder only
        when behind schedule, and eases off when the penalty kills units
        faster than needed (group lasso acts with a lag).
-    5. The guard: with validation data, the validation data loss
-       (`val_loss` less the penalties) is measured at every epoch end. While
+    5. The guard: with `guard_data`, the data loss there (the compiled
+       loss, no penalty) is measured at every epoch end. While
        it stands more than `loss_guard` times its lowest value above that
        value, the scale is divided by `growth` at each event instead of
        following the schedule.
@@ -108,7 +109,7 @@ class BudgetCallback(PruneCallback):
     `units_ratio` (fractions the slim model would keep), `<budget>_ratio_ahead`
     (the look-ahead fraction of the budget's kind), `penalty_scale` (the
     current multiplier of the strengths), `budget_reached` (0 or 1),
-    `data_loss` (the validation data loss; NaN without validation data),
+    `data_loss` (the guard's data loss; NaN without `guard_data`),
     `loss_guard` (1 while the guard objects) and
     `PruneCallback`'s `sparsity` and `alive_units`, so the progress bar,
     `History`, `CSVLogger` and `TensorBoard` show them (place the callback
@@ -152,10 +153,14 @@ class BudgetCallback(PruneCallback):
         schedule: `"penalty"` (the scale steers the penalties until units
             die) or `"gradual"` (the weakest units are cut on a schedule;
             for trained models). Defaults to `"penalty"`.
-        loss_guard: How far the validation data loss may rise above its
-            lowest value in this `fit`, as a fraction of that value, before
-            the controller eases off: a float > 0, or `None` for no guard.
-            Needs validation data in `fit`. Defaults to `1.0`.
+        loss_guard: How far the data loss on `guard_data` may rise above
+            its lowest value in this `fit`, as a fraction of that value,
+            before the controller eases off: a float > 0, or `None` for no
+            guard. Defaults to `1.0`.
+        guard_data: `(x, y)` arrays (validation data) on which the guard
+            measures the data loss at every epoch end: the model's compiled
+            loss, without penalties. Defaults to `None`: no guard. Not part
+            of `get_config()`.
 
     Raises:
         TypeError, ValueError: On invalid arguments, e.g. a target of 0,
@@ -191,6 +196,7 @@ class BudgetCallback(PruneCallback):
         warmup_epochs: int = 0,
         schedule: str = "penalty",
         loss_guard: float | None = 1.0,
+        guard_data: tuple | None = None,
         **unknown: float | None,
     ):
         self.budget, self.target = check_target(
@@ -224,8 +230,13 @@ class BudgetCallback(PruneCallback):
         if loss_guard is not None:
             loss_guard = _check_above("loss_guard", loss_guard, 0, "> 0, or None")
         self.loss_guard = loss_guard
-        self._loss_guard = LossGuard(loss_guard)
-        self._penalized = []
+        if guard_data is not None and (not isinstance(guard_data, tuple) or len(guard_data) != 2):
+            raise TypeError(
+                "Invalid value for argument `guard_data`: expected a tuple (x, y) of arrays, or "
+                f"None. Received: a {type(guard_data).__name__}"
+                + (f" of length {len(guard_data)}" if isinstance(guard_data, tuple) else "")
+            )
+        self._loss_guard = LossGuard(loss_guard, guard_data)
         self._start_kept = 1.0
         self._events_total = None
         self.scale = self.initial_scale
@@ -273,7 +284,6 @@ class BudgetCallback(PruneCallback):
         super().on_train_begin(logs)
         self.scale = self.initial_scale
         self.reached_epoch = None
-        self._penalized = penalized
         self._penalty_scale = PenaltyScale(self.model)
         self._penalty_scale.attach(penalized, self.scale)
         self._loss_guard.reset()
@@ -292,7 +302,7 @@ class BudgetCallback(PruneCallback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self.reached:
-            self._loss_guard.update(self.model, self._penalized, logs)
+            self._loss_guard.update(self.model)
         if self._schedule.epoch_event() and not self.reached:
             self._budget_event(epoch)
         if logs is not None:

@@ -1,12 +1,11 @@
-"""The controller's guard: the validation data loss may not depart far from its floor.
+"""The controller's guard: the data loss may not depart far from its floor.
 
 The loss Keras reports holds the penalties, which the controller makes grow
-on purpose; what the user cares about is the rest, the data loss. At the end
-of an epoch `val_loss` was computed on the epoch's final weights, so
-`val_loss` less the DropNeuron penalties of those weights is exactly the
-validation data loss. The training `loss` is a mean over an epoch in which
-the weights and the penalties' scale changed, so nothing exact can be taken
-from it: without validation data the guard measures nothing.
+on purpose; what the user cares about is the rest, the data loss. The guard
+measures it itself, at the end of every epoch, on data it is given: the
+model's predictions scored with its compiled loss, no penalty included. (The
+`val_loss` of the logs holds the penalties, and on JAX at the scale its test
+step was traced with, so nothing exact can be taken from it.)
 """
 
 import math
@@ -17,14 +16,12 @@ import numpy as np
 from keras_dropneuron import _backend
 
 
-def penalty_total(variables: list[keras.Variable]) -> float:
-    """The DropNeuron penalties of `variables` as the train step adds them (scaled)."""
-    total = 0.0
-    for variable in variables:
-        regularizer = getattr(variable, "regularizer", None)
-        if regularizer is not None:
-            total += float(np.asarray(keras.ops.convert_to_numpy(regularizer(variable.value))))
-    return total
+def data_loss(model: keras.Model, x: object, y: np.ndarray, batch_size: int) -> float:
+    """The mean of `model`'s compiled loss on `(x, y)`, without any penalty."""
+    predictions = model.predict(x, batch_size=batch_size, verbose=0)
+    loss = keras.losses.get(model.loss)
+    values = keras.ops.convert_to_numpy(loss(keras.ops.convert_to_tensor(y), predictions))
+    return float(np.mean(values))
 
 
 class LossGuard:
@@ -33,6 +30,9 @@ class LossGuard:
     Args:
         tolerance: The allowed rise, a fraction of the floor (`1.0`: the
             data loss may double), or `None` to never object.
+        data: `(x, y)` to measure the data loss on, or `None`: nothing is
+            measured and the guard never objects.
+        batch_size: Batch size of the measuring `predict`.
 
     Attributes:
         data_loss: The last data loss measured (NaN before any).
@@ -40,8 +40,10 @@ class LossGuard:
         departed: Whether the last measure was above `(1 + tolerance) * floor`.
     """
 
-    def __init__(self, tolerance: float | None):
+    def __init__(self, tolerance: float | None, data: tuple | None, batch_size: int = 256):
         self.tolerance = tolerance
+        self.data = data
+        self.batch_size = batch_size
         self.reset()
 
     def reset(self) -> None:
@@ -49,17 +51,14 @@ class LossGuard:
         self.floor = math.inf
         self.departed = False
 
-    def update(self, model: keras.Model, variables: list, logs: dict | None) -> None:
-        """Measures the data loss from the epoch's `logs` (see the module docstring)."""
-        loss = (logs or {}).get("val_loss")
-        if loss is None:
+    def update(self, model: keras.Model) -> None:
+        """Measures the data loss (see the module docstring) and judges it."""
+        if self.data is None or self.tolerance is None or model.loss is None:
             return
-        if not math.isfinite(float(loss)):
-            self.departed = self.tolerance is not None
+        _backend.sync(model)  # JAX: the epoch's weights into the variables
+        self.data_loss = data_loss(model, *self.data, self.batch_size)
+        if not math.isfinite(self.data_loss):
+            self.departed = True
             return
-        _backend.sync(model)
-        self.data_loss = float(loss) - penalty_total(variables)
         self.floor = min(self.floor, self.data_loss)
-        self.departed = self.tolerance is not None and self.data_loss > self.floor + (
-            self.tolerance * abs(self.floor)
-        )
+        self.departed = self.data_loss > self.floor + self.tolerance * abs(self.floor)

@@ -95,10 +95,10 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
             strength until units die) or `"gradual"` (for a trained model:
             the weakest units are cut on a schedule, with the penalties on);
             see `BudgetCallback`. Defaults to `"penalty"`.
-        loss_guard: How far the validation data loss may rise above its
+        loss_guard: How far the data loss on `val_data` may rise above its
             lowest value during penalized training, as a fraction of it,
-            before the controller eases off (`None`: never). Defaults to
-            `1.0`.
+            before the controller eases off (`None`: never; see
+            `BudgetCallback`). Defaults to `1.0`.
         batch_size: Training batch size. Defaults to `128`.
         optimizer, loss: How to compile the copy. An optimizer instance is
             a recipe: the copy gets a new one from its config, so one
@@ -166,13 +166,17 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     callback_args.update(tolerance=tolerance, frequency=frequency, schedule=schedule)
     callback_args.update(loss_guard=loss_guard)
     BudgetCallback(**callback_args)  # checks them before any training
+    # The guard watches the data loss on the validation data (not part of the config).
+    guard = {"guard_data": (x_val, y_val)}
     with cloning.uncompiled(model):  # the copy is compiled once, here
         copy = _penalized_copy(model, li, lo)
     compile_like(copy, model, _fresh_optimizer(optimizer), loss)
 
     error_before = _score(model, x_val, y_val, batch_size)
-    training = _Training(x, y, (x_val, y_val), batch_size, verbose, list(callbacks or []))
-    epochs_to_target, penalty_scale = _train_to_target(copy, training, callback_args, epochs)
+    training = _Training(x, y, batch_size, verbose, list(callbacks or []))
+    epochs_to_target, penalty_scale = _train_to_target(
+        copy, training, {**callback_args, **guard}, epochs
+    )
     if finetune_epochs:
         hold = BudgetCallback(**callback_args, on_target="release")
         if distill:
@@ -205,7 +209,6 @@ class _Training:
 
     x: np.ndarray
     y: np.ndarray
-    validation_data: tuple  # the controller's guard watches the validation data loss
     batch_size: int
     verbose: int | str
     extra: list
@@ -219,7 +222,6 @@ class _Training:
             self.y,
             epochs=epochs,
             batch_size=self.batch_size,
-            validation_data=self.validation_data,
             callbacks=[budget_callback, *self.extra],
             verbose=self.verbose,
         )
