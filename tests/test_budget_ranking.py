@@ -193,3 +193,28 @@ def test_a_gradual_target_the_ranking_cannot_reach_is_refused_with_its_floor():
     callback = BudgetCallback(target_params=0.01, schedule="gradual")
     with pytest.raises(BudgetError, match="schedule='gradual'.*keeps 0.0"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+
+
+def test_the_cli_schedule_option_reaches_prune_to_budget(tmp_path, monkeypatch, capsys):
+    from keras_dropneuron import budget
+    from keras_dropneuron.cli import main
+
+    x, y = _data(64)
+    model = _bn_mlp()
+    path, data = tmp_path / "model.keras", tmp_path / "data.npz"
+    model.save(path)
+    np.savez(data, x=x, y=y)
+    received = []
+
+    def fake(model, train, val, **kwargs):
+        received.append(kwargs["schedule"])
+        return model, "the report"
+
+    monkeypatch.setattr(budget, "prune_to_budget", fake)
+    command = ["prune", str(path), "--data", str(data), "-o", str(tmp_path / "s.keras")]
+    assert main([*command, "--target-macs", "0.5"]) == 0
+    assert main([*command, "--target-macs", "0.5", "--schedule", "gradual"]) == 0
+    assert received == ["penalty", "gradual"]
+    with pytest.raises(SystemExit):
+        main([*command, "--target-macs", "0.5", "--schedule", "cubic"])
+    assert "invalid choice: 'cubic'" in capsys.readouterr().err

@@ -150,6 +150,7 @@ def _prune_to_budget(args, model, train, val, target):
             optimizer=keras.optimizers.Adam(args.learning_rate),
             loss=_loss(args, model),
             verbose=2 if args.verbose else 0,
+            schedule=args.schedule,
             distill=args.distill,
             distill_temperature=args.distill_temperature,
             distill_alpha=args.distill_alpha,
@@ -326,6 +327,13 @@ def add_parser(subparsers: common.SubParsers) -> None:
     parser.add_argument("-o", "--output", required=True, help="slim model path (.keras or .h5)")
     _add_target_options(parser)
     _add_training_options(parser)
+    parser.add_argument(
+        "--schedule",
+        choices=("penalty", "gradual"),
+        default="penalty",
+        help="penalty: the penalties' strength is steered until units die; gradual: the "
+        "weakest units are cut on a schedule, for a trained model (default: penalty)",
+    )
     _add_distill_options(parser)
     parser.add_argument(
         "--verbose",
