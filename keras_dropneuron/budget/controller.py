@@ -16,7 +16,7 @@ from keras_dropneuron import checks
 from keras_dropneuron.budget import gradual
 from keras_dropneuron.budget.loss_guard import LossGuard
 from keras_dropneuron.budget.penalty_scale import PenaltyScale, penalized_variables
-from keras_dropneuron.budget.ranking import ranked_cut
+from keras_dropneuron.budget.ranking import CLOSE_ENOUGH, ranked_cut
 from keras_dropneuron.budget.targets import BUDGETS, TARGET_ARGUMENTS, BudgetError, check_target
 from keras_dropneuron.budget.thresholds import (
     PruningTrials,
@@ -384,8 +384,9 @@ class BudgetCallback(PruneCallback):
 
         At the final cut (`chosen == cut`) the units between the last
         threshold that keeps more than the target and `cut` are cut one by
-        one, weakest first (`UnitRanking`), so the slim model keeps as much as
-        fits the budget instead of all that a threshold step takes.
+        one, weakest first (`UnitRanking`), then units that fit back under the
+        target are given back, so the slim model keeps as much as fits the
+        budget instead of all that a threshold step takes.
         """
         if chosen is None:
             self._weight_masks.assign(trials.values, [value != 0 for value in trials.values])
@@ -397,6 +398,7 @@ class BudgetCallback(PruneCallback):
                 self._last_above(trials, cut),
                 self.budget,
                 self.target,
+                floor=self.target * CLOSE_ENOUGH,
             )
             if ranked is not None:
                 return ranked
@@ -422,7 +424,10 @@ class BudgetCallback(PruneCallback):
         scheduled = gradual.scheduled_fraction(self._start_kept, self.target, done)
         ratios = None
         if not self._loss_guard.departed:
-            ratios = gradual.gradual_cut(self._weight_masks, trials, self.threshold, scheduled)
+            final = scheduled <= self.target
+            ratios = gradual.gradual_cut(
+                self._weight_masks, trials, self.threshold, scheduled, final
+            )
         if ratios is None:  # the schedule waits for a later event
             self._weight_masks.assign(trials.values, [v != 0 for v in trials.values])
             ratios = slim_size_ratios(self.model)

@@ -9,7 +9,7 @@ ranking (`ranking.ranked_cut`) after pruning at the threshold.
 
 import numpy as np
 
-from keras_dropneuron.budget.ranking import ranked_cut, ranking_ratios
+from keras_dropneuron.budget.ranking import CLOSE_ENOUGH, ranked_cut, ranking_ratios
 from keras_dropneuron.budget.targets import BudgetError
 from keras_dropneuron.budget.thresholds import PruningTrials
 from keras_dropneuron.masking import WeightMasks
@@ -22,9 +22,16 @@ def scheduled_fraction(start: float, target: float, done: float) -> float:
 
 
 def gradual_cut(
-    weight_masks: WeightMasks, trials: PruningTrials, threshold: float, scheduled: float
+    weight_masks: WeightMasks,
+    trials: PruningTrials,
+    threshold: float,
+    scheduled: float,
+    final: bool = False,
 ) -> dict[str, float] | None:
     """Prunes at `threshold`, then cuts by ranking down to `scheduled`.
+
+    The `final` cut (to the target) gives back the units that fit under it
+    (`UnitRanking.refill`).
 
     Returns:
         The ratios reached, or `None` (nothing written) when pruning at
@@ -42,7 +49,8 @@ def gradual_cut(
         weight_masks.assign(trials.values, keeps, masks=True)
         return ratios
     values = [np.where(keep, value, 0) for value, keep in zip(trials.values, keeps, strict=True)]
-    ranked = ranked_cut(weight_masks, trials.values, values, trials.budget, scheduled)
+    floor = scheduled * CLOSE_ENOUGH if final else None
+    ranked = ranked_cut(weight_masks, trials.values, values, trials.budget, scheduled, floor)
     if ranked is None:
         raise BudgetError(
             f"schedule='gradual' cannot cut the slim model down to {scheduled:.4g} of the "

@@ -24,6 +24,8 @@ from keras_dropneuron.surgery.plan import make_plan
 from keras_dropneuron.surgery.size import slim_size_ratios
 from keras_dropneuron.weight_values import cached_values
 
+# A final cut gives units back until the slim model keeps this fraction of the target.
+CLOSE_ENOUGH = 0.995
 # Layers whose unit is one output group of one weight: zeroing it removes the unit.
 _RANKED_RULES = (DenseRule, ConvRule)
 
@@ -54,18 +56,24 @@ class UnitRanking:
         self.values = values
         self.layers = _ranked_layers(weight_masks.weights, values)
         self.order = self._ordered_units()
-        self._kept = {}
         self.order = self._removable()
+        self._kept = {}
 
     @property
     def size(self) -> int:
         """How many units the ranking can cut."""
         return len(self.order)
 
-    def keeps(self, count: int) -> list[np.ndarray]:
-        """The masks that keep every non-zero weight but the `count` weakest units' groups."""
+    def keeps(self, cut: int | tuple[int, ...]) -> list[np.ndarray]:
+        """The masks that keep every non-zero weight but the groups of the `cut` units.
+
+        Args:
+            cut: A count (the weakest units of `order`), or positions in `order`.
+        """
+        positions = range(cut) if isinstance(cut, int) else cut
         keeps = [value != 0 for value in self.values]
-        for layer_index, unit in self.order[:count]:
+        for position in positions:
+            layer_index, unit = self.order[position]
             ranked = self.layers[layer_index]
             _, layout, _ = self.weight_masks.weights[ranked.weight]
             keeps[ranked.weight] = _without_unit(keeps[ranked.weight], layout, unit)
@@ -73,12 +81,13 @@ class UnitRanking:
                 keeps[partner][..., unit] = False
         return keeps
 
-    def kept(self, count: int, budget: str) -> dict[str, float]:
-        """The slim model's size ratios with the `count` weakest units cut (a trial)."""
-        if count not in self._kept:
-            self.weight_masks.assign(self.values, self.keeps(count))
-            self._kept[count] = slim_size_ratios(self.weight_masks.model)
-        return self._kept[count]
+    def kept(self, cut: int | tuple[int, ...], budget: str | None = None) -> dict[str, float]:
+        """The slim model's size ratios with the `cut` units cut (a trial; see `keeps`)."""
+        key = tuple(range(cut)) if isinstance(cut, int) else tuple(sorted(cut))
+        if key not in self._kept:
+            self.weight_masks.assign(self.values, self.keeps(key))
+            self._kept[key] = slim_size_ratios(self.weight_masks.model)
+        return self._kept[key]
 
     def cut_count(self, budget: str, target: float) -> int | None:
         """The fewest weakest units whose cut makes the slim model keep at most `target`.
@@ -89,16 +98,40 @@ class UnitRanking:
         Returns:
             The count, or `None` when cutting every listed unit is not enough.
         """
-        if self.kept(self.size, budget)[budget] > target:
+        if self.kept(self.size)[budget] > target:
             return None
         low, high = 0, self.size
         while low < high:
             middle = (low + high) // 2
-            if self.kept(middle, budget)[budget] <= target:
+            if self.kept(middle)[budget] <= target:
                 high = middle
             else:
                 low = middle + 1
         return low
+
+    def refill(
+        self, count: int, budget: str, target: float, floor: float, trials: int = 64
+    ) -> tuple[int, ...]:
+        """The `count` weakest units, less those that fit back under `target`.
+
+        The unit whose cut crossed the target may be a costly one (a
+        convolution's filter) while cheaper ones went before it: the cut
+        units are given back one at a time, strongest first, wherever the
+        slim model still keeps at most `target`, until it keeps at least
+        `floor` or `trials` trials are spent.
+
+        Returns:
+            The positions in `order` of the units to cut.
+        """
+        cut = tuple(range(count))
+        for position in reversed(range(max(0, count - 1))):
+            if self.kept(cut)[budget] >= floor or trials <= 0:
+                break
+            trials -= 1
+            fewer = tuple(p for p in cut if p != position)
+            if self.kept(fewer)[budget] <= target:
+                cut = fewer
+        return cut
 
     def restore(self) -> None:
         """Writes the values back (undoes the trials)."""
@@ -197,7 +230,7 @@ def ranking_ratios(weight_masks: WeightMasks, budget: str) -> float:
     values = weight_masks.values()
     ranking = UnitRanking(weight_masks, values)
     try:
-        return ranking.kept(ranking.size, budget)[budget]
+        return ranking.kept(ranking.size)[budget]
     finally:
         ranking.restore()
 
@@ -208,6 +241,7 @@ def ranked_cut(
     values: list[np.ndarray],
     budget: str,
     target: float,
+    floor: float | None = None,
 ) -> dict[str, float] | None:
     """Cuts the weakest units of `values` until the slim model keeps at most `target`.
 
@@ -219,6 +253,9 @@ def ranked_cut(
         values: The values to rank, `original` with some groups already pruned.
         budget: `"macs"`, `"params"` or `"units"`.
         target: The fraction of `budget` to keep at most.
+        floor: With a floor, cut units are given back while the slim model
+            keeps less than it (`UnitRanking.refill`): the final cut.
+            Defaults to `None`.
 
     Returns:
         The slim model's size ratios, or `None` (nothing written) when
@@ -229,5 +266,6 @@ def ranked_cut(
     if count is None:
         weight_masks.assign(original, [value != 0 for value in original])
         return None
-    weight_masks.assign(original, ranking.keeps(count), masks=True)
-    return ranking.kept(count, budget)
+    cut = count if floor is None else ranking.refill(count, budget, target, floor)
+    weight_masks.assign(original, ranking.keeps(cut), masks=True)
+    return ranking.kept(cut)
