@@ -216,8 +216,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for net in args.nets:
         for seed in args.seeds:
             control = {} if args.tiny else dict(CONTROL[net])
-            if args.schedule != "penalty":
-                control["schedule"] = args.schedule
+            control["schedule"] = args.schedule
             epochs, samples = EPOCHS[net], args.train_samples
             rows += run(net, seed, args.targets, args.tiny, args.out, epochs, control, samples)
     return rows

@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--train-size", type=int, default=20000)
     p.add_argument("--pretrain-epochs", type=int, default=3)
     p.add_argument("--epochs", type=int, default=8, help="most epochs of penalized training")
+    p.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
     args = p.parse_args(argv)
     arrays = data(args.tiny, args.train_size)
     pretrain, epochs = (1, 2) if args.tiny else (args.pretrain_epochs, args.epochs)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         trained.fit(arrays[0], arrays[1], epochs=pretrain, batch_size=BATCH, verbose=0)
         before = accuracy(trained, arrays[4], arrays[5])
         for target in args.targets:
-            for schedule in SCHEDULES:
+            for schedule in args.schedules:
                 row = prune(trained, schedule, target, epochs, arrays)
                 rows.append({"seed": seed, "trained_accuracy": before, **row})
     columns = ["seed", "target_macs", "schedule", "trained_accuracy", "test_accuracy"]

@@ -152,7 +152,7 @@ def _guard_history(loss_guard):
 
 def test_the_controller_backs_off_when_the_validation_loss_leaves_its_floor():
     guarded = _guard_history(1.0)
-    scales, departed = guarded["penalty_scale"], guarded["loss_guard"]
+    scales, departed = guarded["penalty_scale"], guarded["backing_off"]
     assert any(departed), "the task must trip the guard for this test to mean anything"
     data_loss = np.array(guarded["data_loss"])
     assert data_loss[0] > 0
@@ -213,8 +213,8 @@ def test_the_cli_schedule_option_reaches_prune_to_budget(tmp_path, monkeypatch, 
     monkeypatch.setattr(budget, "prune_to_budget", fake)
     command = ["prune", str(path), "--data", str(data), "-o", str(tmp_path / "s.keras")]
     assert main([*command, "--target-macs", "0.5"]) == 0
-    assert main([*command, "--target-macs", "0.5", "--schedule", "gradual"]) == 0
-    assert received == ["penalty", "gradual"]
+    assert main([*command, "--target-macs", "0.5", "--schedule", "penalty"]) == 0
+    assert received == ["gradual", "penalty"]
     with pytest.raises(SystemExit):
         main([*command, "--target-macs", "0.5", "--schedule", "cubic"])
     assert "invalid choice: 'cubic'" in capsys.readouterr().err

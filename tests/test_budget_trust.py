@@ -35,7 +35,8 @@ def _prune(model, data=None, **kwargs):
     """`prune_to_budget` on the first 3/4 of `data` (default `_data()`), validated on the rest."""
     x, y = _data() if data is None else data
     split = len(x) * 3 // 4
-    args = dict(target_macs=0.5, li=1e-3, lo=1e-3, epochs=10, batch_size=64)
+    # The penalty schedule: these tests are about its controller.
+    args = dict(target_macs=0.5, li=1e-3, lo=1e-3, epochs=10, batch_size=64, schedule="penalty")
     args.update(max_accuracy_drop=1.0, finetune_epochs=1)
     args.update(kwargs)
     return prune_to_budget(model, (x[:split], y[:split]), (x[split:], y[split:]), **args)

@@ -614,6 +614,7 @@ def test_prune_on_tiny_data_prints_its_own_error_only(tmp_path):
     x = np.random.default_rng(1).normal(size=(3, 6)).astype("float32")
     np.savez(tiny, x=x, y=np.array([0, 1, 0]))
     options = ["--target-units", "0.5", "--epochs", "1", "--finetune-epochs", "0"]
+    options += ["--schedule", "penalty"]  # one epoch of penalties is too few: refused
     result = subprocess.run(  # a process of its own: warnings print as they would to a user
         [sys.executable, "-m", "keras_dropneuron.cli", "prune", path, "--data", str(tiny)]
         + ["-o", str(tmp_path / "s.keras"), *options],

@@ -204,7 +204,7 @@ def test_a_model_without_class_scores_is_refused_before_training():
     model = _model("sigmoid", classes=1)
     model.compile("adam", "binary_crossentropy")
     weights = [w.copy() for w in model.get_weights()]
-    with pytest.raises(ValueError, match=r"argument `teacher`.*class scores.*sigmoid"):
+    with pytest.raises(ValueError, match=r"argument `model`.*class scores.*sigmoid"):
         prune_to_budget(model, (x, y), (x, y), target_macs=0.5, distill=True)
     for w, old in zip(model.get_weights(), weights, strict=True):
         np.testing.assert_array_equal(w, old)

@@ -110,7 +110,7 @@ class BudgetCallback(PruneCallback):
     (the look-ahead fraction of the budget's kind), `penalty_scale` (the
     current multiplier of the strengths), `budget_reached` (0 or 1),
     `data_loss` (the guard's data loss; NaN without `guard_data`),
-    `loss_guard` (1 while the guard objects) and
+    `backing_off` (1 while the guard objects) and
     `PruneCallback`'s `sparsity` and `alive_units`, so the progress bar,
     `History`, `CSVLogger` and `TensorBoard` show them (place the callback
     before the last two).
@@ -301,8 +301,7 @@ class BudgetCallback(PruneCallback):
                 self._budget_event(self._schedule.epoch, batch)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if not self.reached:
-            self._loss_guard.update(self.model)
+        self._loss_guard.update(self.model)
         if self._schedule.epoch_event() and not self.reached:
             self._budget_event(epoch)
         if logs is not None:
@@ -327,7 +326,7 @@ class BudgetCallback(PruneCallback):
         figures["penalty_scale"] = self.scale
         figures["budget_reached"] = int(self.reached)
         figures["data_loss"] = self._loss_guard.data_loss
-        figures["loss_guard"] = int(self._loss_guard.departed)
+        figures["backing_off"] = int(self._loss_guard.departed)
         return figures
 
     # -- the controller -------------------------------------------------------------
@@ -510,7 +509,10 @@ def _zeroed(values: list[np.ndarray], keeps: list[np.ndarray]) -> list[np.ndarra
 
 def _check_above(name: str, value: float, bound: float, expected: str) -> float:
     """`value` as a float, refused unless it is finite and above `bound`."""
-    checked = checks.check_non_negative_float(name, value)
+    try:
+        checked = checks.check_non_negative_float(name, value)
+    except ValueError:  # negative, NaN or infinite: the same message as any value too small
+        checked = bound
     if checked <= bound:
         raise checks.invalid_value(name, f"a finite float {expected}", value)
     return checked

@@ -184,8 +184,8 @@ def check_distill_models(
             f"the student's, {student_shape}. Received: teacher={teacher.name!r} with output "
             f"shape {teacher_shape}"
         )
-    _output_logits("teacher", teacher)
-    return _output_logits("student", student)
+    output_logits("teacher", teacher)
+    return output_logits("student", student)
 
 
 def _output_layer(model: keras.Model) -> object:
@@ -196,7 +196,7 @@ def _output_layer(model: keras.Model) -> object:
     return operation
 
 
-def _output_logits(name: str, model: keras.Model) -> tuple[keras.layers.Layer, str]:
+def output_logits(name: str, model: keras.Model) -> tuple[keras.layers.Layer, str]:
     """`(output layer, "softmax" or "logits")`; refuses outputs that are neither."""
     layer = _output_layer(model)
     last_axis = ((-1,), (len(model.outputs[0].shape) - 1,))
@@ -267,7 +267,7 @@ def _logits_teacher(teacher: keras.Model) -> keras.Model:
     """A frozen copy of `teacher` that outputs its logits; `teacher` is not touched."""
     copy = cloning.clone_model(teacher)
     copy.set_weights(teacher.get_weights())
-    layer, kind = _output_logits("teacher", copy)
+    layer, kind = output_logits("teacher", copy)
     if kind == "softmax":
         _set_logits(layer, True)  # for good: the copy is ours
     copy.trainable = False

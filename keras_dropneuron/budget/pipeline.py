@@ -15,8 +15,8 @@ from keras_dropneuron.budget.controller import BudgetCallback
 from keras_dropneuron.budget.data import check_pair, check_single_output
 from keras_dropneuron.budget.distill import (
     check_distill_arguments,
-    check_distill_models,
     distill_fit,
+    output_logits,
 )
 from keras_dropneuron.budget.report import BudgetReport
 from keras_dropneuron.budget.targets import BudgetError, check_target
@@ -47,7 +47,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     growth: float = 1.5,
     tolerance: float = 0.03,
     frequency: str | int = "epoch",
-    schedule: str = "penalty",
+    schedule: str = "gradual",
     loss_guard: float | None = 1.0,
     batch_size: int = 128,
     optimizer: keras.optimizers.Optimizer | str | None = None,
@@ -91,10 +91,11 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         threshold: Pruning threshold during training. Defaults to `1e-2`.
         growth, tolerance, frequency: See `BudgetCallback`. Defaults to
             `1.5`, `0.03`, `"epoch"`.
-        schedule: `"penalty"` (the controller steers the penalties'
-            strength until units die) or `"gradual"` (for a trained model:
-            the weakest units are cut on a schedule, with the penalties on);
-            see `BudgetCallback`. Defaults to `"penalty"`.
+        schedule: `"gradual"` (the weakest units are cut on a schedule,
+            with the penalties on; what a trained model needs) or
+            `"penalty"` (the controller steers the penalties' strength until
+            units die, as in the paper's training from scratch); see
+            `BudgetCallback`. Defaults to `"gradual"`.
         loss_guard: How far the data loss on `val_data` may rise above its
             lowest value during penalized training, as a fraction of it,
             before the controller eases off (`None`: never; see
@@ -161,7 +162,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     temperature, alpha = check_distill_arguments(distill_temperature, distill_alpha)
     distillation = {"temperature": temperature, "alpha": alpha}
     if distill:
-        check_distill_models(model, model)  # a model without class scores, before training
+        output_logits("model", model)  # a model without class scores, before training
     callback_args = {f"target_{budget}": target, "threshold": threshold, "growth": growth}
     callback_args.update(tolerance=tolerance, frequency=frequency, schedule=schedule)
     callback_args.update(loss_guard=loss_guard)
@@ -260,14 +261,15 @@ def _train_to_target(
             f"target_{train.budget}={train.target:g} not reached in {ran} epochs: the slim "
             f"model would keep {train.ratios[train.budget]:.4g} of the {train.budget} "
             f"(penalty scale {train.scale:.3g}). "
-            f"{_not_reached_advice(train.scale, ran, epochs, training.extra)}",
+            f"{_not_reached_advice(train, ran, epochs, training.extra)}",
             ratios=dict(train.ratios),
         )
     return len(history.epoch), train.scale_at_target
 
 
-def _not_reached_advice(scale: float, ran: int, epochs: int, extra: list) -> str:
+def _not_reached_advice(train: BudgetCallback, ran: int, epochs: int, extra: list) -> str:
     """What would help a target not reached, from how training ended."""
+    scale = train.scale
     if ran < epochs:
         # Only a callback stops fit early here: the budget's own stops at the target.
         names = ", ".join(type(callback).__name__ for callback in extra) or "a callback"
@@ -277,12 +279,21 @@ def _not_reached_advice(scale: float, ran: int, epochs: int, extra: list) -> str
             "`EarlyStopping` on `loss`; leave such callbacks out of `prune_to_budget` or "
             "give them more `patience=`."
         )
+    if train.schedule == "gradual":
+        # The schedule reaches the target by its last planned event unless the guard held it.
+        return (
+            "The schedule waited while the validation data loss stood more than "
+            f"`loss_guard={train.loss_guard:g}` times above its lowest value: the model "
+            "loses too much at this size. Relax the target, train longer (`epochs=`) or "
+            "allow more (`loss_guard=`)."
+        )
     if scale >= 10:
         # The controller already multiplied li and lo: the optimizer, not the penalty, lags.
         return (
             f"The penalties already stand at {scale:.3g} times `li` and `lo`, so stronger ones "
             "would not help: give the optimizer more steps (`epochs=`, a smaller "
-            "`batch_size=`) or a higher learning rate, or relax the target."
+            "`batch_size=`) or a higher learning rate, or relax the target; for a model "
+            'that is already trained, `schedule="gradual"` cuts the weakest units instead.'
         )
     return "Train longer (`epochs=`), start stronger (`li=`, `lo=`) or relax the target."
 

@@ -8,7 +8,12 @@ Example:
 import argparse
 import os
 
-from keras_dropneuron.checks import argparse_type, check_int, check_non_negative_float
+from keras_dropneuron.checks import (
+    argparse_type,
+    check_int,
+    check_non_negative_float,
+    invalid_value,
+)
 from keras_dropneuron.cli import common
 from keras_dropneuron.cli.common import CommandError, one_line
 
@@ -151,6 +156,7 @@ def _prune_to_budget(args, model, train, val, target):
             loss=_loss(args, model),
             verbose=2 if args.verbose else 0,
             schedule=args.schedule,
+            loss_guard=args.loss_guard,
             distill=args.distill,
             distill_temperature=args.distill_temperature,
             distill_alpha=args.distill_alpha,
@@ -170,6 +176,8 @@ _OPTIONS = {
     "`finetune_epochs=`": "`--finetune-epochs`",
     "`max_accuracy_drop=`": "`--max-accuracy-drop`",
     "`distill_temperature=`": "`--distill-temperature`",
+    'schedule="gradual"': "--schedule gradual",
+    "`loss_guard=`": "`--loss-guard`",
     "`distill_alpha=`": "`--distill-alpha`",
 }
 
@@ -266,6 +274,16 @@ def _add_training_options(parser):
     )
 
 
+def _loss_guard(name: str, value: str) -> float | None:
+    """`--loss-guard`: a float > 0, or `none`."""
+    if value.lower() == "none":
+        return None
+    checked = check_non_negative_float(name, value)
+    if checked == 0:
+        raise invalid_value(name, "a finite float > 0, or none", value)
+    return checked
+
+
 def _distill_check(name):
     """A check of `keras_dropneuron.budget.distill`, imported when an option is parsed."""
 
@@ -330,9 +348,17 @@ def add_parser(subparsers: common.SubParsers) -> None:
     parser.add_argument(
         "--schedule",
         choices=("penalty", "gradual"),
-        default="penalty",
-        help="penalty: the penalties' strength is steered until units die; gradual: the "
-        "weakest units are cut on a schedule, for a trained model (default: penalty)",
+        default="gradual",
+        help="gradual: the weakest units are cut on a schedule (for a trained model); "
+        "penalty: the penalties' strength is steered until units die (default: gradual)",
+    )
+    parser.add_argument(
+        "--loss-guard",
+        type=argparse_type("--loss-guard", _loss_guard),
+        default=1.0,
+        metavar="F",
+        help="how far the validation data loss may rise above its lowest value, as a "
+        "fraction of it, before pruning eases off; 'none' for no guard (default: 1.0)",
     )
     _add_distill_options(parser)
     parser.add_argument(
