@@ -5,8 +5,8 @@ Usage:
     python benchmarks/bn_criteria.py --out benchmarks/results/bn_criteria.json
     python benchmarks/bn_criteria.py --tiny      # 512 random images, one epoch, for CI
 
-One Conv-BN-ReLU CNN (two such blocks, a third convolution, a Dense head), trained from the
-same initial weights with each criterion at each strength:
+One Conv-BN-ReLU CNN (two such blocks, a third convolution, a flattened Dense head), trained
+from the same initial weights with each criterion at each strength:
 
 - `joint`: `regularize_model(li=s, lo=s / 4)`, `PruneCallback(mode="neuron")`: a unit's
   group is its kernel column with BN's `gamma_j` and `beta_j`;
@@ -40,7 +40,13 @@ STRENGTHS = {"joint": (1e-3, 3e-3), "scale": (3e-3, 1e-2)}
 
 
 def build(seed: int) -> keras.Model:
-    """(conv 3x3, BN, ReLU, max-pool) x 2, conv 3x3 + ReLU, global pool, Dense, softmax."""
+    """(conv 3x3, BN, ReLU, max-pool) x 2, conv 3x3 + ReLU, flatten, Dense, softmax.
+
+    Flattened, not globally pooled: with global average pooling this three-layer net sees
+    its 7x7 maps only as 32 averages (receptive field 18 pixels) and underfits MNIST (95.8%
+    training, 92.4% test accuracy after 3 epochs on all 60,000 images, 94.7% test after
+    10); flattened it reaches 98.7% test after 2 epochs.
+    """
     keras.utils.set_random_seed(seed)
     x = keras.Input((28, 28, 1))
     h = x
@@ -50,7 +56,7 @@ def build(seed: int) -> keras.Model:
         h = L.ReLU()(h)
         h = L.MaxPooling2D()(h)
     h = L.Conv2D(32, 3, padding="same", activation="relu")(h)
-    h = L.GlobalAveragePooling2D()(h)
+    h = L.Flatten()(h)
     return keras.Model(x, L.Softmax()(L.Dense(10)(h)))
 
 

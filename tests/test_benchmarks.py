@@ -170,6 +170,17 @@ def test_budget_mnist_runner(tmp_path, capsys):
     assert "| lenet-300-100 | 0.5 | penalty | 1 |" in capsys.readouterr().out
 
 
+def test_distill_mnist(tmp_path, capsys):
+    printed, result = _run("distill_mnist", tmp_path, capsys)
+    assert "test_accuracy_after" in printed
+    assert [row["distill"] for row in result["rows"]] == [False, True]
+    for row in result["rows"]:
+        # --tiny sets a loose target so that the fine-tuning, with or without distillation, runs.
+        assert row["status"] == "ok", row["status"]
+        assert 0 < row["macs_ratio"] <= row["target_macs"] == 0.9
+        assert 0 <= row["test_accuracy_after"] <= 1
+
+
 def test_bn_criteria(tmp_path, capsys):
     printed, result = _run("bn_criteria", tmp_path, capsys)
     assert [row["criterion"] for row in result["rows"]] == ["dense", "joint", "scale"]
@@ -187,3 +198,21 @@ def test_trained_start(tmp_path, capsys):
     # The ranking's final cut lands within 3% under the target.
     assert 0.97 * gradual["target_macs"] <= gradual["macs_ratio"] <= gradual["target_macs"]
     assert "gradual" in printed
+
+
+@pytest.mark.filterwarnings("ignore:BudgetCallback.*not reached:UserWarning")
+def test_cnn_bn_mnist(tmp_path, capsys):
+    printed, result = _run("cnn_bn_mnist", tmp_path, capsys, "--model", "mobilenetv2", "lenet5")
+    assert "efficiency" in printed and "drop_points" in printed
+    assert [row["model"] for row in result["rows"]] == ["mobilenetv2", "lenet5"]
+    for row in result["rows"]:
+        # Random labels, a few steps: reached or not, the run says what it reached.
+        assert row["status"] == "ok" or row["status"].startswith("BudgetError: target_macs=")
+        if "speedup" not in row:
+            continue
+        _positive(row, "original_ms", "slim_ms", "mac_ratio")
+        assert row["mac_ratio"] <= 1
+        _is(row["speedup"], row["original_ms"] / row["slim_ms"], "speedup")
+        _is(row["efficiency"], row["speedup"] * row["mac_ratio"], "efficiency")
+        drop = 100 * (row["test_accuracy_before"] - row["test_accuracy_after"])
+        _is(row["drop_points"], drop, "drop_points")
