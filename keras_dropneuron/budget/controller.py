@@ -423,10 +423,7 @@ class BudgetCallback(PruneCallback):
         scheduled = gradual.scheduled_fraction(self._start_kept, self.target, done)
         ratios = None
         if not self._loss_guard.departed:
-            final = scheduled <= self.target
-            ratios = gradual.gradual_cut(
-                self._weight_masks, trials, self.threshold, scheduled, final
-            )
+            ratios = gradual.gradual_cut(self._weight_masks, trials, self.threshold, scheduled)
         if ratios is None:  # the schedule waits for a later event
             self._weight_masks.assign(trials.values, [v != 0 for v in trials.values])
             ratios = slim_size_ratios(self.model)

@@ -22,16 +22,13 @@ def scheduled_fraction(start: float, target: float, done: float) -> float:
 
 
 def gradual_cut(
-    weight_masks: WeightMasks,
-    trials: PruningTrials,
-    threshold: float,
-    scheduled: float,
-    final: bool = False,
+    weight_masks: WeightMasks, trials: PruningTrials, threshold: float, scheduled: float
 ) -> dict[str, float] | None:
     """Prunes at `threshold`, then cuts by ranking down to `scheduled`.
 
-    The `final` cut (to the target) gives back the units that fit under it
-    (`UnitRanking.refill`).
+    Units that fit back under `scheduled` are given back (`UnitRanking.refill`):
+    a costly filter crossing the line would otherwise leave the slim model
+    far under the schedule, and under the target before its last event.
 
     Returns:
         The ratios reached, or `None` (nothing written) when pruning at
@@ -49,7 +46,7 @@ def gradual_cut(
         weight_masks.assign(trials.values, keeps, masks=True)
         return ratios
     values = [np.where(keep, value, 0) for value, keep in zip(trials.values, keeps, strict=True)]
-    floor = scheduled * CLOSE_ENOUGH if final else None
+    floor = scheduled * CLOSE_ENOUGH
     ranked = ranked_cut(weight_masks, trials.values, values, trials.budget, scheduled, floor)
     if ranked is None:
         raise BudgetError(
