@@ -214,7 +214,7 @@ def test_the_cli_schedule_option_reaches_prune_to_budget(tmp_path, monkeypatch, 
     command = ["prune", str(path), "--data", str(data), "-o", str(tmp_path / "s.keras")]
     assert main([*command, "--target-macs", "0.5"]) == 0
     assert main([*command, "--target-macs", "0.5", "--schedule", "penalty"]) == 0
-    assert received == ["gradual", "penalty"]
+    assert received == ["auto", "penalty"]
     with pytest.raises(SystemExit):
         main([*command, "--target-macs", "0.5", "--schedule", "cubic"])
     assert "invalid choice: 'cubic'" in capsys.readouterr().err
@@ -248,3 +248,22 @@ def test_the_final_cut_gives_back_units_that_fit_under_the_target(target):
     assert slim_size_ratios(model)["macs"] == pytest.approx(refilled["macs"])
     assert plain < 0.95 * target  # the case this is about
     assert 0.97 * target <= refilled["macs"] <= target
+
+
+def test_auto_takes_the_gradual_schedule_only_where_the_ranking_reaches_the_target():
+    x, y = _data(128)
+    dense = regularize_model(_bn_mlp(), li=1e-4, lo=1e-4)
+    recurrent_inputs = keras.Input((4, 5))
+    recurrent = keras.Model(
+        recurrent_inputs, L.Dense(2, activation="softmax")(L.LSTM(8)(recurrent_inputs))
+    )
+    recurrent = regularize_model(recurrent, li=1e-4, lo=1e-4)
+    for model, inputs, expected in (
+        (dense, x, "gradual"),
+        (recurrent, x.reshape(-1, 4, 5), "penalty"),
+    ):
+        model.compile("adam", "sparse_categorical_crossentropy")
+        callback = BudgetCallback(target_units=0.6, schedule="auto")
+        assert callback.active_schedule == "penalty"  # until training starts
+        model.fit(inputs, y, epochs=1, verbose=0, callbacks=[callback])
+        assert callback.active_schedule == expected

@@ -29,7 +29,7 @@ from keras_dropneuron.callbacks import PruneCallback
 from keras_dropneuron.surgery.size import slim_size_ratios
 
 ON_TARGET = ("hold", "release")
-SCHEDULES = ("penalty", "gradual")
+SCHEDULES = ("penalty", "gradual", "auto")
 
 
 @keras.saving.register_keras_serializable(package="keras_dropneuron")
@@ -151,8 +151,11 @@ class BudgetCallback(PruneCallback):
         layers: Layers to prune, as in `PruneCallback`. Defaults to `None`.
         warmup_epochs: Epochs before the first pruning event. Defaults to `0`.
         schedule: `"penalty"` (the scale steers the penalties until units
-            die) or `"gradual"` (the weakest units are cut on a schedule;
-            for trained models). Defaults to `"penalty"`.
+            die), `"gradual"` (the weakest units are cut on a schedule; for
+            trained models) or `"auto"` (`"gradual"` where cutting the units
+            of Dense and Conv layers can reach the target, else `"penalty"`;
+            `active_schedule` says which, once training started). Defaults
+            to `"penalty"`.
         loss_guard: How far the data loss on `guard_data` may rise above
             its lowest value in this `fit`, as a fraction of that value,
             before the controller eases off: a float > 0, or `None` for no
@@ -227,6 +230,8 @@ class BudgetCallback(PruneCallback):
             target_epoch = checks.check_int("target_epoch", target_epoch, 1)
         self.target_epoch = target_epoch
         self.schedule = checks.check_choice("schedule", schedule, SCHEDULES)
+        # What `"auto"` resolves to when training starts.
+        self.active_schedule = "penalty" if schedule == "auto" else schedule
         if loss_guard is not None:
             loss_guard = _check_above("loss_guard", loss_guard, 0, "> 0, or None")
         self.loss_guard = loss_guard
@@ -336,7 +341,7 @@ class BudgetCallback(PruneCallback):
         trials = PruningTrials(self._weight_masks, self._weight_masks.values(), self.budget)
         try:
             ahead = trials.kept(candidate_thresholds(self.threshold, self.lookahead)[-1])
-            if self.schedule == "gradual":
+            if self.active_schedule == "gradual":
                 cut, ratios = None, self._gradual_cut(trials, epoch, batch)
             else:
                 cut, chosen = self._choose_cut(trials)
@@ -350,7 +355,7 @@ class BudgetCallback(PruneCallback):
         self._previous = ahead if ahead > 0 else kept
         if kept <= self.target:
             self._reach(epoch)
-        elif self.schedule == "gradual":
+        elif self.active_schedule == "gradual":
             return  # the scale stays: the ranking, not the penalty, sets the pace
         elif ahead < 0 or (cut is not None and trials.kept(cut) < 0):
             # The budget would empty a layer at the look-ahead: the penalty is crushing it.
@@ -462,7 +467,10 @@ class BudgetCallback(PruneCallback):
         """
         smallest_ratios = one_unit_ratios(self._weight_masks)
         least = smallest_ratios[self.budget]
-        if self.schedule == "gradual":
+        if self.schedule == "auto":
+            reaches = gradual.reaches(self._weight_masks, self.budget, self.target)
+            self.active_schedule = "gradual" if reaches else "penalty"
+        elif self.schedule == "gradual":
             try:
                 gradual.check_reachable(self._weight_masks, self.budget, self.target)
             except BudgetError:

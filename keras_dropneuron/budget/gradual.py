@@ -58,6 +58,11 @@ def gradual_cut(
     return ranked
 
 
+def reaches(weight_masks: WeightMasks, budget: str, target: float) -> bool:
+    """Whether cutting every ranked unit makes the slim model keep at most `target`."""
+    return ranking_ratios(weight_masks, budget) <= target
+
+
 def check_reachable(weight_masks: WeightMasks, budget: str, target: float) -> None:
     """Refuses a target that cutting every ranked unit cannot reach.
 

@@ -47,7 +47,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     growth: float = 1.5,
     tolerance: float = 0.03,
     frequency: str | int = "epoch",
-    schedule: str = "gradual",
+    schedule: str = "auto",
     loss_guard: float | None = 1.0,
     batch_size: int = 128,
     optimizer: keras.optimizers.Optimizer | str | None = None,
@@ -92,10 +92,12 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         growth, tolerance, frequency: See `BudgetCallback`. Defaults to
             `1.5`, `0.03`, `"epoch"`.
         schedule: `"gradual"` (the weakest units are cut on a schedule,
-            with the penalties on; what a trained model needs) or
-            `"penalty"` (the controller steers the penalties' strength until
-            units die, as in the paper's training from scratch); see
-            `BudgetCallback`. Defaults to `"gradual"`.
+            with the penalties on; what a trained model needs), `"penalty"`
+            (the controller steers the penalties' strength until units die,
+            as in the paper's training from scratch) or `"auto"`: gradual
+            where cutting the units of Dense and Conv layers can reach the
+            target, else penalty (keras-hub blocks, recurrent layers); see
+            `BudgetCallback`. Defaults to `"auto"`.
         loss_guard: How far the data loss on `val_data` may rise above its
             lowest value during penalized training, as a fraction of it,
             before the controller eases off (`None`: never; see
@@ -279,7 +281,7 @@ def _not_reached_advice(train: BudgetCallback, ran: int, epochs: int, extra: lis
             "`EarlyStopping` on `loss`; leave such callbacks out of `prune_to_budget` or "
             "give them more `patience=`."
         )
-    if train.schedule == "gradual":
+    if train.active_schedule == "gradual":
         # The schedule reaches the target by its last planned event unless the guard held it.
         return (
             "The schedule waited while the validation data loss stood more than "

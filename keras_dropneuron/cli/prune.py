@@ -347,10 +347,11 @@ def add_parser(subparsers: common.SubParsers) -> None:
     _add_training_options(parser)
     parser.add_argument(
         "--schedule",
-        choices=("penalty", "gradual"),
-        default="gradual",
+        choices=("auto", "gradual", "penalty"),
+        default="auto",
         help="gradual: the weakest units are cut on a schedule (for a trained model); "
-        "penalty: the penalties' strength is steered until units die (default: gradual)",
+        "penalty: the penalties' strength is steered until units die; auto: gradual where "
+        "cutting Dense and Conv units can reach the target, else penalty (default: auto)",
     )
     parser.add_argument(
         "--loss-guard",
