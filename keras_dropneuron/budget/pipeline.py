@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from keras_dropneuron import checks, cloning, model_utils, pruning
+from keras_dropneuron.budget.anneal import CosineAnneal, check_finetune_schedule
 from keras_dropneuron.budget.controller import BudgetCallback
 from keras_dropneuron.budget.data import check_pair, check_single_output
 from keras_dropneuron.budget.distill import (
@@ -41,6 +42,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     max_accuracy_drop: float = 0.005,
     epochs: int = 10,
     finetune_epochs: int = 2,
+    finetune_schedule: str = "cosine",
     li: float = 4e-4,
     lo: float = 4e-4,
     threshold: float = 1e-2,
@@ -86,6 +88,11 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         epochs: Most epochs of penalized training. Defaults to `10`.
         finetune_epochs: Epochs without penalties after the target is
             reached. Defaults to `2`.
+        finetune_schedule: The fine-tuning's learning rate: `"cosine"`
+            (decays from the optimizer's rate to 0 over the fine-tuning, so
+            the weights and BatchNormalization's statistics settle) or
+            `"constant"`. An optimizer built with a `LearningRateSchedule`
+            keeps its own. Defaults to `"cosine"`.
         li, lo: Base strengths given to `regularize_model` (the controller
             scales them). Defaults to `4e-4`.
         threshold: Pruning threshold during training. Defaults to `1e-2`.
@@ -157,6 +164,7 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
     max_drop = checks.check_non_negative_float("max_accuracy_drop", max_accuracy_drop)
     epochs = checks.check_int("epochs", epochs, 1)
     finetune_epochs = checks.check_int("finetune_epochs", finetune_epochs, 0)
+    finetune_schedule = check_finetune_schedule(finetune_schedule)
     batch_size = checks.check_int("batch_size", batch_size, 1)
     li = checks.check_non_negative_float("li", li)
     lo = checks.check_non_negative_float("lo", lo)
@@ -181,11 +189,11 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
         copy, training, {**callback_args, **guard}, epochs
     )
     if finetune_epochs:
-        hold = BudgetCallback(**callback_args, on_target="release")
-        if distill:
-            training.distill(copy, model, finetune_epochs, hold, distillation)
-        else:
-            training.fit(copy, finetune_epochs, hold)
+        own = [BudgetCallback(**callback_args, on_target="release")]
+        if finetune_schedule == "cosine":
+            own.append(CosineAnneal())
+        teacher = model if distill else None
+        training.fit(copy, finetune_epochs, own, teacher=teacher, distillation=distillation)
     chosen = _choose_threshold(copy, x_val, y_val, budget, target * (1 - tolerance), batch_size)
     slim, slim_report = slim_model(copy, keep_regularizers=False, return_report=True)
     report = BudgetReport(
@@ -217,38 +225,20 @@ class _Training:
     extra: list
 
     def fit(
-        self, model: keras.Model, epochs: int, budget_callback: BudgetCallback
-    ) -> keras.callbacks.History:
-        # The budget's own callback first, so CSVLogger and TensorBoard see its figures.
-        return model.fit(
-            self.x,
-            self.y,
-            epochs=epochs,
-            batch_size=self.batch_size,
-            callbacks=[budget_callback, *self.extra],
-            verbose=self.verbose,
-        )
-
-    def distill(
         self,
-        student: keras.Model,
-        teacher: keras.Model,
+        model: keras.Model,
         epochs: int,
-        budget_callback: BudgetCallback,
-        distillation: dict,
+        own: list[keras.callbacks.Callback],
+        teacher: keras.Model | None = None,
+        distillation: dict | None = None,
     ) -> keras.callbacks.History:
-        """`fit`'s fine-tuning by distillation from `teacher` (see `distill_fit`)."""
-        return distill_fit(
-            student,
-            teacher,
-            self.x,
-            self.y,
-            epochs=epochs,
-            batch_size=self.batch_size,
-            callbacks=[budget_callback, *self.extra],
-            verbose=self.verbose,
-            **distillation,
-        )
+        """`model.fit` with the pipeline's callbacks `own` first (so `CSVLogger` and
+        `TensorBoard` see their figures); by distillation from `teacher` if given."""
+        kwargs = dict(epochs=epochs, batch_size=self.batch_size, verbose=self.verbose)
+        kwargs["callbacks"] = [*own, *self.extra]
+        if teacher is None:
+            return model.fit(self.x, self.y, **kwargs)
+        return distill_fit(model, teacher, self.x, self.y, **kwargs, **distillation)
 
 
 def _train_to_target(
@@ -256,7 +246,7 @@ def _train_to_target(
 ) -> tuple[int, float]:
     """Penalized training until the target; `(epochs it took, penalty scale there)`."""
     train = BudgetCallback(**callback_args, on_target="release", stop_on_target=True)
-    history = training.fit(copy, epochs, train)
+    history = training.fit(copy, epochs, [train])
     if not train.reached:
         ran = len(history.epoch)
         raise BudgetError(

@@ -149,6 +149,7 @@ def _prune_to_budget(args, model, train, val, target):
             max_accuracy_drop=args.max_accuracy_drop,
             epochs=args.epochs,
             finetune_epochs=args.finetune_epochs,
+            finetune_schedule=args.finetune_schedule,
             batch_size=args.batch_size,
             li=args.li,
             lo=args.lo,
@@ -352,6 +353,12 @@ def add_parser(subparsers: common.SubParsers) -> None:
         help="gradual: the weakest units are cut on a schedule (for a trained model); "
         "penalty: the penalties' strength is steered until units die; auto: gradual where "
         "cutting Dense and Conv units can reach the target, else penalty (default: auto)",
+    )
+    parser.add_argument(
+        "--finetune-schedule",
+        choices=("cosine", "constant"),
+        default="cosine",
+        help="the fine-tuning's learning rate: cosine decay to 0, or constant (default: cosine)",
     )
     parser.add_argument(
         "--loss-guard",
