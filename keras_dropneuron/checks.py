@@ -25,18 +25,31 @@ from keras_dropneuron import keras_internals
 SUPPORTED_MODEL_KINDS = "a Sequential or Functional keras.Model (nested ones included)"
 
 
+def described(value: object, limit: int = 200) -> str:
+    """`repr(value)` for messages: arrays by shape and dtype, long texts cut at `limit`."""
+    if getattr(value, "shape", None) and hasattr(value, "dtype"):  # not a numpy scalar
+        return f"<{type(value).__name__} of shape {tuple(value.shape)}, dtype {value.dtype}>"
+    if isinstance(value, list | tuple) and any(hasattr(item, "shape") for item in value):
+        items = ", ".join(described(item, limit // 4) for item in value[:4])
+        more = ", ..." if len(value) > 4 else ""
+        return f"({items}{more})" if isinstance(value, tuple) else f"[{items}{more}]"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def invalid_type(name: str, expected: str, value: object) -> TypeError:
     """The `TypeError` for `value` of argument `name`, which should be `expected`."""
     return TypeError(
         f"Invalid type for argument `{name}`: expected {expected}. "
-        f"Received: {name}={value!r} of type {type(value).__name__}"
+        f"Received: {name}={described(value)} of type {type(value).__name__}"
     )
 
 
 def invalid_value(name: str, expected: str, value: object) -> ValueError:
     """The `ValueError` for `value` of argument `name`, which should be `expected`."""
     return ValueError(
-        f"Invalid value for argument `{name}`: expected {expected}. Received: {name}={value!r}"
+        f"Invalid value for argument `{name}`: expected {expected}. "
+        f"Received: {name}={described(value)}"
     )
 
 

@@ -669,3 +669,15 @@ def test_choose_threshold_still_stops_where_a_layer_would_vanish():
         prune_weights(keras.models.clone_model(model), 10.0)
     chosen, scores = choose_threshold(model, X, Y, tolerance=1e9, thresholds=[1e-6, 10.0])
     assert chosen == 1e-6 and list(scores) == [0.0, 1e-6]
+
+
+def test_an_array_where_a_pair_belongs_is_described_by_its_shape():
+    """`prune_to_budget(model, x, ...)`: the error names the array's shape, not its values."""
+    from keras_dropneuron import prune_to_budget
+
+    model = MODELS["mlp"]()
+    x = np.arange(2000 * 6, dtype="float32").reshape(2000, 6)
+    with pytest.raises(TypeError, match=r"train_data=<ndarray of shape \(2000, 6\)") as caught:
+        prune_to_budget(model, x, (x, x[:, 0]), target_macs=0.5)
+    assert len(str(caught.value)) < 300
+    assert "1999" not in str(caught.value)

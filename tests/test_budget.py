@@ -315,6 +315,10 @@ def test_prune_to_budget_returns_a_verified_slim_model_within_the_budget():
     for before, after in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)  # the input model is untouched
     assert "target_macs=0.4" in str(report)
+    if report.threshold == 0:  # the cuts left nothing below any threshold
+        assert "no weight pruned after fine-tuning (threshold 0)" in str(report)
+    else:
+        assert f"threshold {report.threshold:g} after fine-tuning" in str(report)
 
 
 def test_prune_to_budget_says_what_it_reached_when_accuracy_suffers():

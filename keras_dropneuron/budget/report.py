@@ -52,6 +52,11 @@ class BudgetReport:
         """`error_after - error_before` (for class scores, accuracy points lost)."""
         return self.error_after - self.error_before
 
+    def _threshold_text(self) -> str:
+        if self.threshold == 0:  # the cuts zeroed whole units; nothing else fell below
+            return "no weight pruned after fine-tuning (threshold 0)"
+        return f"threshold {self.threshold:g} after fine-tuning"
+
     def __str__(self) -> str:
         return "\n".join(
             [
@@ -62,7 +67,7 @@ class BudgetReport:
                 f"Validation error: {self.error_before:.4g} -> {self.error_after:.4g} "
                 f"(drop {self.accuracy_drop:+.4g})",
                 f"Reached after {self.epochs_to_target} epochs at penalty scale "
-                f"{self.penalty_scale:.3g}; threshold {self.threshold:g}",
+                f"{self.penalty_scale:.3g}; {self._threshold_text()}",
                 str(self.slim_report),
             ]
             + self._distillation_lines()
