@@ -10,20 +10,16 @@ import math
 import warnings
 
 import keras
-import numpy as np
 
 from keras_dropneuron import checks
-from keras_dropneuron.budget import gradual
+from keras_dropneuron.budget import gradual, penalty_cut
 from keras_dropneuron.budget.loss_guard import LossGuard
 from keras_dropneuron.budget.penalty_scale import PenaltyScale, penalized_variables
-from keras_dropneuron.budget.ranking import CLOSE_ENOUGH, ranked_cut
 from keras_dropneuron.budget.targets import BUDGETS, TARGET_ARGUMENTS, BudgetError, check_target
 from keras_dropneuron.budget.thresholds import (
     PruningTrials,
     candidate_thresholds,
-    largest,
     one_unit_ratios,
-    smallest,
 )
 from keras_dropneuron.callbacks import PruneCallback
 from keras_dropneuron.surgery.size import slim_size_ratios
@@ -344,8 +340,10 @@ class BudgetCallback(PruneCallback):
             if self.active_schedule == "gradual":
                 cut, ratios = None, self._gradual_cut(trials, epoch, batch)
             else:
-                cut, chosen = self._choose_cut(trials)
-                ratios = self._apply(trials, cut, chosen)
+                candidates = candidate_thresholds(self.threshold, self.lookahead)
+                args = (self.threshold, self.target, self.tolerance)
+                cut, chosen = penalty_cut.choose_cut(trials, candidates, *args)
+                ratios = penalty_cut.apply_cut(trials, candidates, cut, chosen, self.target)
         except Exception:
             self._release()
             raise
@@ -366,59 +364,6 @@ class BudgetCallback(PruneCallback):
         else:
             self._follow_schedule(epoch, batch, previous_ahead, ahead)
 
-    def _choose_cut(self, trials: PruningTrials) -> tuple[float | None, float | None]:
-        """`(cut, chosen)`: the smallest threshold that meets the target, and the one to use.
-
-        `chosen` is `cut` when pruning there empties no layer; else the largest
-        threshold up to `threshold` (and below `cut`) that keeps at least
-        `target * (1 - tolerance)`, or `None` when none does.
-        """
-        candidates = candidate_thresholds(self.threshold, self.lookahead)
-        cut = smallest(candidates, lambda t: trials.kept(t) <= self.target)
-        if cut is not None and trials.kept(cut) >= 0:
-            return cut, cut  # the budget is within reach: cut exactly there
-        below = [t for t in candidates if t <= self.threshold and (cut is None or t < cut)]
-        floor = self.target * (1 - self.tolerance)
-        return cut, largest(below, lambda t: trials.kept(t) >= floor)
-
-    def _apply(
-        self, trials: PruningTrials, cut: float | None, chosen: float | None
-    ) -> dict[str, float]:
-        """Prunes at `chosen` (weights and masks), or undoes the trials; the ratios reached.
-
-        At the final cut (`chosen == cut`) the units between the last
-        threshold that keeps more than the target and `cut` are cut one by
-        one, weakest first (`UnitRanking`), then units that fit back under the
-        target are given back, so the slim model keeps as much as fits the
-        budget instead of all that a threshold step takes.
-        """
-        if chosen is None:
-            self._weight_masks.assign(trials.values, [value != 0 for value in trials.values])
-            return slim_size_ratios(self.model)
-        if chosen == cut:
-            ranked = ranked_cut(
-                self._weight_masks,
-                trials.values,
-                self._last_above(trials, cut),
-                self.budget,
-                self.target,
-                floor=self.target * CLOSE_ENOUGH,
-            )
-            if ranked is not None:
-                return ranked
-        keeps, ratios = trials.outcome(chosen)
-        self._weight_masks.assign(trials.values, keeps, masks=True)
-        return ratios
-
-    def _last_above(self, trials: PruningTrials, cut: float) -> list[np.ndarray]:
-        """The values pruned at the largest candidate below `cut` (the weights, if none)."""
-        candidates = candidate_thresholds(self.threshold, self.lookahead)
-        below = [t for t in candidates if t < cut]
-        if below and trials.kept(below[-1]) > self.target:
-            keeps, _ = trials.outcome(below[-1])
-            return _zeroed(trials.values, keeps)
-        return trials.values
-
     def _gradual_cut(self, trials: PruningTrials, epoch: int, batch: int | None) -> dict:
         """This event's cut on the gradual schedule (`gradual`); none while the guard objects."""
         left = self._events_left(epoch, batch)
@@ -430,8 +375,7 @@ class BudgetCallback(PruneCallback):
         if not self._loss_guard.departed:
             ratios = gradual.gradual_cut(self._weight_masks, trials, self.threshold, scheduled)
         if ratios is None:  # the schedule waits for a later event
-            self._weight_masks.assign(trials.values, [v != 0 for v in trials.values])
-            ratios = slim_size_ratios(self.model)
+            ratios = trials.undo()
         return ratios
 
     def _follow_schedule(
@@ -505,11 +449,6 @@ class BudgetCallback(PruneCallback):
         if self._penalty_scale is not None:
             self._penalty_scale.detach()
         super()._release()  # retraces without the scale (TensorFlow, PyTorch)
-
-
-def _zeroed(values: list[np.ndarray], keeps: list[np.ndarray]) -> list[np.ndarray]:
-    """`values` with zeros outside `keeps`."""
-    return [np.where(keep, value, 0) for value, keep in zip(values, keeps, strict=True)]
 
 
 def _check_above(name: str, value: float, bound: float, expected: str) -> float:

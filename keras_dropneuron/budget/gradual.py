@@ -7,8 +7,6 @@ pruning), so the last cuts leave time to recover. The cut itself is a
 ranking (`ranking.ranked_cut`) after pruning at the threshold.
 """
 
-import numpy as np
-
 from keras_dropneuron.budget.ranking import CLOSE_ENOUGH, ranked_cut, ranking_ratios
 from keras_dropneuron.budget.targets import BudgetError
 from keras_dropneuron.budget.thresholds import PruningTrials
@@ -39,13 +37,13 @@ def gradual_cut(
     """
     kept = trials.kept(threshold)
     if kept < 0:
-        weight_masks.assign(trials.values, [value != 0 for value in trials.values])
+        trials.undo()
         return None
     keeps, ratios = trials.outcome(threshold)
     if kept <= scheduled:
         weight_masks.assign(trials.values, keeps, masks=True)
         return ratios
-    values = [np.where(keep, value, 0) for value, keep in zip(trials.values, keeps, strict=True)]
+    values = trials.pruned_values(threshold)
     floor = scheduled * CLOSE_ENOUGH
     ranked = ranked_cut(weight_masks, trials.values, values, trials.budget, scheduled, floor)
     if ranked is None:

@@ -55,8 +55,7 @@ class UnitRanking:
         self.weight_masks = weight_masks
         self.values = values
         self.layers = _ranked_layers(weight_masks.weights, values)
-        self.order = self._ordered_units()
-        self.order = self._removable()
+        self.order = self._removable(self._ordered_units())
         self._kept = {}
 
     @property
@@ -71,9 +70,12 @@ class UnitRanking:
             cut: A count (the weakest units of `order`), or positions in `order`.
         """
         positions = range(cut) if isinstance(cut, int) else cut
+        return self._keeps_without([self.order[position] for position in positions])
+
+    def _keeps_without(self, units: list[tuple[int, int]]) -> list[np.ndarray]:
+        """The masks of the non-zero weights less the groups of `(layer, unit)` pairs."""
         keeps = [value != 0 for value in self.values]
-        for position in positions:
-            layer_index, unit = self.order[position]
+        for layer_index, unit in units:
             ranked = self.layers[layer_index]
             _, layout, _ = self.weight_masks.weights[ranked.weight]
             keeps[ranked.weight] = _without_unit(keeps[ranked.weight], layout, unit)
@@ -137,13 +139,13 @@ class UnitRanking:
         """Writes the values back (undoes the trials)."""
         self.weight_masks.assign(self.values, [value != 0 for value in self.values])
 
-    def _removable(self) -> list[tuple[int, int]]:
-        """The ordered units that the surgeon removes once cut (one plan, every unit cut).
+    def _removable(self, ordered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The `ordered` units that the surgeon removes once cut (one plan, all cut).
 
         A unit that a model output, or a layer kept whole, reads stays in the
         slim model even when cut: cutting it would only do harm.
         """
-        self.weight_masks.assign(self.values, self.keeps(len(self.order)))
+        self.weight_masks.assign(self.values, self._keeps_without(ordered))
         try:
             with cached_values():
                 graph = build_graph(self.weight_masks.model)
@@ -158,11 +160,12 @@ class UnitRanking:
             kept.append(None if outputs is None else set(plan.kept[outputs].tolist()))
         return [
             (index, unit)
-            for index, unit in self.order
+            for index, unit in ordered
             if kept[index] is not None and unit not in kept[index]
         ]
 
     def _ordered_units(self) -> list[tuple[int, int]]:
+        """Every live unit but each layer's strongest, by score over its layer's mean."""
         entries = []
         for layer_index, ranked in enumerate(self.layers):
             live = np.flatnonzero(ranked.scores > 0)

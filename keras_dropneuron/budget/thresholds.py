@@ -85,6 +85,16 @@ class PruningTrials:
         _, keeps, ratios = self._outcomes[threshold]
         return keeps, ratios
 
+    def pruned_values(self, threshold: float) -> list[np.ndarray]:
+        """The values with zeros where a threshold already tried prunes them."""
+        keeps, _ = self.outcome(threshold)
+        return [np.where(keep, value, 0) for value, keep in zip(self.values, keeps, strict=True)]
+
+    def undo(self) -> dict[str, float]:
+        """Writes the values back (masks: their non-zeros); the slim model's ratios."""
+        self.weight_masks.assign(self.values, [value != 0 for value in self.values])
+        return slim_size_ratios(self.weight_masks.model)
+
 
 def one_unit_ratios(weight_masks: WeightMasks) -> dict[str, float]:
     """The size ratios of the smallest slim model: one output unit left in every weight.
