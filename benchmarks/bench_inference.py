@@ -19,6 +19,13 @@ Dead units: LeNet-300-100 90% of both hidden layers; LeNet-5 half of each conv l
 filters and 80% of fc1; ResNet50 (32x32 inputs) half the filters of every bottleneck's
 inner convolutions (`*_1_conv`, `*_2_conv`), whose BatchNormalization then outputs 0.
 
+With `--slimmed-like RESULTS.json` (rows of `benchmarks/cnn_bn_mnist.py`), the models are
+instead the ResNet-20 and MobileNetV2-style networks of those rows, with random weights
+and the last units of every layer dead so that `slim_model` keeps exactly the row's
+`units_after`: the speed of a slim architecture does not depend on its weights, and this
+times it in every runtime, TFLite included (whose converter folds BatchNormalization into
+the convolutions).
+
 Every variant runs in four runtimes: Keras (`tf.function` of `model(x)`, and the same
 compiled with XLA: `keras_xla`), the SavedModel (`tf.saved_model.load(...).serve`) and the
 TFLite interpreter (all CPU threads), at batch 1
@@ -28,7 +35,9 @@ batch 256), `unstructured_speedup` = masked time / unstructured time.
 """
 
 import argparse
+import json
 import os
+import pathlib
 import tempfile
 from collections.abc import Callable
 
@@ -76,6 +85,43 @@ def masked_model(
         layer = model.get_layer(layer_name)
         _models.kill_units(layer, fraction, rng, bn=_bn_after(model, layer))
     return model, base_weights
+
+
+SLIMMED_LIKE = {"resnet20": _models.resnet20, "mobilenetv2": _models.mobilenet_v2_small}
+UNIT_LAYERS = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+
+def masked_like(row: dict) -> keras.Model:
+    """The network of a `cnn_bn_mnist` row, its last units dead down to `units_after`.
+
+    A unit dies with its kernel column (a depthwise channel: its filter) and the
+    `gamma` and `beta` of the BatchNormalization that reads it; taking the last
+    units everywhere gives the layers of a residual stream the same dead set.
+    """
+    model = SLIMMED_LIKE[row["model"]]()
+    for name, units in row["units_after"].items():
+        layer = model.get_layer(name)
+        if not isinstance(layer, UNIT_LAYERS):
+            continue
+        axis = -2 if isinstance(layer, keras.layers.DepthwiseConv2D) else -1
+        kernel = layer.kernel.numpy()
+        index = [slice(None)] * kernel.ndim
+        index[axis] = slice(units, None)
+        kernel[tuple(index)] = 0
+        layer.kernel.assign(kernel)
+        dead = slice(units, None)
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(
+                np.concatenate(
+                    [layer.bias.numpy()[:units], np.zeros(layer.bias.shape[0] - units, "float32")]
+                )
+            )
+        bn = _bn_after(model, layer)
+        for variable in (bn.gamma, bn.beta) if bn is not None else ():
+            value = variable.numpy()
+            value[dead] = 0
+            variable.assign(value)
+    return model
 
 
 def kernels(model: keras.Model) -> list:
@@ -148,11 +194,26 @@ def runner(
     return run
 
 
-def measure(name: str, args: argparse.Namespace, workdir: str) -> tuple[dict, list[dict]]:
+def measure(
+    name: str, args: argparse.Namespace, workdir: str, row: dict | None = None
+) -> tuple[dict, list[dict]]:
     """The model's sizes, and one timing row per runtime and batch size."""
     rng = np.random.default_rng(0)
-    masked, base_weights = masked_model(name, args.tiny, rng)
+    if row is None:
+        masked, base_weights = masked_model(name, args.tiny, rng)
+    else:
+        masked = masked_like(row)
+        base_weights = masked.get_weights()
     slim, report = slim_model(masked, return_report=True)
+    if row is not None:
+        slim_units = {r["name"]: r["units_after"] for r in report.rows}
+        wrong = {
+            k: (v, slim_units.get(k))
+            for k, v in row["units_after"].items()
+            if slim_units.get(k) != v
+        }
+        if wrong:
+            raise SystemExit(f"{name}: the slim units differ from the row's: {wrong}")
     totals = report.totals()
     models = {
         "masked": masked,
@@ -198,14 +259,22 @@ def main(argv: list[str] | None = None) -> None:
     default = ["keras", "saved_model", "tflite"]  # keras_xla on request (gpu_check.sh)
     p.add_argument("--runtimes", nargs="+", default=default, choices=RUNTIMES)
     p.add_argument("--batches", nargs="+", type=int, default=[1, 256])
+    p.add_argument("--slimmed-like", help="a cnn_bn_mnist results JSON: time its slim models")
     args = p.parse_args(argv)
     if args.tiny:
         args.models, args.batches = ["lenet-300-100"], [1, 16]
     keras.utils.set_random_seed(0)
+    like = {}
+    if args.slimmed_like:
+        results = json.loads(pathlib.Path(args.slimmed_like).read_text())["rows"]
+        for r in results:
+            if r.get("units_after") and r["model"] in SLIMMED_LIKE:
+                like[f"{r['model']}@{r['target_macs']:g} seed {r['seed']}"] = r
+        args.models = list(like)
     infos, rows = [], []
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models:
-            info, model_rows = measure(name, args, workdir)
+            info, model_rows = measure(name, args, workdir, like.get(name))
             infos.append(info)
             rows += model_rows
     _common.print_table(infos, list(infos[0]))
