@@ -5,7 +5,7 @@ Usage:
     python benchmarks/cnn_bn_mnist.py --model resnet20 --train-size 20000 --epochs 3 \\
         --seeds 0 --targets 0.5 0.25 --out benchmarks/results/cnn_bn_mnist.json
     python benchmarks/cnn_bn_mnist.py --model mobilenetv2 --targets 0.5 \\
-        --prune-kwargs '{"finetune_epochs": 3}'
+        --prune-kwargs '{"schedule": "penalty"}'
     python benchmarks/cnn_bn_mnist.py --tiny     # random images, seconds, for CI
 
 Pruning after training: every model is first trained without penalties on the first
@@ -19,12 +19,14 @@ efficiency `speedup / (1 / mac_ratio)`. A `BudgetError` (budget not reached, or 
 validation accuracy dropped more than `max_accuracy_drop`) is caught and what it reached
 is recorded with its message.
 
-The networks (`benchmarks/_models.py`): `resnet20`, a ResNet-20 adapted to 28x28x1 (3
-stages of 3 basic blocks, 16/32/64 channels, 1x1 projection shortcuts); `mobilenetv2`, 6
-inverted residual blocks; `lenet5`, the paper's LeNet-5 (no BN), as in
-`benchmarks/budget_mnist.py`. Every one ends in a separate Softmax layer.
+The networks, the training, the pruning settings and the bounds are those of the library's
+trained-start experiments (`keras_dropneuron.experiments.trained_start`, also run by
+`keras-dropneuron reproduce resnet20-trained`): `resnet20`, a ResNet-20 adapted to 28x28x1
+(3 stages of 3 basic blocks, 16/32/64 channels, 1x1 projection shortcuts); `mobilenetv2`,
+6 inverted residual blocks; `lenet5`, the paper's LeNet-5 (no BN). Every one ends in a
+separate Softmax layer. This script adds the speed-up and other command-line overrides.
 
-The issue's bounds (`BOUNDS`: accuracy points lost at a MAC target) are printed beside the
+The bounds (`BOUNDS`: accuracy points lost at a MAC target) are printed beside the
 figures, with the speed-up bound (efficiency at least 0.8).
 """
 
@@ -37,38 +39,25 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import _common  # noqa: E402
-import _models  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_dropneuron import prune_to_budget  # noqa: E402
-from keras_dropneuron.budget import BudgetError  # noqa: E402
+from keras_dropneuron.experiments import trained_start  # noqa: E402
 from keras_dropneuron.experiments.data import load_mnist  # noqa: E402
 
 MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
-MODELS = {
-    "resnet20": _models.resnet20,
-    "mobilenetv2": _models.mobilenet_v2_small,
-    "lenet5": lambda: _models.lenet_5(softmax_layer=True),
+# This script's model names -> the library's trained-start experiments.
+EXPERIMENTS = {
+    "resnet20": trained_start.EXPERIMENTS["resnet20-trained"],
+    "mobilenetv2": trained_start.EXPERIMENTS["mobilenetv2-trained"],
+    "lenet5": trained_start.EXPERIMENTS["lenet-5-trained"],
 }
-# The issue's targets: (model, target_macs) -> most accuracy points the slim model may lose.
-BOUNDS = {("resnet20", 0.5): 0.2, ("resnet20", 0.25): 0.5, ("mobilenetv2", 0.5): 0.5}
-BOUNDS[("lenet5", 0.25)] = 0.5
+MODELS = {name: experiment.build for name, experiment in EXPERIMENTS.items()}
+# (model, target_macs) -> most accuracy points the slim model may lose.
+BOUNDS = {(name, t): b for name, e in EXPERIMENTS.items() for t, b in e.bounds.items()}
 MIN_EFFICIENCY = 0.8  # speed-up at batch 64 at least 0.8 of 1 / mac_ratio
 SPEED_BATCH = 64
-# prune_to_budget's arguments per model (`--prune-kwargs` overrides and extends them).
-# Adam moves each weight by about its learning rate per step whatever the penalty's size,
-# so a BN group (gamma near 1) needs hundreds of steps to reach 0: small batches and a
-# higher learning rate for the BN networks. A controller event every `frequency` batches
-# (about 4 an epoch), each raising the strength less (`growth`).
-PRUNE = {
-    "resnet20": {"epochs": 6, "finetune_epochs": 2, "li": 1e-3, "lo": 0.0},
-    "mobilenetv2": {"epochs": 6, "finetune_epochs": 2, "li": 1e-3, "lo": 0.0},
-    "lenet5": {"epochs": 6, "finetune_epochs": 1, "li": 4e-4, "lo": 4e-4, "frequency": 25},
-}
-for _bn_net in ("resnet20", "mobilenetv2"):
-    PRUNE[_bn_net].update(batch_size=64, frequency=80, learning_rate=2e-3)
-COMMON = {"growth": 1.2, "batch_size": 128, "threshold": 1e-2, "learning_rate": 1e-3}
+accuracy = trained_start.accuracy
 
 
 class EpochPrinter(keras.callbacks.Callback):
@@ -104,11 +93,6 @@ def data(args) -> tuple[tuple, tuple, tuple]:
     return train, val, (x_test, y_test)
 
 
-def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-    """The fraction of `x` that `model` classifies as `y`."""
-    return float(np.mean(np.argmax(model.predict(x, batch_size=512, verbose=0), 1) == y))
-
-
 def speed(original: keras.Model, slim: keras.Model, x: np.ndarray, repeats: int) -> dict:
     """Milliseconds per `predict_on_batch(x)` of both models, timed alternately."""
     fns = {
@@ -121,80 +105,41 @@ def speed(original: keras.Model, slim: keras.Model, x: np.ndarray, repeats: int)
 
 
 def pretrain(name: str, seed: int, train: tuple, epochs: int) -> tuple[keras.Model, float]:
-    """A model trained without penalties; `(model, seconds)`.
-
-    Adam from 1e-3 with cosine decay to 0, batch 128. At a constant 1e-3 the BN networks
-    end a short training with moving statistics that lag the still-moving weights: a
-    ResNet-20 trained 3 epochs on 20,000 images scored 54.8% on the test set in inference
-    mode. Decaying the rate lets the weights, and so the statistics, settle.
-    """
-    keras.utils.set_random_seed(seed)
-    model = MODELS[name]()
-    steps = epochs * -(-len(train[0]) // 128)
-    schedule = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=steps)
-    model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy")
-    start = time.perf_counter()
-    model.fit(*train, epochs=epochs, batch_size=128, verbose=0)
-    return model, time.perf_counter() - start
+    """A model trained without penalties; `(model, seconds)` (see `trained_start.pretrain`)."""
+    return trained_start.pretrain(MODELS[name], seed, train, epochs)
 
 
 def prune_arguments(name: str, target: float, args) -> dict:
-    """prune_to_budget's keyword arguments for `name` at `target` (JSON-serializable)."""
-    kwargs = {**COMMON, **PRUNE[name]}
-    bound = BOUNDS.get((name, target), 0.5)
-    kwargs["max_accuracy_drop"] = args.max_accuracy_drop or bound / 100
+    """prune_to_budget's keyword arguments for `name` at `target` (JSON-serializable).
+
+    The experiment's (`TrainedStart.prune_arguments`; with `--tiny` its quick settings:
+    random images, a few steps, strong penalties and a high threshold), then the
+    command line's overrides.
+    """
+    kwargs = EXPERIMENTS[name].prune_arguments(target, quick=args.tiny)
+    if args.max_accuracy_drop:
+        kwargs["max_accuracy_drop"] = args.max_accuracy_drop
     if args.learning_rate:
         kwargs["learning_rate"] = args.learning_rate
-    if args.tiny:
-        # Random images, a few steps: strong penalties and a high threshold reach the target.
-        kwargs.update(epochs=3, finetune_epochs=1, li=3e-2, lo=0.0, frequency="epoch")
-        kwargs.update(max_accuracy_drop=1.0, growth=2.0, threshold=0.5, batch_size=32)
     kwargs.update(json.loads(args.prune_kwargs))
     return kwargs
 
 
 def run_one(name, seed, target, model, splits, args, before) -> dict:
     """`prune_to_budget` of `model` at `target`; the row of figures."""
-    train, val, (x_test, y_test) = splits
+    train, val, test = splits
     kwargs = prune_arguments(name, target, args)
-    call = dict(kwargs)
-    learning_rate = call.pop("learning_rate")
-    call.setdefault("optimizer", keras.optimizers.Adam(learning_rate))
     row = {"model": name, "seed": seed, "target_macs": target, **before, "prune_kwargs": kwargs}
     row["load_at_start"] = list(os.getloadavg())
     keras.utils.set_random_seed(seed)
-    start = time.perf_counter()
     label = f"{name} seed {seed} target {target}"
-    try:
-        slim, report = prune_to_budget(
-            model, train, val, target_macs=target, callbacks=[EpochPrinter(label)], **call
-        )
-        row["status"] = "ok"
-    except BudgetError as error:
-        slim, report = error.model, error.report
-        row["status"] = f"BudgetError: {error}"
-        row["ratios"] = error.ratios
-    row["prune_s"] = time.perf_counter() - start
-    if report is not None:
-        totals = report.slim_report.totals()
-        row.update(
-            mac_ratio=report.ratios["macs"],
-            params_ratio=report.ratios["params"],
-            macs=totals["macs_before"],
-            slim_macs=totals["macs_after"],
-            params=totals["params_before"],
-            slim_params=totals["params_after"],
-            val_accuracy_before=1 - report.error_before,
-            val_accuracy_after=1 - report.error_after,
-            epochs_to_target=report.epochs_to_target,
-            penalty_scale=report.penalty_scale,
-            threshold=report.threshold,
-            units_after={r["name"]: r["units_after"] for r in report.slim_report.rows},
-        )
+    figures, slim = trained_start.prune_and_measure(
+        model, train, val, test, target, kwargs, callbacks=[EpochPrinter(label)]
+    )
+    row.update(figures)
     if slim is not None:
-        row["test_accuracy_after"] = accuracy(slim, x_test, y_test)
         row["drop_points"] = 100 * (row["test_accuracy_before"] - row["test_accuracy_after"])
-        row.update(speed(model, slim, x_test[:SPEED_BATCH], args.repeats))
+        row.update(speed(model, slim, test[0][:SPEED_BATCH], args.repeats))
         row["efficiency"] = row["speedup"] * row["mac_ratio"]
     row.update(_verdict(row))
     print(json.dumps({k: v for k, v in row.items() if k != "units_after"}), file=sys.stderr)

@@ -77,6 +77,32 @@ def test_inference(tmp_path, capsys):
         _is(row["slim_per_s"], 1000 * row["batch"] / row["slim_ms"], "slim_per_s")
 
 
+def test_inference_of_slimmed_like_rows(tmp_path, capsys):
+    """`--slimmed-like`: the slim architecture of a results row, its units checked."""
+    import _models
+    import keras
+
+    model = _models.resnet20()
+    units = {
+        layer.name: layer.filters if hasattr(layer, "filters") else layer.units
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)
+    }
+    for name in [n for n in units if n.endswith("_1_conv")]:
+        units[name] //= 2  # the first convolution of each block: its own units only
+        units[name.replace("_conv", "_bn")] = units[name]
+    row = {"model": "resnet20", "target_macs": 0.5, "seed": 0, "units_after": units}
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps({"rows": [row]}))
+    extra = ("--slimmed-like", str(rows), "--runtimes", "keras")
+    _, result = _run("bench_inference", tmp_path, capsys, *extra)
+    (info,) = result["models"]
+    assert info["model"] == "resnet20@0.5 seed 0"
+    # Half of each block's inner filters: its first convolution's MACs, half the second's.
+    assert 1.3 < info["mac_ratio"] < 2 and info["params_slim"] < info["params_masked"]
+    assert {r["runtime"] for r in result["rows"]} == {"keras"}
+
+
 def test_surgery(tmp_path, capsys):
     printed, result = _run("bench_surgery", tmp_path, capsys)
     assert "ms/layer" in printed

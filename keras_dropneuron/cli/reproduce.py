@@ -1,8 +1,14 @@
 """The `keras-dropneuron reproduce` verb: run the paper's experiments.
 
+The paper's experiments train with the penalties from scratch
+(`experiments.runner`); the trained-start ones (`resnet20-trained`, ...)
+train without them, then prune to a budget (`experiments.trained_start`);
+`stdlib-lm` is a keras-hub language model pruned to a budget.
+
 Example:
 
     keras-dropneuron reproduce lenet-300-100 --seeds 3 --method both --plots
+    keras-dropneuron reproduce resnet20-trained --quick --out runs/
 """
 
 import argparse
@@ -33,11 +39,13 @@ def run(args: argparse.Namespace) -> int:
         CommandError: If the seeds, `--out`, a `--penalty` or MNIST are
             unusable.
     """
-    from keras_dropneuron.experiments import runner
+    from keras_dropneuron.experiments import runner, trained_start
     from keras_dropneuron.experiments.setups import SETUPS, stdlib_lm
 
     if args.experiment == stdlib_lm.NAME:
         return _run_stdlib_lm(args)
+    if args.experiment in trained_start.EXPERIMENTS:
+        return _run_trained_start(args)
     names = list(SETUPS) if args.experiment == "all" else [args.experiment]
     seeds = training.seeds(args)
     common.check_out_directory("--out", args.out)
@@ -73,13 +81,7 @@ def _run_stdlib_lm(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("keras_hub") is None:
         raise CommandError(f"{stdlib_lm.NAME} needs keras-hub: pip install keras-hub")
-    for flag, value in (
-        ("--method", args.method != "threshold"),
-        ("--penalty", args.penalty),
-        ("--auto-threshold", args.auto_threshold is not None),
-    ):
-        if value:
-            raise CommandError(f"{flag} does not apply to {stdlib_lm.NAME} (a budget run)")
+    _reject_method_options(args, stdlib_lm.NAME, "a budget run")
     common.check_out_directory("--out", args.out)
     for seed in training.seeds(args):
         out = f"{args.out}/{stdlib_lm.NAME}" + (f"/seed{seed}" if args.seeds > 1 else "")
@@ -91,6 +93,42 @@ def _run_stdlib_lm(args: argparse.Namespace) -> int:
             verbose=training.verbosity(args),
         )
         print(stdlib_lm.markdown_table(result))
+    return 0
+
+
+def _reject_method_options(args: argparse.Namespace, name: str, why: str) -> None:
+    """Raises for `--method`, `--penalty` or `--auto-threshold` given to `name`."""
+    for flag, value in (
+        ("--method", args.method != "threshold"),
+        ("--penalty", args.penalty),
+        ("--auto-threshold", args.auto_threshold is not None),
+    ):
+        if value:
+            raise CommandError(f"{flag} does not apply to {name} ({why})")
+
+
+def _run_trained_start(args: argparse.Namespace) -> int:
+    """Runs a trained-start experiment (`keras_dropneuron.experiments.trained_start`).
+
+    The network is trained without penalties (`--epochs` of them), then
+    `prune_to_budget` prunes it to each of the experiment's targets.
+    """
+    from keras_dropneuron.experiments import trained_start
+
+    _reject_method_options(args, args.experiment, "a budget run from a trained model")
+    seeds = training.seeds(args)
+    common.check_out_directory("--out", args.out)
+    with training.mnist_errors():
+        trained_start.reproduce(
+            [args.experiment],
+            seeds=seeds,
+            quick=args.quick,
+            mnist=args.mnist,
+            out=args.out,
+            plots=args.plots,
+            verbose=training.verbosity(args),
+            epochs=args.epochs,
+        )
     return 0
 
 
@@ -131,7 +169,10 @@ def add_parser(subparsers: common.SubParsers) -> None:
         help="run the paper's experiments: train, prune, slim, report",
         description="Trains each experiment with the DropNeuron penalties and "
         "PruneCallback, slims it with slim_model and prints a table next to the "
-        "paper's figures; writes results.json, summary.json and results.md.",
+        "paper's figures; writes results.json, summary.json and results.md. The "
+        "*-trained experiments train without penalties, then prune the trained model "
+        "with prune_to_budget to each MAC target; they write results.json, results.md "
+        "and the slim models.",
     )
     parser.add_argument(
         "experiment",

@@ -17,17 +17,19 @@ MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which keras.utils.set_random_see
 
 
 class ExperimentNames:
-    """The set-up names `reproduce` accepts (and `"all"`), read from the harness when needed.
+    """The experiment names `reproduce` accepts (and `"all"`), read from the harness when needed.
 
     argparse only tests membership and iterates (for the help and error
     messages), so the harness loads then and not when the parser is built.
     """
 
     def _names(self) -> list[str]:
+        from keras_dropneuron.experiments import trained_start
         from keras_dropneuron.experiments.setups import SETUPS, stdlib_lm
 
-        # stdlib-lm needs keras-hub, so "all" (the SETUPS) leaves it out.
-        return [*SETUPS, stdlib_lm.NAME, "all"]
+        # stdlib-lm needs keras-hub, so "all" (the SETUPS) leaves it out, and the
+        # trained-start experiments (`trained_start.EXPERIMENTS`) run apart.
+        return [*SETUPS, stdlib_lm.NAME, *trained_start.EXPERIMENTS, "all"]
 
     def __contains__(self, name: object) -> bool:
         return name in self._names()
