@@ -260,20 +260,22 @@ def plot_accuracy_vs_macs(
     path: str | pathlib.Path,
     anchors: dict[str, tuple[float, float]] | None = None,
 ) -> str | pathlib.Path:
-    """Saves the test accuracy against the fraction of the multiply-adds kept.
+    """Saves the test accuracy change against the fraction of the multiply-adds kept.
 
-    One colour per experiment: each seed's trained model at 1.0 and each
-    slim model at its verified MAC ratio (dots), a line through the means over
-    seeds, and each bound as a hollow triangle at `(target, accuracy before -
-    bound)`: a slim model meets it at or above the triangle, at or left of
+    The change is in points, each slim model against its own seed's trained
+    model, so that results on other data sets (published anchors) share the
+    axis. One colour per experiment: each slim model at its verified MAC
+    ratio (dots), a line through the means over seeds from the trained
+    models at (1.0, 0), and each bound as a hollow triangle at `(target,
+    -bound)`: a slim model meets it at or above the triangle, at or left of
     its x. Rows without a slim model are left out.
 
     Args:
         rows: Rows of `trained_start.run_trained_start`.
         path: The image file to write.
-        anchors: More labelled points, `{label: (fraction of MACs, accuracy)}`
-            with the accuracy a fraction (e.g. a published result). Defaults
-            to `None`.
+        anchors: More labelled points, `{label: (fraction of MACs, change in
+            points)}` (e.g. a published result: -0.27 for 76.10% -> 75.83%).
+            Defaults to `None`.
 
     Returns:
         `path`.
@@ -288,12 +290,13 @@ def plot_accuracy_vs_macs(
     for i, name in enumerate(experiments):
         _accuracy_vs_macs_lines(ax, [r for r in rows if r["experiment"] == name], f"C{i}", name)
     for label, (x, y) in (anchors or {}).items():
-        ax.plot(x, 100 * y, "*", color="black", ms=10)
-        ax.annotate(label, (x, 100 * y), fontsize=7, xytext=(5, 5), textcoords="offset points")
-    ax.plot([], [], "v", mfc="none", color="gray", label="bound (most accuracy lost)")
+        ax.plot(x, y, "*", color="black", ms=10)
+        ax.annotate(label, (x, y), fontsize=7, xytext=(5, -10), textcoords="offset points")
+    ax.plot([], [], "v", mfc="none", color="gray", label="bound (most points lost)")
+    ax.axhline(0.0, color="gray", lw=0.8)
     ax.set_xlim(0.0, 1.05)
     ax.set_xlabel("fraction of multiply-adds kept", fontsize=8)
-    ax.set_ylabel("test accuracy (%)", fontsize=8)
+    ax.set_ylabel("test accuracy change (points)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -304,20 +307,19 @@ def plot_accuracy_vs_macs(
 
 
 def _accuracy_vs_macs_lines(ax, rows: list[dict], color: str, name: str) -> None:
-    """One experiment: its seeds as dots, the means as a line, its bounds as triangles."""
-    # Each seed's trained model once, however many targets it was pruned to.
-    before = list({r["seed"]: 100 * r["test_accuracy_before"] for r in rows}.values())
-    slim = {}  # target -> [(MAC ratio, accuracy)] over seeds
+    """One experiment: its slim models as dots, the means as a line, its bounds as triangles."""
+    slim = {}  # target -> [(MAC ratio, change in points)] over seeds
     for r in rows:
         if r.get("test_accuracy_after") is not None and r.get("mac_ratio") is not None:
-            point = (r["mac_ratio"], 100 * r["test_accuracy_after"])
-            slim.setdefault(r["target_macs"], []).append(point)
-    dots = [(1.0, y) for y in before] + [p for points in slim.values() for p in points]
-    ax.plot(*zip(*dots, strict=True), "o", color=color, ms=4, alpha=0.6)
-    means = [(1.0, np.mean(before))] + [tuple(np.mean(p, axis=0)) for p in slim.values()]
+            change = 100 * (r["test_accuracy_after"] - r["test_accuracy_before"])
+            slim.setdefault(r["target_macs"], []).append((r["mac_ratio"], change))
+    dots = [p for points in slim.values() for p in points]
+    if dots:
+        ax.plot(*zip(*dots, strict=True), "o", color=color, ms=4, alpha=0.6)
+    means = [(1.0, 0.0)] + [tuple(np.mean(p, axis=0)) for p in slim.values()]
     ax.plot(*zip(*sorted(means), strict=True), "-", color=color, lw=1, label=name)
     bounds = {
         r["target_macs"]: r["bound_points"] for r in rows if r.get("bound_points") is not None
     }
     for target, bound in bounds.items():
-        ax.plot(target, np.mean(before) - bound, "v", mfc="none", color=color, ms=7)
+        ax.plot(target, -bound, "v", mfc="none", color=color, ms=7)
