@@ -13,7 +13,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dropneuron import _backend, normalized_units, pruning
+from keras_dropneuron import _backend, layer_rules, normalized_units, pruning
+from keras_dropneuron.layer_rules.base import attribute
+from keras_dropneuron.layer_rules.layout import group_alive
 
 
 class NextFitGuard:
@@ -161,6 +163,10 @@ class WeightMasks(ManagedWeights):
     Attributes:
         masks: One variable per managed weight (1 keeps, 0 prunes), after
             `install()`.
+        biases: The recurrent biases whose entries follow their units
+            (`LayerRule.unit_biases`): a unit left without a non-zero kernel
+            entry loses its bias entries too, in `assign` and `prune`, and
+            `bias_masks` hold them at zero.
     """
 
     def __init__(
@@ -173,10 +179,20 @@ class WeightMasks(ManagedWeights):
         super().__init__(model, layers)
         # gamma and beta of a BatchNormalization that reads a unit are masked with it.
         self.weights = pruning.managed_weights(layers, model)
+        # A recurrent unit's bias follows its kernel columns (`LayerRule.unit_biases`).
+        self.biases = _unit_biases(self.weights)
+        self.bias_values = [np.asarray(bias.variable.numpy()) for bias in self.biases]
         self.mode = mode
         self.keep_last_unit = keep_last_unit
         self.masks = []
+        self.bias_masks = []
         self._saved_constraints = []
+
+    def values(self) -> list[np.ndarray]:
+        """The managed weights' current values; the unit biases' are kept in `bias_values`."""
+        values = super().values()
+        self.bias_values = [np.asarray(bias.variable.numpy()) for bias in self.biases]
+        return values
 
     def install(self) -> None:
         """Creates one mask per managed weight (all ones) and hooks it into the train step."""
@@ -186,10 +202,21 @@ class WeightMasks(ManagedWeights):
             )
             for _, _, variable in self.weights
         ]
+        self.bias_masks = [
+            new_variable(
+                self.model,
+                np.ones(bias.variable.shape),
+                bias.variable.dtype,
+                f"{bias.variable.name}_prune_mask",
+            )
+            for bias in self.biases
+        ]
+        weights = [*self.weights, *((None, None, bias.variable) for bias in self.biases)]
+        masks = [*self.masks, *self.bias_masks]
         if _backend.backend() == "jax":
-            self.add_step_hook(_MaskHook(self.model, self.weights, self.masks))
+            self.add_step_hook(_MaskHook(self.model, weights, masks))
             return
-        for (_, _, variable), mask in zip(self.weights, self.masks, strict=True):
+        for (_, _, variable), mask in zip(weights, masks, strict=True):
             self._saved_constraints.append((variable, variable.constraint))
             variable.constraint = _MaskConstraint(mask, variable.constraint)
         retrace(self.model)
@@ -250,6 +277,11 @@ class WeightMasks(ManagedWeights):
             variable.assign(np.where(keep, value, 0).astype(value.dtype))
             if masks:
                 mask.assign(keep.astype(mask.dtype))
+        for bias, mask, value in zip(self.biases, self.bias_masks, self.bias_values, strict=True):
+            keep = bias.keep(self.weights, values, keeps)
+            bias.variable.assign(np.where(keep, value, 0).astype(value.dtype))
+            if masks:
+                mask.assign(keep.astype(mask.dtype))
 
     def prune(self, values: list[np.ndarray], keeps: list[np.ndarray]) -> None:
         """Sets the masks to `keeps` and zeroes the weights they drop.
@@ -265,6 +297,54 @@ class WeightMasks(ManagedWeights):
             mask.assign(keep.astype(mask.dtype))
             if not keep.all():
                 variable.assign(np.where(keep, value, 0).astype(value.dtype))
+        for bias, mask, value in zip(self.biases, self.bias_masks, self.bias_values, strict=True):
+            keep = bias.keep(self.weights, values, keeps)
+            mask.assign(keep.astype(mask.dtype))
+            if not keep.all():
+                bias.variable.assign(np.where(keep, value, 0).astype(value.dtype))
+
+
+class UnitBias:
+    """A bias whose entries follow the units of some managed weights (`unit_biases`).
+
+    Args:
+        variable: The bias, `(..., gates * units)`.
+        members: Indices in the managed weights of the weights of its units.
+        gates: Their number of gate blocks.
+    """
+
+    def __init__(self, variable: keras.Variable, members: list[int], gates: int):
+        self.variable, self.members, self.gates = variable, members, gates
+
+    def keep(
+        self, weights: list[tuple], values: list[np.ndarray], keeps: list[np.ndarray]
+    ) -> np.ndarray:
+        """Its entries of the units that keep a non-zero entry in some member weight."""
+        alive = np.logical_or.reduce(
+            [
+                group_alive(
+                    np.where(keeps[i], values[i], 0), weights[i][1].output_axes, self.gates
+                )
+                for i in self.members
+            ]
+        )
+        shape = self.variable.shape
+        view = (*shape[:-1], self.gates, shape[-1] // self.gates)
+        return np.broadcast_to(alive, view).reshape(shape)
+
+
+def _unit_biases(weights: list[tuple]) -> list[UnitBias]:
+    """The `UnitBias` of every managed layer whose rule names unit biases."""
+    index = {(id(layer), layout.attribute): i for i, (layer, layout, _) in enumerate(weights)}
+    layers = {id(layer): layer for layer, _, _ in weights}
+    found = []
+    for key, layer in layers.items():
+        for path, paths in layer_rules.rule_for(layer).unit_biases(layer):
+            variable = attribute(layer, path)
+            members = [index[key, p] for p in paths if (key, p) in index]
+            if variable is not None and len(members) == len(paths):
+                found.append(UnitBias(variable, members, weights[members[0]][1].gates))
+    return found
 
 
 def trainable_positions(model: keras.Model, weights: list) -> list[tuple[int, tuple]]:

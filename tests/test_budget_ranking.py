@@ -67,8 +67,7 @@ def test_the_ranking_orders_units_by_their_joint_group_over_the_layer_mean():
     expected.sort()
     names = {}
     for layer_index, ranked in enumerate(ranking.layers):
-        layer, _, _ = ranking.weight_masks.weights[ranked.weight]
-        names[layer_index] = layer.name
+        names[layer_index] = ranked.layer.name
     got = [(names[i], u) for i, u in ranking.order]
     # The model's outputs ("out") stay in the slim model: they are never cut.
     assert got == [(n, u) for _, n, u in expected]
@@ -80,7 +79,7 @@ def test_a_cut_zeroes_exactly_the_weakest_groups_with_their_gamma_and_beta():
     keeps = ranking.keeps(5)
     cut = ranking.order[:5]
     for (layer, layout, _), keep in zip(masks.weights, keeps, strict=True):
-        gone = [u for i, u in cut if masks.weights[ranking.layers[i].weight][0] is layer]
+        gone = [u for i, u in cut if ranking.layers[i].layer is layer]
         columns = keep.reshape(-1, keep.shape[-1]).all(axis=0)
         assert sorted(np.flatnonzero(~columns)) == sorted(gone), layout.attribute
 
@@ -270,9 +269,15 @@ def test_auto_takes_the_gradual_schedule_only_where_the_ranking_reaches_the_targ
         recurrent_inputs, L.Dense(2, activation="softmax")(L.LSTM(8)(recurrent_inputs))
     )
     recurrent = regularize_model(recurrent, li=1e-4, lo=1e-4)
+    # The ranking does not cut embedding dimensions: only the penalties reach the target.
+    tokens = keras.Input((4,), dtype="int32")
+    pooled = L.GlobalAveragePooling1D()(L.Embedding(10, 8)(tokens))
+    embedded = keras.Model(tokens, L.Dense(2, activation="softmax")(pooled))
+    embedded = regularize_model(embedded, li=1e-4, lo=1e-4)
     for model, inputs, expected in (
         (dense, x, "gradual"),
-        (recurrent, x.reshape(-1, 4, 5), "penalty"),
+        (recurrent, x.reshape(-1, 4, 5), "gradual"),
+        (embedded, (np.abs(x[:, :4]) * 3 % 10).astype("int32"), "penalty"),
     ):
         model.compile("adam", "sparse_categorical_crossentropy")
         callback = BudgetCallback(target_units=0.6, schedule="auto")

@@ -92,8 +92,9 @@ class BudgetCallback(PruneCallback):
     scheduled fraction, which falls from the size at the start to the target
     by `target_epoch`, fast first and slowly last (cubic, after Zhu and
     Gupta 2017). While the guard objects, an event cuts nothing. It ranks
-    the units of Dense and Conv layers; a target that cutting all of them
-    (one left in each layer) cannot reach is refused when training starts.
+    the units of Dense, Conv and recurrent layers and attention heads; a
+    target that cutting all of them (one left in each layer) cannot reach
+    is refused when training starts.
 
     A model that already meets the target when training starts is reached at
     once. A target below the smallest model the surgeon can build with one
@@ -148,8 +149,8 @@ class BudgetCallback(PruneCallback):
         warmup_epochs: Epochs before the first pruning event. Defaults to `0`.
         schedule: `"penalty"` (the scale steers the penalties until units
             die), `"gradual"` (the weakest units are cut on a schedule; for
-            trained models) or `"auto"` (`"gradual"` where cutting the units
-            of Dense and Conv layers can reach the target, else `"penalty"`;
+            trained models) or `"auto"` (`"gradual"` where cutting the ranked
+            units can reach the target, else `"penalty"`;
             `active_schedule` says which, once training started). Defaults
             to `"penalty"`.
         loss_guard: How far the data loss on `guard_data` may rise above

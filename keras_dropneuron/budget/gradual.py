@@ -49,8 +49,9 @@ def gradual_cut(
     if ranked is None:
         raise BudgetError(
             f"schedule='gradual' cannot cut the slim model down to {scheduled:.4g} of the "
-            f"{trials.budget}: cutting every ranked unit (of Dense and Conv layers) is not "
-            "enough. Relax the target, or use schedule='penalty'.",
+            f"{trials.budget}: cutting every ranked unit (of Dense, Conv and recurrent "
+            "layers, and attention heads) is not enough. Relax the target, or use "
+            "schedule='penalty'.",
             ratios=ratios,
         )
     return ranked
@@ -71,7 +72,8 @@ def check_reachable(weight_masks: WeightMasks, budget: str, target: float) -> No
     if least > target:
         raise BudgetError(
             f"target_{budget}={target:g} cannot be reached with schedule='gradual': it cuts "
-            f"the units of Dense and Conv layers, one left in each, and that keeps "
+            "the units of Dense, Conv and recurrent layers and attention heads, one left in "
+            f"each layer, and that keeps "
             f"{least:.4g} of the {budget}. Choose a target of at least {least:.4g}, or "
             "schedule='penalty'.",
             ratios={budget: least},

@@ -102,8 +102,9 @@ def prune_to_budget(  # over 60 lines only through its signature, one line per a
             with the penalties on; what a trained model needs), `"penalty"`
             (the controller steers the penalties' strength until units die,
             as in the paper's training from scratch) or `"auto"`: gradual
-            where cutting the units of Dense and Conv layers can reach the
-            target, else penalty (keras-hub blocks, recurrent layers); see
+            where cutting the units of Dense, Conv and recurrent layers and
+            attention heads can reach the target, else penalty (keras-hub
+            blocks); see
             `BudgetCallback`. Defaults to `"auto"`.
         loss_guard: How far the data loss on `val_data` may rise above its
             lowest value during penalized training, as a fraction of it,

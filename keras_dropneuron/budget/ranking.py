@@ -3,21 +3,18 @@
 A threshold on group norms cuts in steps: every unit between two thresholds
 goes at once, and under BatchNormalization the norms of a layer shrink
 together, so one step can land far below the target. A ranking cuts one unit
-at a time: the units of Dense and Conv layers are ordered by the magnitude of
-their incoming group (with the `gamma` and `beta` of a BatchNormalization
-that reads them), each divided by the mean magnitude of its layer's live
-units, so that layers of different fan-in compare; the weakest go first
-until the slim model keeps at most the target.
+at a time: the units of Dense and Conv layers (with the `gamma` and `beta` of
+a BatchNormalization that reads them), of LSTM, GRU and SimpleRNN layers
+(also inside `Bidirectional`) and the heads of MultiHeadAttention are ordered
+by the magnitude of their incoming group (`ranked_groups`), each divided by
+the mean magnitude of its layer's live units, so that layers of different
+fan-in compare; the weakest go first until the slim model keeps at most the
+target.
 """
-
-import dataclasses
 
 import numpy as np
 
-from keras_dropneuron import layer_rules, normalized_units
-from keras_dropneuron._group_lasso import gate_view
-from keras_dropneuron.layer_rules.conv import ConvRule
-from keras_dropneuron.layer_rules.dense import DenseRule
+from keras_dropneuron.budget.ranked_groups import RankedGroup, ranked_groups, without_unit
 from keras_dropneuron.masking import WeightMasks
 from keras_dropneuron.surgery.graph import build_graph
 from keras_dropneuron.surgery.plan import make_plan
@@ -26,17 +23,6 @@ from keras_dropneuron.weight_values import cached_values
 
 # A final cut gives units back until the slim model keeps this fraction of the target.
 CLOSE_ENOUGH = 0.995
-# Layers whose unit is one output group of one weight: zeroing it removes the unit.
-_RANKED_RULES = (DenseRule, ConvRule)
-
-
-@dataclasses.dataclass
-class _RankedLayer:
-    """One layer's units: its units weight and the partner entries of its normalization."""
-
-    weight: int  # index of the units weight in the managed weights
-    partners: list[int]  # indices of its normalization's gamma and beta
-    scores: np.ndarray  # magnitude of each unit's incoming group (0: dead)
 
 
 class UnitRanking:
@@ -54,7 +40,11 @@ class UnitRanking:
     def __init__(self, weight_masks: WeightMasks, values: list[np.ndarray]):
         self.weight_masks = weight_masks
         self.values = values
-        self.layers = _ranked_layers(weight_masks.weights, values)
+        bias_values = {
+            bias.members[0]: value
+            for bias, value in zip(weight_masks.biases, weight_masks.bias_values, strict=True)
+        }
+        self.layers: list[RankedGroup] = ranked_groups(weight_masks.weights, values, bias_values)
         self.order = self._removable(self._ordered_units())
         self._kept = {}
 
@@ -76,11 +66,8 @@ class UnitRanking:
         """The masks of the non-zero weights less the groups of `(layer, unit)` pairs."""
         keeps = [value != 0 for value in self.values]
         for layer_index, unit in units:
-            ranked = self.layers[layer_index]
-            _, layout, _ = self.weight_masks.weights[ranked.weight]
-            keeps[ranked.weight] = _without_unit(keeps[ranked.weight], layout, unit)
-            for partner in ranked.partners:
-                keeps[partner][..., unit] = False
+            for member in self.layers[layer_index].members:
+                without_unit(keeps[member[0]], member, unit)
         return keeps
 
     def kept(self, cut: int | tuple[int, ...], budget: str | None = None) -> dict[str, float]:
@@ -154,10 +141,9 @@ class UnitRanking:
             self.restore()
         kept = []
         for ranked in self.layers:
-            layer, _, _ = self.weight_masks.weights[ranked.weight]
-            calls = graph.calls_of_layer.get(id(layer), ())
-            outputs = graph.calls[calls[0]].outputs[0] if len(calls) == 1 else None
-            kept.append(None if outputs is None else set(plan.kept[outputs].tolist()))
+            calls = graph.calls_of_layer.get(id(ranked.layer), ())
+            single = len(calls) == 1
+            kept.append(ranked.family.kept_units(ranked.layer, plan, calls[0]) if single else None)
         return [
             (index, unit)
             for index, unit in ordered
@@ -180,52 +166,6 @@ class UnitRanking:
             ]
         entries.sort()
         return [(layer_index, unit) for _, layer_index, unit in entries]
-
-
-def _ranked_layers(weights: list[tuple], values: list[np.ndarray]) -> list[_RankedLayer]:
-    """The managed layers whose units one weight's output groups are, with their scores."""
-    own, partners = {}, {}
-    for index, (layer, layout, _) in enumerate(weights):
-        if isinstance(layout, normalized_units.PartnerLayout):
-            partners.setdefault(id(layer), []).append(index)
-        else:
-            own.setdefault(id(layer), []).append(index)
-    ranked = []
-    for key, indices in own.items():
-        layer, layout, _ = weights[indices[0]]
-        if len(indices) != 1 or not _is_ranked(layer, layout):
-            continue
-        squares = _group_squares(values[indices[0]], layout)
-        for partner in partners.get(key, []):
-            squares = squares + np.square(values[partner].astype(np.float64))
-        ranked.append(_RankedLayer(indices[0], partners.get(key, []), np.sqrt(squares)))
-    return ranked
-
-
-def _is_ranked(layer, layout) -> bool:
-    rule = layer_rules.rule_for(layer)
-    return (
-        isinstance(rule, _RANKED_RULES)
-        and layout.guard
-        and layout.gates == 1
-        and len(layout.output_axes) == 1
-    )
-
-
-def _group_squares(value: np.ndarray, layout) -> np.ndarray:
-    """Sum of squares of each output unit's incoming group."""
-    view, _, reduce_axes = gate_view(value.shape, layout.output_axes, layout.gates)
-    squares = np.square(value.astype(np.float64)).reshape(view)
-    return np.sum(squares, axis=reduce_axes).reshape(-1)
-
-
-def _without_unit(keep: np.ndarray, layout, unit: int) -> np.ndarray:
-    """`keep` with output unit `unit`'s group set to False."""
-    keep = keep.copy()
-    index = [slice(None)] * keep.ndim
-    index[layout.output_axes[0]] = unit
-    keep[tuple(index)] = False
-    return keep
 
 
 def ranking_ratios(weight_masks: WeightMasks, budget: str) -> float:

@@ -352,7 +352,7 @@ def add_parser(subparsers: common.SubParsers) -> None:
         default="auto",
         help="gradual: the weakest units are cut on a schedule (for a trained model); "
         "penalty: the penalties' strength is steered until units die; auto: gradual where "
-        "cutting Dense and Conv units can reach the target, else penalty (default: auto)",
+        "cutting ranked units can reach the target, else penalty (default: auto)",
     )
     parser.add_argument(
         "--finetune-schedule",

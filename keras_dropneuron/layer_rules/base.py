@@ -285,6 +285,17 @@ class LayerRule:
         """The `weights` of layers of class `cls` (a family's own, where they differ)."""
         return self.weights
 
+    def unit_biases(self, layer: Layer) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """`(bias, weights)` pairs of `layer`: a bias whose entries belong to units.
+
+        Entry `b * units + j` of the bias (every row, every gate block `b`)
+        belongs to output unit `j` of the `weights` (paths of `layer_weights`).
+        Once those weights hold nothing of unit `j`, `WeightMasks` zeroes its
+        bias entries and holds them at zero, so that the unit is gone whole.
+        Defaults to none.
+        """
+        return ()
+
     def layer_weights(self, layer: Layer) -> tuple[WeightLayout, ...]:
         """The `weights` of `layer` itself (a wrapper's: those of what it wraps)."""
         return self.weights_of(type(layer))

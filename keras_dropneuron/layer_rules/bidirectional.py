@@ -108,6 +108,14 @@ class BidirectionalRule(LayerRule):
             ]
         return tuple(found)
 
+    def unit_biases(self, layer: Layer) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        return tuple(
+            (f"{side}.{bias}", tuple(f"{side}.{path}" for path in paths))
+            for side in _SIDES
+            if isinstance(getattr(layer, side, None), _RECURRENT.types)
+            for bias, paths in _RECURRENT.unit_biases(getattr(layer, side))
+        )
+
     def _side_pairs(self, pairs):
         """`pairs` of the wrapper split per direction, with the wrapped layer's paths."""
         for side in _SIDES:

@@ -78,6 +78,12 @@ class RecurrentRule(LayerRule):
     def weights_of(self, cls: type) -> tuple[WeightLayout, ...]:
         return next((_LAYOUTS[family] for family in _GATES if issubclass(cls, family)), ())
 
+    def unit_biases(self, layer: Layer) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        # A unit without kernel columns is removable only once its bias is 0 too.
+        if not layer.cell.use_bias:
+            return ()
+        return (("cell.bias", ("cell.kernel", "cell.recurrent_kernel")),)
+
     def describe_groups(self, cls: type) -> tuple[str, str]:
         # One row for the three layers: their groups differ only in the number of gates.
         return super().describe_groups(self.types[0])
