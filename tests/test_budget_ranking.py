@@ -131,6 +131,19 @@ def test_the_gradual_schedule_follows_the_cubic_curve():
     assert callback.reached_epoch == min(e for e in range(5) if units[e] <= 0.5) <= 3
 
 
+def test_a_threshold_that_would_empty_a_layer_leaves_the_ranking_to_cut():
+    """A threshold above every unit's norm would empty the layers: the ranking cuts alone."""
+    x, y = _data()
+    model = regularize_model(_trained_bn_mlp(), li=1e-4, lo=1e-4)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    callback = BudgetCallback(target_units=0.5, schedule="gradual", threshold=1e3, target_epoch=2)
+    history = model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[callback])
+    units = history.history["units_ratio"]
+    assert callback.reached and 0.5 - 1 / 50 - 1e-9 <= units[-1] <= 0.5 + 1e-9
+    for name in ("a", "b"):  # no layer emptied
+        assert np.any(model.get_layer(name).kernel.numpy() != 0, axis=0).sum() >= 1
+
+
 def _guard_history(loss_guard):
     x, y = _data()
     model = regularize_model(_trained_bn_mlp(), li=1e-2, lo=1e-2)

@@ -157,3 +157,25 @@ def test_transformer_block_loses_dead_heads_and_feed_forward_units():
     assert slim.count_params() == attention + 2 * 2 * 16 + feed_forward + 16 * 3 + 3
     data = _data(model)
     np.testing.assert_allclose(to_numpy(slim(data)), to_numpy(model(data)), atol=1e-5)
+
+
+@pytest.mark.parametrize("keep_regularizers", [True, False])
+def test_slim_heads_carry_a_head_regularizer_of_their_count_or_none(keep_regularizers):
+    """A HeadRegularizer of 4 heads cannot penalise a 2-head layer: it is resized or dropped."""
+    from keras_dropneuron.regularizers import HeadRegularizer
+
+    reg = HeadRegularizer(1e-3, num_heads=4, key_dim=8, value_dim=8)
+    model, mha = _block(kernel_regularizer=reg)
+    _kill_heads(mha, value=[1], output=[3])
+    slim = slim_model(model, keep_regularizers=keep_regularizers)
+    new = slim.get_layer("mha")
+    assert new.num_heads == 2
+    regularizers = [d.kernel_regularizer for d in (new.query_dense, new.output_dense)]
+    if keep_regularizers:
+        assert all(isinstance(r, HeadRegularizer) and r.num_heads == 2 for r in regularizers)
+        assert sum(float(to_numpy(loss)) for loss in slim.losses) > 0  # it penalises
+    else:
+        assert regularizers == [None, None] and not slim.losses
+    data = _data(model)
+    slim.compile("sgd", "mse")
+    slim.fit(data, np.zeros((3, 3), "float32"), epochs=1, verbose=0)  # trains, no error

@@ -375,7 +375,7 @@ class BudgetCallback(PruneCallback):
         ratios = None
         if not self._loss_guard.departed:
             ratios = gradual.gradual_cut(self._weight_masks, trials, self.threshold, scheduled)
-        if ratios is None:  # the schedule waits for a later event
+        if ratios is None:  # the guard objects: the schedule waits for a later event
             ratios = trials.undo()
         return ratios
 

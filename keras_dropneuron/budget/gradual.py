@@ -29,24 +29,22 @@ def gradual_cut(
     far under the schedule, and under the target before its last event.
 
     Returns:
-        The ratios reached, or `None` (nothing written) when pruning at
-        `threshold` would empty a layer.
+        The ratios reached. A threshold that would empty a layer is skipped:
+        the ranking alone cuts, never emptying one.
 
     Raises:
         BudgetError: When cutting every ranked unit keeps more than `scheduled`.
     """
     kept = trials.kept(threshold)
-    if kept < 0:
-        trials.undo()
-        return None
-    keeps, ratios = trials.outcome(threshold)
-    if kept <= scheduled:
+    if 0 <= kept <= scheduled:
+        keeps, ratios = trials.outcome(threshold)
         weight_masks.assign(trials.values, keeps, masks=True)
         return ratios
-    values = trials.pruned_values(threshold)
+    values = trials.pruned_values(threshold) if kept >= 0 else trials.values
     floor = scheduled * CLOSE_ENOUGH
     ranked = ranked_cut(weight_masks, trials.values, values, trials.budget, scheduled, floor)
     if ranked is None:
+        ratios = trials.outcome(threshold)[1] if kept >= 0 else trials.undo()
         raise BudgetError(
             f"schedule='gradual' cannot cut the slim model down to {scheduled:.4g} of the "
             f"{trials.budget}: cutting every ranked unit (of Dense, Conv and recurrent "

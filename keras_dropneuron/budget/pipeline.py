@@ -272,7 +272,7 @@ def _not_reached_advice(train: BudgetCallback, ran: int, epochs: int, extra: lis
             "`EarlyStopping` on `loss`; leave such callbacks out of `prune_to_budget` or "
             "give them more `patience=`."
         )
-    if train.active_schedule == "gradual":
+    if train.active_schedule == "gradual" and train.loss_guard is not None:
         # The schedule reaches the target by its last planned event unless the guard held it.
         return (
             "The schedule waited while the validation data loss stood more than "
@@ -280,6 +280,8 @@ def _not_reached_advice(train: BudgetCallback, ran: int, epochs: int, extra: lis
             "loses too much at this size. Relax the target, train longer (`epochs=`) or "
             "allow more (`loss_guard=`)."
         )
+    if train.active_schedule == "gradual":
+        return "Train longer (`epochs=`) or relax the target."
     if scale >= 10:
         # The controller already multiplied li and lo: the optimizer, not the penalty, lags.
         return (

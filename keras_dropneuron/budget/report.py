@@ -66,7 +66,8 @@ class BudgetReport:
                 f"{self.ratios['units']:.1%} of the units (verified)",
                 f"Validation error: {self.error_before:.4g} -> {self.error_after:.4g} "
                 f"(drop {self.accuracy_drop:+.4g})",
-                f"Reached after {self.epochs_to_target} epochs at penalty scale "
+                f"Reached after {self.epochs_to_target} "
+                f"epoch{'' if self.epochs_to_target == 1 else 's'} at penalty scale "
                 f"{self.penalty_scale:.3g}; {self._threshold_text()}",
                 str(self.slim_report),
             ]

@@ -78,6 +78,8 @@ QUICK_PRUNE = {
     "growth": 2.0,
     "threshold": 0.5,
     "batch_size": 32,
+    # A model trained for a few steps has no settled data loss to guard.
+    "loss_guard": None,
 }
 
 

@@ -155,6 +155,12 @@ class MultiHeadAttentionRule(LayerRule):
     def resize(self, layer: Layer, config: dict, cut: Cut) -> Weights:
         heads = cut.inner
         config["num_heads"] = len(heads)
+        regularizer = config.get("kernel_regularizer")
+        if isinstance(regularizer, dict):  # serialized by the layer's own get_config
+            regularizer = keras.regularizers.deserialize(regularizer)
+        if isinstance(regularizer, HeadRegularizer):  # it must know the new head count
+            head_config = {**regularizer.get_config(), "num_heads": len(heads)}
+            config["kernel_regularizer"] = HeadRegularizer.from_config(head_config)
         weights = {}
         for projection in _PROJECTIONS:
             dense = getattr(layer, projection)

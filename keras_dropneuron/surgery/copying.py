@@ -112,10 +112,12 @@ def layer_config(
             ) from error
     config["name"] = name
     for argument in list(config):
-        if not _is_live_argument(argument) or not hasattr(layer, argument):
-            continue
+        # Also where the layer keeps it privately (MultiHeadAttention's, passed to its
+        # projections): the serialized config would bring it back.
         if _is_weight_regularizer(argument) and not keep_regularizers:
             config[argument] = None
+            continue
+        if not _is_live_argument(argument) or not hasattr(layer, argument):
             continue
         config[argument] = getattr(layer, argument)
     if not keep_regularizers:
