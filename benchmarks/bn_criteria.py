@@ -3,6 +3,7 @@
 Usage:
 
     python benchmarks/bn_criteria.py --out benchmarks/results/bn_criteria.json
+    python benchmarks/bn_criteria.py --joint 1e-2 3e-2 --scale 3e-2 1e-1 --epochs 3
     python benchmarks/bn_criteria.py --tiny      # 512 random images, one epoch, for CI
 
 One Conv-BN-ReLU CNN (two such blocks, a third convolution, a flattened Dense head), trained
@@ -126,13 +127,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p = _common.parser(__doc__, repeats=1)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", type=int, default=4)
+    for criterion, strengths in STRENGTHS.items():
+        p.add_argument(f"--{criterion}", nargs="+", type=float, default=list(strengths))
     args = p.parse_args(argv)
     arrays = data(args.tiny)
     epochs = 1 if args.tiny else args.epochs
     rows = []
     for seed in args.seeds:
         rows.append(train(None, 0.0, seed, epochs, arrays))
-        for criterion, strengths in STRENGTHS.items():
+        for criterion in STRENGTHS:
+            strengths = getattr(args, criterion)
             for strength in strengths[:1] if args.tiny else strengths:
                 rows.append(train(criterion, strength, seed, epochs, arrays))
     columns = ["criterion", "strength", "seed", "test_accuracy", "macs_ratio", "filters"]
