@@ -109,17 +109,12 @@ def masked_like(row: dict) -> keras.Model:
         index[axis] = slice(units, None)
         kernel[tuple(index)] = 0
         layer.kernel.assign(kernel)
-        dead = slice(units, None)
-        if getattr(layer, "bias", None) is not None:
-            layer.bias.assign(
-                np.concatenate(
-                    [layer.bias.numpy()[:units], np.zeros(layer.bias.shape[0] - units, "float32")]
-                )
-            )
         bn = _bn_after(model, layer)
-        for variable in (bn.gamma, bn.beta) if bn is not None else ():
+        unit_variables = [getattr(layer, "bias", None)]
+        unit_variables += [bn.gamma, bn.beta] if bn is not None else []
+        for variable in (v for v in unit_variables if v is not None):
             value = variable.numpy()
-            value[dead] = 0
+            value[units:] = 0
             variable.assign(value)
     return model
 

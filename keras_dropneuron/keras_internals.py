@@ -23,6 +23,7 @@ __all__ = [
     "input_name",
     "inputs_struct",
     "is_graph_model",
+    "learning_rate_schedule",
     "lambda_output_shape",
     "make_train_function",
     "node_call_input",
@@ -38,6 +39,14 @@ __all__ = [
 def is_graph_model(obj: object) -> bool:
     """Whether `obj` is a Functional or Sequential model (an inspectable graph)."""
     return isinstance(obj, keras.Sequential | Functional)
+
+
+def learning_rate_schedule(
+    optimizer: keras.optimizers.Optimizer,
+) -> keras.optimizers.schedules.LearningRateSchedule | None:
+    """The schedule an optimizer was built with (its rate cannot be set), or `None`."""
+    rate = optimizer._learning_rate
+    return rate if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) else None
 
 
 def lambda_output_shape(layer: keras.layers.Lambda) -> object:

@@ -10,7 +10,7 @@ import math
 
 import keras
 
-from keras_dropneuron import checks
+from keras_dropneuron import checks, keras_internals
 
 FINETUNE_SCHEDULES = ("cosine", "constant")
 
@@ -42,7 +42,7 @@ class CosineAnneal(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         optimizer = self.model.optimizer
-        if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        if keras_internals.learning_rate_schedule(optimizer) is not None:
             self._initial = None  # the user's schedule rules
             return
         self._initial = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
