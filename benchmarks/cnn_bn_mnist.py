@@ -42,15 +42,15 @@ import _common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_dropneuron.experiments import trained_start  # noqa: E402
+from keras_dropneuron.experiments import trained_setups, trained_start  # noqa: E402
 from keras_dropneuron.experiments.data import load_mnist  # noqa: E402
 
 MNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 # This script's model names -> the library's trained-start experiments.
 EXPERIMENTS = {
-    "resnet20": trained_start.EXPERIMENTS["resnet20-trained"],
-    "mobilenetv2": trained_start.EXPERIMENTS["mobilenetv2-trained"],
-    "lenet5": trained_start.EXPERIMENTS["lenet-5-trained"],
+    "resnet20": trained_setups.EXPERIMENTS["resnet20-trained"],
+    "mobilenetv2": trained_setups.EXPERIMENTS["mobilenetv2-trained"],
+    "lenet5": trained_setups.EXPERIMENTS["lenet-5-trained"],
 }
 MODELS = {name: experiment.build for name, experiment in EXPERIMENTS.items()}
 # (model, target_macs) -> most accuracy points the slim model may lose.

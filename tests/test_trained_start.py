@@ -18,7 +18,7 @@ from conftest import MNIST
 from hand_macs import model_macs
 
 from keras_dropneuron.cli import main
-from keras_dropneuron.experiments import trained_start
+from keras_dropneuron.experiments import trained_setups, trained_start
 from keras_dropneuron.experiments.setups import bn_cnn
 
 NAME = "resnet20-trained"
@@ -53,14 +53,14 @@ def _slim(row):
 def test_quick_run_writes_its_rows_and_table(quick_run):
     out, printed, rows = quick_run
     assert [(r["experiment"], r["target_macs"]) for r in rows] == [
-        (NAME, t) for t in trained_start.QUICK_TARGETS
+        (NAME, t) for t in trained_setups.QUICK_TARGETS
     ]
     table = (out / "results.md").read_text()
     assert table.splitlines()[0] == COLUMNS
     assert table.strip() in printed
     for row in rows:
         assert f"| {NAME} | 0 | {row['target_macs']:g} |" in table
-        assert row["quick"] and row["train_size"] == trained_start.QUICK_TRAIN
+        assert row["quick"] and row["train_size"] == trained_setups.QUICK_TRAIN
 
 
 def test_mac_ratio_is_what_the_slim_model_costs(quick_run):
@@ -78,9 +78,9 @@ def test_mac_ratio_is_what_the_slim_model_costs(quick_run):
 
 def test_accuracy_after_is_the_slim_models_on_the_same_test_images(quick_run):
     _, _, rows = quick_run
-    experiment = trained_start.EXPERIMENTS[NAME]
+    experiment = trained_setups.EXPERIMENTS[NAME]
     _, _, (x_test, y_test) = trained_start.load_splits(experiment, True, str(MNIST))
-    assert len(y_test) == trained_start.QUICK_TEST
+    assert len(y_test) == trained_setups.QUICK_TEST
     for row in rows:
         scores = np.asarray(_slim(row).predict(x_test, verbose=0))
         accuracy = np.mean(np.argmax(scores, axis=1) == y_test)

@@ -39,12 +39,12 @@ def run(args: argparse.Namespace) -> int:
         CommandError: If the seeds, `--out`, a `--penalty` or MNIST are
             unusable.
     """
-    from keras_dropneuron.experiments import runner, trained_start
+    from keras_dropneuron.experiments import runner, trained_setups
     from keras_dropneuron.experiments.setups import SETUPS, stdlib_lm
 
     if args.experiment == stdlib_lm.NAME:
         return _run_stdlib_lm(args)
-    if args.experiment in trained_start.EXPERIMENTS:
+    if args.experiment in trained_setups.EXPERIMENTS:
         return _run_trained_start(args)
     names = list(SETUPS) if args.experiment == "all" else [args.experiment]
     seeds = training.seeds(args)

@@ -24,12 +24,12 @@ class ExperimentNames:
     """
 
     def _names(self) -> list[str]:
-        from keras_dropneuron.experiments import trained_start
+        from keras_dropneuron.experiments import trained_setups
         from keras_dropneuron.experiments.setups import SETUPS, stdlib_lm
 
         # stdlib-lm needs keras-hub, so "all" (the SETUPS) leaves it out, and the
-        # trained-start experiments (`trained_start.EXPERIMENTS`) run apart.
-        return [*SETUPS, stdlib_lm.NAME, *trained_start.EXPERIMENTS, "all"]
+        # trained-start experiments (`trained_setups.EXPERIMENTS`) run apart.
+        return [*SETUPS, stdlib_lm.NAME, *trained_setups.EXPERIMENTS, "all"]
 
     def __contains__(self, name: object) -> bool:
         return name in self._names()

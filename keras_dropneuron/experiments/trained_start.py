@@ -2,7 +2,7 @@
 
 The paper's experiments (`runner`) train with the penalties from scratch; users
 bring trained models. A trained-start experiment trains its network without
-penalties (`pretrain`: Adam from 1e-3 with cosine decay to 0, batch 128),
+penalties (`pretrain`: Adam with cosine decay to 0, batch 128),
 records its test accuracy, then calls `prune_to_budget(model, train, val,
 target_macs=t, ...)` for each target `t` and records the slim model's test
 accuracy, the points it lost, the verified fractions of the multiply-adds and
@@ -13,8 +13,8 @@ The validation data of `prune_to_budget` (its threshold and its accuracy check)
 is the last `val_size` training images, never used to train; the test set only
 measures.
 
-Each experiment is a `TrainedStart` in `EXPERIMENTS`, named `<network>-trained`;
-its networks are in `keras_dropneuron.experiments.setups.bn_cnn`.
+Each experiment is a `TrainedStart` in `trained_setups.EXPERIMENTS`, named
+`<network>-trained`.
 `run_trained_start` runs one experiment over one seed; `reproduce` runs several
 over seeds and writes `results.json` and `results.md`.
 
@@ -23,7 +23,6 @@ Example:
 >>> rows = run_trained_start("resnet20-trained", seed=0, quick=True, mnist="mnist.npz")
 """
 
-import dataclasses
 import json
 import pathlib
 import time
@@ -34,136 +33,19 @@ import numpy as np
 
 from keras_dropneuron.budget import BudgetError, prune_to_budget
 from keras_dropneuron.experiments.data import load_mnist
-from keras_dropneuron.experiments.setups import bn_cnn
+from keras_dropneuron.experiments.trained_setups import (
+    ANCHORS,
+    PRETRAIN_BATCH,
+    PRETRAIN_LEARNING_RATE,
+    QUICK_TARGETS,
+    QUICK_TEST,
+    QUICK_TRAIN,
+    QUICK_VAL,
+    TrainedStart,
+    check_name,
+)
 
 Arrays = tuple[np.ndarray, np.ndarray]
-
-PRETRAIN_BATCH = 128
-PRETRAIN_LEARNING_RATE = 1e-3
-# What every full experiment passes to `prune_to_budget` (its own settings override it);
-# `learning_rate` is Adam's.
-COMMON = {"growth": 1.2, "batch_size": 128, "threshold": 1e-2, "learning_rate": 1e-3}
-# Adam moves each weight by about its learning rate per step whatever the penalty's size,
-# so a BN group (gamma near 1) needs hundreds of steps to reach 0: small batches and a
-# higher learning rate for the BN networks, a controller event every 80 batches, each
-# raising the strength by `growth`; the weakest units are cut on the gradual schedule.
-BN_PRUNE = {
-    "epochs": 6,
-    "finetune_epochs": 3,
-    "li": 1e-3,
-    "lo": 0.0,
-    "batch_size": 64,
-    "frequency": 80,
-    "learning_rate": 2e-3,
-    "schedule": "gradual",
-}
-# Published results, `{label: (fraction of the multiply-adds kept, accuracy change in points)}`.
-ANCHORS = {"DepGraph: ResNet-50, ImageNet (76.10 -> 75.83%)": (1 / 2.0, -0.27)}
-LENET_PRUNE = {"epochs": 6, "finetune_epochs": 1, "li": 4e-4, "lo": 4e-4, "frequency": 25}
-
-# Quick mode: a few hundred images, one epoch of training, a reachable target, strong
-# settings (a high threshold, strong penalties, a controller event an epoch) and the
-# accuracy check relaxed: a smoke test of the whole pipeline in seconds.
-QUICK_TRAIN = 256
-QUICK_VAL = 128
-QUICK_TEST = 512
-QUICK_TARGETS = (0.9,)
-QUICK_PRUNE = {
-    "epochs": 2,
-    "finetune_epochs": 0,
-    "li": 3e-2,
-    "lo": 0.0,
-    "frequency": "epoch",
-    "max_accuracy_drop": 1.0,
-    "growth": 2.0,
-    "threshold": 0.5,
-    "batch_size": 32,
-    # A model trained for a few steps has no settled data loss to guard.
-    "loss_guard": None,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainedStart:
-    """One trained-start experiment: a network, its training and its pruning.
-
-    Attributes:
-        name: Command-line name.
-        build: `build() -> keras.Model`, the uncompiled network (softmax output).
-        targets: Fractions of the multiply-adds to keep, one `prune_to_budget`
-            call each.
-        bounds: `{target: points}`: the most accuracy points the slim model
-            may lose at that target (also its `max_accuracy_drop`, as a
-            fraction). A target without a bound gets half a point.
-        prune: Keyword arguments of `prune_to_budget`, `learning_rate` being
-            Adam's (the targets and `max_accuracy_drop` excepted).
-        pretrain_epochs: Epochs of training without penalties. Defaults to `3`.
-        train_size: Training images, the first of MNIST's. Defaults to `20000`.
-        val_size: Validation images, the last of MNIST's training images.
-            Defaults to `5000`.
-
-    Example:
-
-    >>> experiment = EXPERIMENTS["resnet20-trained"]
-    >>> experiment.prune_arguments(0.5)["max_accuracy_drop"]
-    0.002
-    """
-
-    name: str
-    build: Callable[[], keras.Model]
-    targets: tuple[float, ...]
-    bounds: dict[float, float]
-    prune: dict
-    pretrain_epochs: int = 3
-    train_size: int = 20000
-    val_size: int = 5000
-
-    def bound(self, target: float) -> float:
-        """The most accuracy points the slim model may lose at `target`."""
-        return self.bounds.get(target, 0.5)
-
-    def prune_arguments(self, target: float, quick: bool = False) -> dict:
-        """`prune_to_budget`'s keyword arguments at `target` (JSON values).
-
-        Args:
-            target: The fraction of the multiply-adds to keep.
-            quick: Whether to use `QUICK_PRUNE`'s settings. Defaults to `False`.
-
-        Returns:
-            The arguments, `learning_rate` (Adam's) among them.
-        """
-        arguments = {**COMMON, **self.prune, "max_accuracy_drop": self.bound(target) / 100}
-        if quick:
-            arguments.update(QUICK_PRUNE)
-        return arguments
-
-
-EXPERIMENTS: dict[str, TrainedStart] = {
-    e.name: e
-    for e in (
-        TrainedStart(
-            "resnet20-trained", bn_cnn.resnet20, (0.5, 0.25), {0.5: 0.2, 0.25: 0.5}, BN_PRUNE
-        ),
-        TrainedStart(
-            "mobilenetv2-trained", bn_cnn.mobilenet_v2_small, (0.5,), {0.5: 0.5}, BN_PRUNE
-        ),
-        TrainedStart("lenet-5-trained", bn_cnn.lenet_5_softmax, (0.25,), {0.25: 0.5}, LENET_PRUNE),
-    )
-}
-
-
-def check_name(name: str) -> TrainedStart:
-    """Returns the trained-start experiment called `name`.
-
-    Raises:
-        ValueError: If there is none of that name.
-    """
-    if name not in EXPERIMENTS:
-        raise ValueError(
-            f"Invalid value for argument `name`: expected one of {sorted(EXPERIMENTS)}. "
-            f"Received: name={name!r}"
-        )
-    return EXPERIMENTS[name]
 
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
@@ -172,11 +54,15 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def pretrain(
-    build: Callable[[], keras.Model], seed: int, train: Arrays, epochs: int
+    build: Callable[[], keras.Model],
+    seed: int,
+    train: Arrays,
+    epochs: int,
+    learning_rate: float = PRETRAIN_LEARNING_RATE,
 ) -> tuple[keras.Model, float]:
     """Trains a new network without penalties.
 
-    Adam from 1e-3 with cosine decay to 0, batch 128. At a constant 1e-3 the BN
+    Adam from `learning_rate` with cosine decay to 0, batch 128. At a constant 1e-3 the BN
     networks end a short training with moving statistics that lag the
     still-moving weights: a ResNet-20 trained 3 epochs on 20,000 images scored
     54.8% on the test set in inference mode. Decaying the rate lets the
@@ -187,6 +73,8 @@ def pretrain(
         seed: Seed of the weights and the data order.
         train: `(x, y)` with integer labels.
         epochs: Training epochs.
+        learning_rate: Adam's first learning rate. Defaults to
+            `PRETRAIN_LEARNING_RATE`.
 
     Returns:
         `(model, seconds)`: the trained model and the training's wall time.
@@ -194,7 +82,7 @@ def pretrain(
     keras.utils.set_random_seed(seed)
     model = build()
     steps = epochs * -(-len(train[0]) // PRETRAIN_BATCH)
-    schedule = keras.optimizers.schedules.CosineDecay(PRETRAIN_LEARNING_RATE, decay_steps=steps)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
     model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy")
     start = time.perf_counter()
     model.fit(*train, epochs=epochs, batch_size=PRETRAIN_BATCH, verbose=0)
@@ -273,14 +161,18 @@ def prune_and_measure(
 def load_splits(
     experiment: TrainedStart, quick: bool, mnist: str | None
 ) -> tuple[Arrays, Arrays, Arrays]:
-    """`(train, val, test)` MNIST images of shape `(28, 28, 1)` and integer labels.
+    """`(train, val, test)` MNIST images and integer labels.
+
+    Images have shape `(28, 28, 1)`, or `(28, 28)` for an experiment of
+    `sequences`.
 
     `train` is the first `train_size` training images, `val` the last
     `val_size` ones (held out of training), `test` MNIST's test set; quick mode
     keeps `QUICK_TRAIN`, `QUICK_VAL` and `QUICK_TEST` of them.
     """
     (x, y), (x_test, y_test) = load_mnist(mnist)
-    x, x_test = x[..., None], x_test[..., None]
+    if not experiment.sequences:
+        x, x_test = x[..., None], x_test[..., None]
     train_size, val_size = experiment.train_size, experiment.val_size
     if quick:
         train_size, val_size = QUICK_TRAIN, QUICK_VAL
@@ -348,7 +240,9 @@ def run_trained_start(
     epochs = 1 if quick else (epochs or experiment.pretrain_epochs)
     if targets is None:
         targets = QUICK_TARGETS if quick else experiment.targets
-    model, pretrain_s = pretrain(experiment.build, seed, train, epochs)
+    model, pretrain_s = pretrain(
+        experiment.build, seed, train, epochs, experiment.pretrain_learning_rate
+    )
     before = {
         "experiment": name,
         "seed": seed,
