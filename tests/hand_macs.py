@@ -28,6 +28,7 @@ _FREE = (
     L.GlobalAveragePooling2D,
     L.MaxPooling2D,
     L.ReLU,
+    L.Embedding,  # a table lookup: no multiply-adds
 )
 
 

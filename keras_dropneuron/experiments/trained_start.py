@@ -161,19 +161,21 @@ def prune_and_measure(
 def load_splits(
     experiment: TrainedStart, quick: bool, mnist: str | None
 ) -> tuple[Arrays, Arrays, Arrays]:
-    """`(train, val, test)` MNIST images and integer labels.
+    """`(train, val, test)` inputs and integer labels: MNIST, or the experiment's `load`.
 
-    Images have shape `(28, 28, 1)`, or `(28, 28)` for an experiment of
-    `sequences`.
-
-    `train` is the first `train_size` training images, `val` the last
-    `val_size` ones (held out of training), `test` MNIST's test set; quick mode
-    keeps `QUICK_TRAIN`, `QUICK_VAL` and `QUICK_TEST` of them.
+    MNIST images have shape `(28, 28, 1)`, or `(28, 28)` for an experiment of
+    `sequences`. `train` is the first `train_size` training examples, `val`
+    the last `val_size` ones (held out of training), `test` the test set;
+    quick mode keeps `QUICK_TRAIN`, `QUICK_VAL` and `QUICK_TEST` of them.
     """
-    (x, y), (x_test, y_test) = load_mnist(mnist)
-    if not experiment.sequences:
+    if experiment.load is not None:
+        (x, y), (x_test, y_test) = experiment.load()
+    else:
+        (x, y), (x_test, y_test) = load_mnist(mnist)
+    if not (experiment.sequences or experiment.load):
         x, x_test = x[..., None], x_test[..., None]
-    train_size, val_size = experiment.train_size, experiment.val_size
+    val_size = experiment.val_size
+    train_size = len(x) - val_size if experiment.train_size is None else experiment.train_size
     if quick:
         train_size, val_size = QUICK_TRAIN, QUICK_VAL
         x_test, y_test = x_test[:QUICK_TEST], y_test[:QUICK_TEST]
