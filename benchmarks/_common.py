@@ -88,18 +88,43 @@ def timed(callback_class):
     return Timed
 
 
-def environment():
-    """Machine and library versions, recorded next to every figure."""
+def gpus():
+    """The GPUs that the loaded Keras backend sees (names as that backend gives them)."""
     import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     import tensorflow as tf
 
+    return [d.name for d in tf.config.list_physical_devices("GPU")]
+
+
+def environment():
+    """Machine and library versions, recorded next to every figure.
+
+    TensorFlow is optional on the JAX and PyTorch backends (`tensorflow` is then None).
+    """
+    import keras
+
+    try:
+        import tensorflow as tf
+    except ImportError:
+        tf = None
     return {
-        "tensorflow": tf.__version__,
+        "tensorflow": tf.__version__ if tf is not None else None,
         "keras": keras.__version__,
+        "backend": keras.backend.backend(),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "gpus": gpus(),
         "loadavg_at_start": _LOAD_AT_START,
         "loadavg_at_end": list(os.getloadavg()),
     }

@@ -5,6 +5,7 @@ Usage:
     python benchmarks/bench_inference.py                      # LeNet-300-100, LeNet-5, ResNet50
     python benchmarks/bench_inference.py --models resnet50
     python benchmarks/bench_inference.py --tiny               # LeNet-300-100 at batch 1 and 16
+    python benchmarks/bench_inference.py --backend jax        # or torch: the `native` runtime
 
 Per model three variants with the same architecture or less:
 
@@ -32,6 +33,14 @@ TFLite interpreter (all CPU threads), at batch 1
 (latency) and batch 256 (throughput), the three variants timed alternately. `speedup` is
 masked time / slim time, `efficiency` = speedup / multiply-add ratio (target >= 0.8 at
 batch 256), `unstructured_speedup` = masked time / unstructured time.
+
+`--backend jax` or `--backend torch` picks another Keras backend (read from the command
+line before Keras is imported, as in `bench_training_overhead.py`); TensorFlow need not be
+installed then. Those backends have one runtime, `native`: on JAX `jax.jit` of
+`model.stateless_call` on inputs already on the device, blocking with `block_until_ready`;
+on PyTorch `model(x)` under `torch.no_grad()` (eager, as Keras runs it), followed by
+`torch.cuda.synchronize()` when a GPU is used. Outputs stay on the device: no copy back
+to the host is timed.
 """
 
 import argparse
@@ -41,18 +50,22 @@ import pathlib
 import tempfile
 from collections.abc import Callable
 
+import _backend_choice
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":
+    _backend_choice.choose_from_argv()
 
 import _common  # noqa: E402
 import _models  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from keras_dropneuron import export_saved_model, slim_model  # noqa: E402
 
 VARIANTS = ("masked", "slim", "unstructured")
-RUNTIMES = ("keras", "keras_xla", "saved_model", "tflite")
+TF_RUNTIMES = ("keras", "keras_xla", "saved_model", "tflite")
+RUNTIMES = (*TF_RUNTIMES, "native")
 
 
 def _bn_after(model, layer):
@@ -153,6 +166,10 @@ def runner(
     `exported` caches the SavedModel and TFLite artifacts across batch sizes and runtimes.
     """
     x = np.random.default_rng(0).random((batch_size, *model.input_shape[1:]), dtype=np.float32)
+    if runtime == "native":
+        return native_runner(model, x)
+    import tensorflow as tf
+
     if runtime in ("keras", "keras_xla"):
         forward = tf.function(
             lambda t: model(t, training=False), jit_compile=runtime == "keras_xla"
@@ -187,6 +204,37 @@ def runner(
         return interpreter.get_tensor(output)
 
     return run
+
+
+def native_runner(model: keras.Model, x: np.ndarray) -> Callable[[], object]:
+    """The `native` runtime: the JAX or PyTorch backend's own forward pass, on its device."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        @jax.jit
+        def forward(trainable, non_trainable, x):
+            return model.stateless_call(trainable, non_trainable, x, training=False)[0]
+
+        jx = jax.device_put(x)
+        return lambda: forward(trainable, non_trainable, jx).block_until_ready()
+    if backend == "torch":
+        import torch
+
+        tx = keras.ops.convert_to_tensor(x)
+        sync = torch.cuda.synchronize if tx.is_cuda else (lambda: None)
+
+        def run():
+            with torch.no_grad():
+                y = model(tx, training=False)
+            sync()
+            return y
+
+        return run
+    raise SystemExit(f"the native runtime needs the jax or torch backend, not {backend!r}")
 
 
 def measure(
@@ -251,11 +299,19 @@ def main(argv: list[str] | None = None) -> None:
     p = _common.parser(__doc__, repeats=9)
     names = ["lenet-300-100", "lenet-5", "resnet50"]
     p.add_argument("--models", nargs="+", default=names, choices=names)
-    default = ["keras", "saved_model", "tflite"]  # keras_xla on request (gpu_check.sh)
-    p.add_argument("--runtimes", nargs="+", default=default, choices=RUNTIMES)
+    p.add_argument("--runtimes", nargs="+", choices=RUNTIMES, help="default: per backend")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 256])
     p.add_argument("--slimmed-like", help="a cnn_bn_mnist results JSON: time its slim models")
+    _backend_choice.add_argument(p)
     args = p.parse_args(argv)
+    _backend_choice.check(p, args)
+    on_tf = args.backend == "tensorflow"
+    if args.runtimes is None:
+        # keras_xla on request (gpu_check.sh)
+        args.runtimes = ["keras", "saved_model", "tflite"] if on_tf else ["native"]
+    wrong = [r for r in args.runtimes if (r in TF_RUNTIMES) != on_tf]
+    if wrong:
+        p.error(f"runtimes {wrong} do not run on the {args.backend} backend")
     if args.tiny:
         args.models, args.batches = ["lenet-300-100"], [1, 16]
     keras.utils.set_random_seed(0)
@@ -274,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
             rows += model_rows
     _common.print_table(infos, list(infos[0]))
     _common.print_table(rows, list(rows[0]))
-    _common.finish(args, rows, models=infos)
+    _common.finish(args, rows, models=infos, backend=args.backend)
 
 
 if __name__ == "__main__":

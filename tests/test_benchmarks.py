@@ -148,6 +148,24 @@ def test_gpu_check_script_runs_in_tiny_mode(tmp_path):
     assert json.loads((tmp_path / "training.json").read_text())["rows"]
 
 
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_gpu_check_script_runs_on_another_backend_in_tiny_mode(backend, tmp_path):
+    import os
+    import subprocess
+
+    pytest.importorskip(backend)
+    env = {**os.environ, "OUT": str(tmp_path)}
+    script = str(REPO / "benchmarks" / "gpu_check.sh")
+    subprocess.run(["bash", script, "--backend", backend, "--tiny"], check=True, env=env)
+    device = json.loads((tmp_path / f"device_{backend}.json").read_text())
+    assert device["backend"] == backend and isinstance(device["gpus"], list)
+    inference = json.loads((tmp_path / f"inference_{backend}.json").read_text())
+    assert {row["runtime"] for row in inference["rows"]} == {"native"}
+    for row in inference["rows"]:
+        _positive(row, "speedup")
+    assert json.loads((tmp_path / f"training_{backend}.json").read_text())["rows"]
+
+
 def test_export(tmp_path, capsys):
     printed, result = _run("bench_export", tmp_path, capsys)
     assert "tflite int8" in printed and "vs_original" in printed
