@@ -11,6 +11,8 @@ import math
 
 import keras
 
+from keras_dropneuron.experiments.setups.vit import PositionEmbedding
+
 L = keras.layers
 
 _GATES = {L.LSTM: 4, L.GRU: 3, L.SimpleRNN: 1}
@@ -29,6 +31,7 @@ _FREE = (
     L.MaxPooling2D,
     L.ReLU,
     L.Embedding,  # a table lookup: no multiply-adds
+    PositionEmbedding,  # adds a learned vector
 )
 
 
