@@ -138,3 +138,19 @@ def test_method_options_do_not_apply_to_trained_start(capsys):
     assert main(["reproduce", NAME, "--quick", "--penalty", "li=1e-3"]) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and f"--penalty does not apply to {NAME}" in err
+
+
+@pytest.mark.parametrize(
+    "status, after, met",
+    [
+        ("ok", 0.986, True),  # 0.4 points lost
+        ("ok", 0.984, False),  # 0.6 points
+        # prune_to_budget refused it (its validation check): the user gets no model.
+        ("BudgetError: the validation error rose", 0.989, False),
+    ],
+)
+def test_a_bound_is_met_only_by_a_returned_slim_model(status, after, met):
+    row = {"test_accuracy_before": 0.99, "test_accuracy_after": after, "target_macs": 0.5}
+    verdict = trained_start._verdict({**row, "mac_ratio": 0.49, "status": status}, 0.5)
+    assert verdict["met"] is met
+    assert verdict["drop_points"] == pytest.approx(100 * (0.99 - after))

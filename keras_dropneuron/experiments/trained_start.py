@@ -188,12 +188,14 @@ def load_splits(
 
 
 def _verdict(row: dict, bound: float | None) -> dict:
-    """`drop_points` and `met`: within the budget and at most `bound` points lost."""
+    """`drop_points` and `met`: returned by `prune_to_budget` (no `BudgetError`), within
+    the budget and at most `bound` points lost."""
     if row["test_accuracy_after"] is None:
         return {"drop_points": None, "met": False}
     drop = 100 * (row["test_accuracy_before"] - row["test_accuracy_after"])
     within = row.get("mac_ratio") is not None and row["mac_ratio"] <= row["target_macs"] + 1e-9
-    return {"drop_points": drop, "met": None if bound is None else bool(within and drop <= bound)}
+    met = row["status"] == "ok" and within and drop <= bound if bound is not None else None
+    return {"drop_points": drop, "met": met}
 
 
 def run_trained_start(
