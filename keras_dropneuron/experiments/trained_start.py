@@ -10,7 +10,7 @@ parameters it keeps, and whether it met the experiment's bound. A
 `BudgetError` is caught and what it reached is recorded.
 
 The validation data of `prune_to_budget` (its threshold and its accuracy check)
-is the last `val_size` training images, never used to train; the test set only
+is the last `val_size` training examples, never used to train; the test set only
 measures.
 
 Each experiment is a `TrainedStart` in `trained_setups.EXPERIMENTS`, named

@@ -10,10 +10,12 @@ each next to the same recipe without penalties.
 One module per family: `dense` (sparse regression, autoencoder,
 LeNet-300-100), `convolutional` (LeNet-5, Caffe's LeNet-5), `recurrent` (the
 LSTM), `vit` (the Vision Transformer and its `PositionEmbedding`); `base`
-holds `Setup`. `bn_cnn` holds the networks of the trained-start experiments
-(ResNet-20, a small MobileNetV2, LeNet-5 with a separate Softmax), which are
-not `Setup`s: `keras_dropneuron.experiments.trained_start` trains them without
-penalties, then prunes them with `prune_to_budget`.
+holds `Setup`. `bn_cnn` (ResNet-20, a small MobileNetV2, LeNet-5 with a
+separate Softmax) and `package_gru` (a stacked bidirectional GRU over
+standard-library snippets) hold networks of the trained-start experiments,
+which are not `Setup`s: `keras_dropneuron.experiments.trained_setups` lists
+them (with the LSTM and the ViT built without penalties) and `trained_start`
+trains them without penalties, then prunes them with `prune_to_budget`.
 """
 
 from keras_dropneuron.experiments.setups.base import Setup
