@@ -7,6 +7,7 @@ Each expected figure is written out term by term from the layer's shapes;
 import keras
 import numpy as np
 import pytest
+from backend_utils import to_numpy
 from hand_macs import model_macs
 
 from keras_dropneuron import slim_model
@@ -40,6 +41,10 @@ def test_cross_attention_counts_the_key_and_value_sequence():
     assert _macs_of(model, "mha") == projections + scores_and_sums + output == 3648
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax",
+    reason="Keras's MultiHeadAttention itself fails on JAX when value_dim != key_dim",
+)
 def test_cross_attention_with_its_own_key_and_keywords():
     query, value, key = keras.Input((6, 8)), keras.Input((10, 12)), keras.Input((10, 5))
     mha = L.MultiHeadAttention(2, 4, value_dim=3, name="mha")
@@ -117,4 +122,4 @@ def test_budget_ratio_of_a_cross_attention_model_matches_the_hand_count():
     # The attention dominates: removing half of a small feed-forward net saves little.
     assert expected > 0.95
     data = [np.ones((2, 4, 16), "float32"), np.ones((2, 32, 16), "float32")]
-    np.testing.assert_allclose(slim(data), model(data), atol=1e-5)
+    np.testing.assert_allclose(to_numpy(slim(data)), to_numpy(model(data)), atol=1e-5)
