@@ -236,3 +236,26 @@ def test_mixed_precision_recurrent_model():
     assert report.tolerance == pytest.approx(np.sqrt(np.finfo(np.float16).eps))
     x = RNG.standard_normal((3, 7, 5)).astype("float32")
     np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), atol=1e-2)
+
+
+def test_masked_ids_of_open_length_still_let_recurrent_units_go():
+    # A padding mask and integer ids have no channel axis: with `Input((None,))` their
+    # last axis is unknown, which must not keep the Embedding and the GRUs whole.
+    inputs = keras.Input((None,), dtype="int32")
+    h = keras.layers.Embedding(30, 8, mask_zero=True, name="embedding")(inputs)
+    h = keras.layers.Bidirectional(keras.layers.GRU(6, return_sequences=True), name="bi")(h)
+    h = keras.layers.GRU(6, name="gru")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+    cell = model.get_layer("gru").cell
+    columns = [b * 6 + 2 for b in range(3)]  # unit 2 of every gate block
+    for variable in (cell.kernel, cell.recurrent_kernel, cell.bias):
+        value = to_numpy(variable).copy()
+        value[..., columns] = 0
+        variable.assign(value)
+    slim, report = slim_model(model, return_report=True)
+    assert slim.get_layer("gru").units == 5 and not report.kept_whole
+    x = np.random.default_rng(0).integers(1, 30, size=(4, 9)).astype("int32")
+    x[:, 6:] = 0  # padding
+    np.testing.assert_allclose(to_numpy(slim(x)), to_numpy(model(x)), atol=1e-5)
+    x_short = x[:, :7]  # another length: the slim model keeps the open length
+    np.testing.assert_allclose(to_numpy(slim(x_short)), to_numpy(model(x_short)), atol=1e-5)

@@ -195,6 +195,17 @@ def runs_in_training_mode(
     return training if training is not None else leaked
 
 
+def _positions_only(tensor: keras.KerasTensor) -> bool:
+    """Whether `tensor` is a mask or integer ids: its last axis holds positions, not channels.
+
+    A padding mask or a sequence of ids of open length (`keras.Input((None,))`) has
+    no channel count, and needs none: the layer reading it (an `Embedding`, a
+    recurrent layer's mask) never slices it.
+    """
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    return dtype == "bool" or "int" in dtype
+
+
 def rule_of_call(
     call: Call,
     in_tensors: list[keras.KerasTensor],
@@ -210,7 +221,7 @@ def rule_of_call(
     if rule.side_inputs_whole:  # only the input shaped like the output needs its width
         known = known and any(channels(t) == channels(out_tensors[0]) for t in in_tensors)
     else:
-        known = known and all(channels(t) for t in in_tensors)
+        known = known and all(channels(t) or _positions_only(t) for t in in_tensors)
     if not known:
         return layer_rules.BARRIER, "channel count not known"
     reason = rule.barrier_reason(layer, in_tensors, out_tensors)
