@@ -20,6 +20,8 @@ import sysconfig
 
 import numpy as np
 
+from keras_dropneuron.experiments.stdlib_corpus import stdlib_files
+
 # Packages of the standard library in Python 3.10 to 3.13, each of a dozen files or more.
 PACKAGES = (
     "asyncio",
@@ -37,20 +39,16 @@ VOCABULARY = 4000  # padding, unknown, and the most frequent training tokens
 PAD, UNKNOWN = 0, 1
 NEWLINE = "\n"
 TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+|\S")
-# Test suites stay out: their code looks alike whatever the package.
-EXCLUDED_PARTS = frozenset({"test", "tests", "idle_test"})
 
 Snippet = tuple[str, ...]
 
 
 def package_files(package: str, root: str | pathlib.Path | None = None) -> list[pathlib.Path]:
-    """The package's `*.py` files, sorted, without its tests."""
-    root = pathlib.Path(root or sysconfig.get_paths()["stdlib"])
-    return sorted(
-        path
-        for path in (root / package).rglob("*.py")
-        if not EXCLUDED_PARTS & set(path.relative_to(root).parts)
-    )
+    """The package's `*.py` files, sorted, without its tests (`stdlib_corpus.stdlib_files`).
+
+    Test suites stay out: their code looks alike whatever the package.
+    """
+    return stdlib_files(pathlib.Path(root or sysconfig.get_paths()["stdlib"]) / package)
 
 
 def snippets(text: str, length: int = SNIPPET_TOKENS) -> list[Snippet]:

@@ -194,7 +194,7 @@ def _verdict(row: dict, bound: float | None) -> dict:
         return {"drop_points": None, "met": False}
     drop = 100 * (row["test_accuracy_before"] - row["test_accuracy_after"])
     within = row.get("mac_ratio") is not None and row["mac_ratio"] <= row["target_macs"] + 1e-9
-    met = row["status"] == "ok" and within and drop <= bound if bound is not None else None
+    met = None if bound is None else (row["status"] == "ok" and within and drop <= bound)
     return {"drop_points": drop, "met": met}
 
 
